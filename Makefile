@@ -1,0 +1,35 @@
+# `make demo` and `make test` create or refresh .venv on their own, then run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv test test-all demo bench bench-quick clean
+
+venv: $(STAMP)
+
+# Reinstall whenever the dependency declaration or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ''
+
+demo: $(STAMP)
+	$(BIN)/smi-synth demo
+
+bench: $(STAMP)
+	$(BIN)/smi-synth bench
+
+bench-quick: $(STAMP)
+	$(BIN)/smi-synth bench --quick
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

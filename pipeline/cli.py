@@ -1,0 +1,140 @@
+"""The ``smi-synth`` command line. Exit codes: 0 ok, 2 bad input, 1 failure.
+
+Each subcommand lives in its own module as ``cmd_<name>(args) -> int``; modules are imported only
+when their command runs, so ``smi-synth bench`` needs nothing beyond torch and timm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipeline.errors import UserError
+
+# command -> (module, function)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("pipeline.plan", "cmd_plan"),
+    "run": ("pipeline.run", "cmd_run"),
+    "status": ("pipeline.status", "cmd_status"),
+    "verify": ("pipeline.verify", "cmd_verify"),
+    "preview": ("pipeline.preview", "cmd_preview"),
+    "publish": ("pipeline.publish", "cmd_publish"),
+    "distill": ("pipeline.distill", "cmd_distill"),
+    "quantize": ("pipeline.quantize", "cmd_quantize"),
+    "bench": ("pipeline.bench", "cmd_bench"),
+    "demo": ("pipeline.demo", "cmd_demo"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on bad arguments, matching the contract; keep its one-line message."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="smi-synth", description="Synthetic image corpora by sparse model inversion.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plan", help="shards, images, FLOPs, storage and GPU-hours of a manifest")
+    p.add_argument("manifest")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("run", help="generate a corpus (resumes an interrupted run)")
+    p.add_argument("manifest")
+    p.add_argument("--out", help="output folder (overrides the manifest's)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
+    p.add_argument("--workers", type=int, help="number of inversion actors")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("status", help="complete / pending shards of a corpus")
+    p.add_argument("out")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="check every shard against its stats and the manifest")
+    p.add_argument("out")
+    p.add_argument("--repair", action="store_true", help="unmark bad shards so the next run regenerates them")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("preview", help="per-class contact sheets under OUT/preview")
+    p.add_argument("out")
+    p.add_argument("--per-class", type=int, default=16, help="images per class sheet")
+
+    p = sub.add_parser("publish", help="dataset card and upload to the Hugging Face Hub")
+    p.add_argument("out")
+    p.add_argument("--repo-id", required=True)
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision")
+    p.add_argument("--dry-run", action="store_true")
+
+    p = sub.add_parser("distill", help="data-free knowledge distillation from a corpus")
+    p.add_argument("out")
+    p.add_argument("--student", required=True)
+    p.add_argument("--teacher", help="live teacher spec (default: the corpus's stored soft labels)")
+    p.add_argument("--eval", dest="eval_spec", help="'toy' or an ImageFolder directory of real images")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--sparse", action="store_true", help="train on the kept tokens only")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("quantize", help="post-training quantization calibrated on a corpus")
+    p.add_argument("out")
+    p.add_argument("--model", required=True)
+    p.add_argument("--w-bits", type=int, default=8)
+    p.add_argument("--a-bits", type=int, default=8)
+    p.add_argument("--eval", dest="eval_spec")
+    p.add_argument("--calib-images", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bench", help="dense vs sparse inversion side by side in one process")
+    p.add_argument("--quick", action="store_true", help="small model, few iterations: under a minute on CPU")
+    p.add_argument("--model", help="timm model name (random weights), default depends on --quick/device")
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--stop-iterations", help="comma list, e.g. 50,100,200,300")
+    p.add_argument("--stop-ratios", help="comma list, e.g. 0.3,0.3,0.3,0.3")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                   help="bfloat16 runs under autocast (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="the embedded default: run manifests/demo.yaml on local Ray, CPU")
+    p.add_argument("--out", help="output folder (default: demo-out)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    module_name, func_name = COMMANDS[args.command]
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(args))
+    except UserError as exc:
+        print(f"smi-synth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"smi-synth {args.command}: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the CLI owns the last line of defence
+        logging.getLogger("smi_synth").debug("failure", exc_info=True)
+        print(f"smi-synth {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

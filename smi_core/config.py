@@ -1,0 +1,120 @@
+"""Typed configuration of one inversion run (validated on construction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SelectionKind = Literal["dense", "smi", "random"]
+
+
+@dataclass(frozen=True)
+class StopSchedule:
+    """Progressive stopping: at iteration ``iterations[i]`` stop ``ratios[i]`` of the remaining patches.
+
+    SMI's paper default is t = 50, 100, 200, 300 with r = 0.3 each.
+    """
+
+    iterations: tuple[int, ...] = (50, 100, 200, 300)
+    ratios: tuple[float, ...] = (0.3, 0.3, 0.3, 0.3)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "iterations", tuple(int(t) for t in self.iterations))
+        object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
+        if len(self.iterations) != len(self.ratios):
+            raise ValueError(
+                f"schedule.ratios: expected {len(self.iterations)} ratios (one per stop iteration), "
+                f"got {len(self.ratios)}"
+            )
+        for r in self.ratios:
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"schedule.ratios: every ratio must lie in [0, 1), got {r}")
+        for t in self.iterations:
+            if t < 1:
+                raise ValueError(f"schedule.iterations: stop iterations must be >= 1, got {t}")
+        if list(self.iterations) != sorted(set(self.iterations)):
+            raise ValueError(
+                f"schedule.iterations: stop iterations must be strictly increasing, got {list(self.iterations)}"
+            )
+
+    def check_within(self, total_iterations: int) -> None:
+        """Raise if a stop iteration does not fall inside ``[1, total_iterations)``."""
+        for t in self.iterations:
+            if t >= total_iterations:
+                raise ValueError(
+                    f"schedule.iterations: stop iteration {t} is not below the run's {total_iterations} iterations"
+                )
+
+    def kept_counts(self, num_patches: int) -> list[int]:
+        """Number of kept patches after each stop step (exact integer arithmetic, at least one kept)."""
+        counts, kept = [], num_patches
+        for r in self.ratios:
+            kept = max(1, kept - int(r * kept))
+            counts.append(kept)
+        return counts
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Which patches keep evolving: ``dense`` (all), ``smi`` (lowest CLS saliency stops), ``random``."""
+
+    kind: SelectionKind = "smi"
+    schedule: StopSchedule = field(default_factory=StopSchedule)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("dense", "smi", "random"):
+            raise ValueError(f"selection.kind: expected one of dense, smi, random, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the inversion objective's terms (SMI defaults: CE 1, TV-l2 1e-4)."""
+
+    ce: float = 1.0
+    tv_l1: float = 0.0
+    tv_l2: float = 1e-4
+    l2: float = 0.0
+    bn_prior: float = 0.0
+    patch_entropy: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("ce", "tv_l1", "tv_l2", "l2", "bn_prior", "patch_entropy"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value != value or value < 0:
+                raise ValueError(f"loss.{name}: weight must be a non-negative number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random roll of up to ``max_roll_fraction`` of the side, plus horizontal flip."""
+
+    enabled: bool = True
+    max_roll_fraction: float = 0.125
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_roll_fraction < 1.0:
+            raise ValueError(f"augment.max_roll_fraction: must lie in [0, 1), got {self.max_roll_fraction}")
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """Everything that defines an inversion run apart from the teacher, targets and generator."""
+
+    iterations: int = 4000
+    lr: float = 0.25
+    betas: tuple[float, float] = (0.5, 0.99)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    keep_best: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.iterations, int) or self.iterations < 1:
+            raise ValueError(f"iterations: must be a positive integer, got {self.iterations!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be positive, got {self.lr!r}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
+        if self.selection.kind != "dense":
+            self.selection.schedule.check_within(self.iterations)
