@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                    help="bfloat16 runs under autocast (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, help="alternate dense/sparse this many times, keep each best time")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help="the embedded default: run manifests/demo.yaml on local Ray, CPU")

@@ -1,0 +1,201 @@
+"""Sparse model inversion: optimise pixels so a frozen ViT predicts the targets, stopping patches on a schedule.
+
+``invert`` is the engine. It optimises the image in the teacher's normalised space with Adam, draws
+every random choice (initial noise, roll/flip, random stopping) from the generator passed in, runs
+the teacher on the kept patches only, freezes stopped patches exactly (no gradient, values pinned),
+clips to the normalisation's valid range after each step, and keeps a real copy of each sample's
+best iterate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from smi_core import losses
+from smi_core.augment import apply_roll_flip, remap_patch_index, sample_roll_flip
+from smi_core.config import InversionConfig
+from smi_core.flops import schedule_flops
+from smi_core.result import InversionResult
+from smi_core.selection import make_policy
+from smi_core.vit import ViTGeometry, embed_tokens, forward_blocks, vit_geometry
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class IterationState:
+    """What an observer sees after each iteration. Tensors are live: clone what you keep."""
+
+    iteration: int
+    kept: torch.Tensor  # (B, K) canonical patch indices the forward of this iteration saw
+    pixels: torch.Tensor  # (B, 3, H, W) normalised image after this iteration's step
+    grad: torch.Tensor  # (B, 3, H, W) gradient this iteration's step used
+    loss: torch.Tensor  # (B,) per-sample objective of the iterate before the step
+
+
+Observer = Callable[[IterationState], None]
+
+
+def normalization(model: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple:
+    """``(mean, std)`` given explicitly or from the model's timm ``pretrained_cfg``."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean = tuple(mean) if mean is not None else cfg.get("mean")
+    std = tuple(std) if std is not None else cfg.get("std")
+    if mean is None or std is None:
+        raise ValueError("mean/std: not given and the model's pretrained_cfg has none")
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean/std: expected three values each and positive std, got {mean}, {std}")
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def patch_mask_to_pixels(mask: torch.Tensor, geometry: ViTGeometry) -> torch.Tensor:
+    """``(B, N)`` patch mask -> ``(B, 1, H, W)`` pixel mask."""
+    grid = mask.view(mask.shape[0], 1, *geometry.grid)
+    return grid.repeat_interleave(geometry.patch_size[0], 2).repeat_interleave(geometry.patch_size[1], 3)
+
+
+def _kept_to_mask(kept: torch.Tensor, num_patches: int) -> torch.Tensor:
+    mask = torch.zeros(kept.shape[0], num_patches, dtype=torch.bool, device=kept.device)
+    return mask.scatter_(1, kept, True)
+
+
+def invert(
+    model: nn.Module,
+    targets: torch.Tensor,
+    config: InversionConfig,
+    generator: torch.Generator,
+    *,
+    img_size: tuple[int, int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    bn_prior: losses.BNStatisticsPrior | None = None,
+    count_flops: bool = True,
+    observer: Observer | None = None,
+) -> InversionResult:
+    """Invert ``model`` for the target classes ``targets`` ``(B,)`` (on the model's device).
+
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the teacher under autocast; pixels stay float32.
+    ``bn_prior`` is needed when ``config.loss.bn_prior > 0``; its CNN gets the augmented view in this
+    teacher's normalisation. ``observer`` is called after every iteration (progress, tracing, tests).
+    """
+    geometry = vit_geometry(model, img_size)
+    device = targets.device
+    weights = config.loss
+    if weights.bn_prior > 0 and bn_prior is None:
+        raise ValueError("loss.bn_prior: weight > 0 needs a bn_prior CNN")
+    if config.selection.kind == "smi" and not geometry.has_cls_token:
+        raise ValueError("selection.kind: smi needs a class token for its saliency; this model has none")
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if targets.ndim != 1 or targets.dtype != torch.int64 or targets.numel() == 0:
+        raise ValueError("targets: expected a non-empty 1-D int64 tensor of class indices")
+    if num_classes and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+        raise ValueError(f"targets: class indices must lie in [0, {num_classes}), got {targets.tolist()}")
+
+    mean_t, std_t = normalization(model, mean, std)
+    mean_v = torch.tensor(mean_t, device=device).view(1, 3, 1, 1)
+    std_v = torch.tensor(std_t, device=device).view(1, 3, 1, 1)
+    low, high = (0 - mean_v) / std_v, (1 - mean_v) / std_v
+    batch, num_patches, prefix = targets.shape[0], geometry.num_patches, geometry.num_prefix_tokens
+    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+
+    start = time.perf_counter()
+    noise = torch.randn(batch, 3, *geometry.img_size, generator=generator, device=generator.device)
+    pixels = torch.maximum(torch.minimum(noise.to(device), high), low).requires_grad_(True)
+    optimizer = torch.optim.Adam([pixels], lr=config.lr, betas=config.betas)
+    policy = make_policy(config.selection, num_patches)
+    kept = torch.arange(num_patches, device=device).expand(batch, -1).contiguous()
+    keep_pixels: torch.Tensor | None = None  # (B, 1, H, W) bool once a patch has stopped
+    frozen: torch.Tensor | None = None  # values of stopped pixels
+    best = pixels.detach().clone()
+    best_loss = torch.full((batch,), float("inf"), device=device)
+    best_mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
+
+    for iteration in range(config.iterations):
+        aug = sample_roll_flip(config.augment, geometry.grid, generator)
+        view = apply_roll_flip(pixels, aug, geometry.patch_size)
+        view_index, order = torch.sort(remap_patch_index(kept, aug, geometry.grid), dim=1)
+        canonical = torch.gather(kept, 1, order)  # canonical patch of each gathered token
+        subset = None if kept.shape[1] == num_patches else view_index
+        want_saliency = policy.needs_saliency(iteration)
+        seen_kept = kept
+        with autocast:
+            tokens = embed_tokens(model, view, subset)
+            features, saliency = forward_blocks(model, tokens, saliency=want_saliency)
+            logits = model.forward_head(features)
+        per_sample = weights.ce * losses.cross_entropy(logits, targets)
+        if weights.tv_l1:
+            per_sample = per_sample + weights.tv_l1 * losses.total_variation(pixels, 1)
+        if weights.tv_l2:
+            per_sample = per_sample + weights.tv_l2 * losses.total_variation(pixels, 2)
+        if weights.l2:
+            per_sample = per_sample + weights.l2 * losses.pixel_l2(pixels)
+        if weights.patch_entropy:
+            per_sample = per_sample - weights.patch_entropy * losses.patch_similarity_entropy(features, prefix)
+        objective = per_sample.mean()
+        if weights.bn_prior:
+            objective = objective + weights.bn_prior * bn_prior.loss(view)  # type: ignore[union-attr]
+
+        with torch.no_grad():
+            sample_loss = per_sample.detach().float()
+            improved = sample_loss < best_loss
+            best_loss = torch.where(improved, sample_loss, best_loss)
+            best = torch.where(improved.view(-1, 1, 1, 1), pixels.detach(), best)
+            if keep_pixels is not None:
+                best_mask = torch.where(improved.view(-1, 1), _kept_to_mask(kept, num_patches), best_mask)
+
+        (grad,) = torch.autograd.grad(objective, [pixels])
+        if keep_pixels is not None:  # image priors would otherwise reach stopped pixels
+            grad = grad * keep_pixels
+        pixels.grad = grad
+        optimizer.step()
+        with torch.no_grad():
+            pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
+            if keep_pixels is not None:
+                pixels.copy_(torch.where(keep_pixels, pixels, frozen))
+            new_kept = policy.update(iteration, canonical if want_saliency else kept, saliency, generator)
+            if new_kept.shape[1] != kept.shape[1]:
+                kept = new_kept
+                keep_pixels = patch_mask_to_pixels(_kept_to_mask(kept, num_patches), geometry)
+                frozen = pixels.detach().clone()
+                log.debug("iteration %d: %d patches keep evolving", iteration, kept.shape[1])
+        if observer is not None:
+            observer(IterationState(iteration, seen_kept, pixels.detach(), grad, sample_loss))
+
+    final = best if config.keep_best else pixels.detach()
+    final_mask = best_mask if config.keep_best else _kept_to_mask(kept, num_patches)
+    with torch.no_grad(), autocast:
+        logits = model.forward_head(forward_blocks(model, embed_tokens(model, final))[0]).float()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    flops = (
+        schedule_flops(model, geometry, config.selection, config.iterations, batch, device=device)
+        if count_flops
+        else 0
+    )
+    images = (final * std_v + mean_v).clamp(0, 1)
+    pixel_mask = patch_mask_to_pixels(final_mask, geometry)
+    final_loss = best_loss if config.keep_best else sample_loss
+    return InversionResult(
+        images=images.float().cpu(),
+        masked_images=(images * pixel_mask).float().cpu(),
+        labels=targets.cpu(),
+        kept_mask=final_mask.cpu(),
+        pixel_mask=pixel_mask.cpu(),
+        logits=logits.cpu(),
+        loss=final_loss.float().cpu(),
+        confidence=torch.softmax(logits, dim=1).gather(1, targets.view(-1, 1)).squeeze(1).cpu(),
+        grid=geometry.grid,
+        patch_size=geometry.patch_size,
+        iterations=config.iterations,
+        flops=flops,
+        seconds=seconds,
+    )

@@ -1,0 +1,101 @@
+"""Patch-selection policies: which patches keep evolving after each stop step.
+
+A policy says at which iterations it needs the saliency of the current forward, and turns the kept
+set plus that saliency into the next kept set. ``keep_top_salient`` is the pure function behind SMI.
+Kept sets are ``(B, K)`` int64 canonical row-major patch indices, sorted ascending in each row.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from smi_core.config import SelectionConfig
+
+
+def keep_top_salient(kept: torch.Tensor, saliency: torch.Tensor, num_keep: int) -> torch.Tensor:
+    """Keep the ``num_keep`` patches of ``kept`` with the highest ``saliency`` (same shape), sorted by index."""
+    if not 1 <= num_keep <= kept.shape[1]:
+        raise ValueError(f"num_keep: must lie in [1, {kept.shape[1]}], got {num_keep}")
+    top = torch.topk(saliency, num_keep, dim=1, sorted=False).indices
+    return torch.sort(torch.gather(kept, 1, top), dim=1).values
+
+
+def keep_random(kept: torch.Tensor, num_keep: int, generator: torch.Generator) -> torch.Tensor:
+    """Keep ``num_keep`` patches of ``kept`` chosen uniformly at random from ``generator``, sorted by index."""
+    scores = torch.rand(kept.shape, generator=generator, device=generator.device).to(kept.device)
+    return keep_top_salient(kept, scores, num_keep)
+
+
+class SelectionPolicy(Protocol):
+    """The interface every policy implements (dense, SMI, random; later e.g. rebirth)."""
+
+    name: str
+
+    def needs_saliency(self, iteration: int) -> bool:
+        """Whether the forward of ``iteration`` must also return the CLS saliency."""
+
+    def update(
+        self, iteration: int, kept: torch.Tensor, saliency: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The kept set for ``iteration + 1`` given the set and saliency of ``iteration``."""
+
+
+class DensePolicy:
+    """Every patch evolves for the whole run."""
+
+    name = "dense"
+
+    def needs_saliency(self, iteration: int) -> bool:
+        return False
+
+    def update(self, iteration, kept, saliency, generator):  # noqa: D102 - see SelectionPolicy
+        return kept
+
+
+class ScheduledStopping:
+    """Stop ``ratios[i]`` of the remaining patches so that iterations ``>= iterations[i]`` run without them.
+
+    The saliency comes from the forward of iteration ``iterations[i] - 1``. ``scorer`` picks which
+    patches stay: ``"saliency"`` (SMI: lowest CLS attention stops) or ``"random"``.
+    """
+
+    def __init__(self, config: SelectionConfig, num_patches: int, scorer: str = "saliency") -> None:
+        if scorer not in ("saliency", "random"):
+            raise ValueError(f"scorer: expected 'saliency' or 'random', got {scorer!r}")
+        self.name = "smi" if scorer == "saliency" else "random"
+        self.scorer = scorer
+        counts = config.schedule.kept_counts(num_patches)
+        self._keep_after = {t - 1: k for t, k in zip(config.schedule.iterations, counts)}
+
+    def needs_saliency(self, iteration: int) -> bool:
+        return self.scorer == "saliency" and iteration in self._keep_after
+
+    def update(self, iteration, kept, saliency, generator):  # noqa: D102 - see SelectionPolicy
+        num_keep = self._keep_after.get(iteration)
+        if num_keep is None or num_keep == kept.shape[1]:
+            return kept
+        if self.scorer == "random":
+            return keep_random(kept, num_keep, generator)
+        if saliency is None:
+            raise RuntimeError(f"iteration {iteration}: the SMI policy needs the saliency of this forward")
+        return keep_top_salient(kept, saliency, num_keep)
+
+
+def make_policy(config: SelectionConfig, num_patches: int) -> SelectionPolicy:
+    """The policy a ``SelectionConfig`` names."""
+    if config.kind == "dense":
+        return DensePolicy()
+    return ScheduledStopping(config, num_patches, scorer="saliency" if config.kind == "smi" else "random")
+
+
+def tokens_per_iteration(config: SelectionConfig, num_patches: int, iterations: int) -> list[int]:
+    """Kept patch count of every iteration under ``config`` (what the engine really runs)."""
+    counts = [num_patches] * iterations
+    if config.kind == "dense":
+        return counts
+    for t, k in zip(config.schedule.iterations, config.schedule.kept_counts(num_patches)):
+        for i in range(t, iterations):
+            counts[i] = k
+    return counts

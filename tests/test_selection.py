@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from smi_core.config import SelectionConfig, StopSchedule
+from smi_core.selection import DensePolicy, keep_random, keep_top_salient, make_policy, tokens_per_iteration
+
+
+def test_keep_top_salient_keeps_highest_and_sorts():
+    kept = torch.tensor([[2, 5, 7, 9]])
+    sal = torch.tensor([[0.1, 0.9, 0.05, 0.5]])
+    assert keep_top_salient(kept, sal, 2).tolist() == [[5, 9]]
+    with pytest.raises(ValueError, match="num_keep"):
+        keep_top_salient(kept, sal, 0)
+
+
+def test_keep_random_is_reproducible_subset():
+    kept = torch.arange(20).view(1, -1)
+    a = keep_random(kept, 7, torch.Generator().manual_seed(0))
+    b = keep_random(kept, 7, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == (1, 7) and torch.all(a[:, 1:] > a[:, :-1])
+
+
+def test_paper_schedule_token_counts_are_exact():
+    schedule = StopSchedule()
+    assert schedule.kept_counts(196) == [138, 97, 68, 48]
+    counts = tokens_per_iteration(SelectionConfig("smi", schedule), 196, 4000)
+    assert counts[:50] == [196] * 50 and counts[50:100] == [138] * 50
+    assert counts[100:200] == [97] * 100 and counts[200:300] == [68] * 100 and counts[300:] == [48] * 3700
+    assert tokens_per_iteration(SelectionConfig("dense"), 196, 10) == [196] * 10
+
+
+def test_policy_asks_for_saliency_the_iteration_before_each_stop():
+    policy = make_policy(SelectionConfig("smi", StopSchedule((3, 6), (0.5, 0.5))), 8)
+    assert [i for i in range(10) if policy.needs_saliency(i)] == [2, 5]
+    kept = torch.arange(8).view(1, -1)
+    new = policy.update(2, kept, torch.arange(8.0).view(1, -1), torch.Generator())
+    assert new.tolist() == [[4, 5, 6, 7]]
+    assert policy.update(3, new, None, torch.Generator()) is new
+    with pytest.raises(RuntimeError, match="saliency"):
+        policy.update(5, new, None, torch.Generator())
+    assert isinstance(make_policy(SelectionConfig("dense"), 8), DensePolicy)
+    assert not make_policy(SelectionConfig("random", StopSchedule((3,), (0.5,))), 8).needs_saliency(2)
