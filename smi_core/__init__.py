@@ -1,25 +1,31 @@
 """smi_core: sparse model inversion of timm Vision Transformers, pure PyTorch.
 
-Knows nothing of files, Ray or the Hub; devices, dtypes and generators are passed in.
+Knows nothing of files, Ray or the Hub; devices, dtypes and generators are passed in. Names are
+imported lazily so that ``smi_core.config`` (used when validating manifests) does not load torch.
 """
 
-from smi_core.config import AugmentConfig, InversionConfig, LossWeights, SelectionConfig, StopSchedule
-from smi_core.inversion import invert
-from smi_core.result import InversionResult
-from smi_core.selection import make_policy, tokens_per_iteration
-from smi_core.vit import ViTGeometry, forward_subset, vit_geometry
+from importlib import import_module
 
-__all__ = [
-    "AugmentConfig",
-    "InversionConfig",
-    "InversionResult",
-    "LossWeights",
-    "SelectionConfig",
-    "StopSchedule",
-    "ViTGeometry",
-    "forward_subset",
-    "invert",
-    "make_policy",
-    "tokens_per_iteration",
-    "vit_geometry",
-]
+_EXPORTS = {
+    "AugmentConfig": "smi_core.config",
+    "InversionConfig": "smi_core.config",
+    "LossWeights": "smi_core.config",
+    "SelectionConfig": "smi_core.config",
+    "StopSchedule": "smi_core.config",
+    "InversionResult": "smi_core.result",
+    "IterationState": "smi_core.inversion",
+    "invert": "smi_core.inversion",
+    "make_policy": "smi_core.selection",
+    "tokens_per_iteration": "smi_core.selection",
+    "ViTGeometry": "smi_core.vit",
+    "forward_subset": "smi_core.vit",
+    "vit_geometry": "smi_core.vit",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'smi_core' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)
