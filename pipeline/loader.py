@@ -22,6 +22,7 @@ from pipeline.corpus_index import as_layout, complete_shard_ids, read_manifest
 from pipeline.errors import CorpusError
 from pipeline.layout import CorpusLayout
 from pipeline.shard_writer import IMAGE_FORMATS, SOFT_LABEL_MEMBER
+from pipeline.tar_records import iter_tar_records
 
 log = logging.getLogger(__name__)
 
@@ -219,24 +220,6 @@ def load_corpus(
 
 
 # ---------------------------------------------------------------------------------------------- plain
-
-
-def iter_tar_records(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {extension: bytes})`` per sample of one tar, in tar order (key = name up to the first dot)."""
-    with tarfile.open(path, mode="r:") as tar:
-        key, members = None, {}
-        for info in tar:
-            if not info.isfile():
-                continue
-            base, _, ext = info.name.partition(".")
-            if base != key and members:
-                yield key, members  # type: ignore[misc]
-                members = {}
-            key = base
-            f = tar.extractfile(info)
-            members[ext] = f.read() if f is not None else b""
-        if members:
-            yield key, members  # type: ignore[misc]
 
 
 def iter_samples(

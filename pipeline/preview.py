@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import math
-import tarfile
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pipeline.corpus_index import as_layout, complete_shard_ids, read_manifest
 from pipeline.layout import CorpusLayout
 from pipeline.shard_writer import IMAGE_FORMATS, atomic_write_bytes
+from pipeline.tar_records import iter_tar_records
 
 log = logging.getLogger(__name__)
 
@@ -127,26 +127,9 @@ def _label(label: int, name: str, font: ImageFont.ImageFont | ImageFont.FreeType
 
 
 def iter_images(tar_path: Path) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(RGB pixels, kept-patch mask or None) per sample of one shard, streaming in tar order.
-
-    A few lines instead of pipeline.loader's helpers: that module imports webdataset (and torch),
-    seconds of start-up that ``preview`` and ``publish`` do not need.
-    """
-    with tarfile.open(tar_path, mode="r|") as tar:
-        key, members = None, {}
-        for info in tar:
-            if not info.isfile():
-                continue
-            base, _, ext = info.name.partition(".")
-            if base != key and members:
-                yield _decode(members)
-                members = {}
-            key = base
-            if ext == "json" or ext in IMAGE_FORMATS:
-                f = tar.extractfile(info)
-                members[ext] = f.read() if f is not None else b""
-        if members:
-            yield _decode(members)
+    """(RGB pixels, kept-patch mask or None) per sample of one shard, streaming in tar order."""
+    for _, members in iter_tar_records(tar_path):
+        yield _decode(members)
 
 
 def _decode(members: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -39,6 +39,7 @@ from pipeline.corpus_index import as_layout, read_manifest, read_stats
 from pipeline.errors import UserError
 from pipeline.layout import CorpusLayout
 from pipeline.preview import expected_previews, write_previews
+from pipeline.shard_writer import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +182,6 @@ def plan_commits(files: list[PlannedFile], files_per_commit: int = FILES_PER_COM
 # ---------------------------------------------------------------------------------------------- remote
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _git_blob_sha1(path: Path, size: int) -> str:
     h = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
     with open(path, "rb") as f:
@@ -202,7 +195,7 @@ def _unchanged(f: PlannedFile, remote: Any) -> bool:
     if remote is None or remote.size != f.size:
         return False
     if remote.lfs is not None:
-        return remote.lfs.sha256 == (f.sha256 or _file_sha256(f.local))
+        return remote.lfs.sha256 == (f.sha256 or file_sha256(f.local))
     return remote.blob_id == _git_blob_sha1(f.local, f.size)
 
 

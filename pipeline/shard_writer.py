@@ -369,6 +369,15 @@ def _write_tar(path: Path, members: Sequence[tuple[str, bytes]]) -> dict[str, An
     return {"tar_bytes": sink.size, "tar_sha256": sink.sha256.hexdigest(), "tar_md5": sink.md5.hexdigest()}
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_file_durably(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` and fsync it (no rename)."""
     with open(path, "wb") as f:

@@ -267,11 +267,9 @@ class RunSpec:
         """sha256 of the teacher checkpoint file (``None`` for timm and toy teachers); computed once."""
         if not _is_checkpoint(self.teacher_spec):
             return None
-        h = hashlib.sha256()
-        with open(self.teacher_spec, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        from pipeline.shard_writer import file_sha256
+
+        return file_sha256(Path(self.teacher_spec))
 
     # --- conversions ---------------------------------------------------------------------------
     def inversion_config(self) -> InversionConfig:

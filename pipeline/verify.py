@@ -8,7 +8,6 @@ the index so the next run regenerates them.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 import tarfile
@@ -21,6 +20,7 @@ from pipeline.corpus_index import as_layout, read_manifest, read_stats, refresh_
 from pipeline.layout import CorpusLayout, shard_name
 from pipeline.shard_writer import (
     KEY_PATTERN,
+    file_sha256,
     find_stray_temporaries,
     is_temporary,
     remove_shard,
@@ -54,14 +54,6 @@ class VerifyReport:
             "unexpected_files": self.unexpected_files,
             "repaired": self.repaired,
         }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_members(path: Path, stats: dict, entry: dict) -> tuple[list[str], list[str]]:
@@ -108,7 +100,7 @@ def _check_parquet(path: Path, stats: dict, keys: list[str]) -> list[str]:
     if not path.is_file():
         return ["missing parquet"]
     problems = []
-    if "parquet_sha256" in stats and _sha256(path) != stats["parquet_sha256"]:
+    if "parquet_sha256" in stats and file_sha256(path) != stats["parquet_sha256"]:
         problems.append("parquet sha256 differs from stats (altered)")
     try:
         rows = pq.read_table(path, columns=["key"]).column("key").to_pylist()
@@ -133,7 +125,7 @@ def check_shard(layout: CorpusLayout, entry: dict) -> list[str]:
     size = tar.stat().st_size
     if size != stats.get("tar_bytes"):
         problems.append(f"tar is {size} bytes, stats say {stats.get('tar_bytes')} (truncated or altered)")
-    elif _sha256(tar) != stats.get("tar_sha256"):
+    elif file_sha256(tar) != stats.get("tar_sha256"):
         problems.append("tar sha256 differs from stats (altered)")
     member_problems, keys = _check_members(tar, stats, entry)
     problems += member_problems

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +20,7 @@ from pipeline.plan import (
     vit_forward_flops,
 )
 from pipeline.spec import RunSpec, load_spec
-
-
-@dataclass
-class FakeTeacherInfo:
-    teacher_id: str
-    num_classes: int
-    class_names: list[str]
-    img_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    license: str | None
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float
-    patch_size: tuple[int, int]
-    num_prefix_tokens: int
-
-
-def fake_describe(spec: str) -> FakeTeacherInfo:
-    if spec == "toy":
-        return FakeTeacherInfo("toy", 10, [f"toy_{i}" for i in range(10)], (32, 32), (0.5,) * 3, (0.5,) * 3,
-                               None, 64, 4, 4, 2.0, (4, 4), 1)
-    return FakeTeacherInfo(spec, 1000, [f"imagenet_{i}" for i in range(1000)], (224, 224),
-                           (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "apache-2.0", 768, 12, 12, 4.0, (16, 16), 1)
+from tests.fake_teacher import fake_describe
 
 
 @pytest.fixture(autouse=True)

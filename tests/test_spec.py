@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,40 +13,9 @@ import pipeline.spec as spec_mod
 from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.spec import load_spec, spec_from_dict
+from tests.fake_teacher import fake_describe
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
-
-
-@dataclass
-class FakeTeacherInfo:
-    teacher_id: str
-    num_classes: int
-    class_names: list[str]
-    img_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    license: str | None
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float
-    patch_size: tuple[int, int]
-    num_prefix_tokens: int
-
-
-def fake_describe(spec: str) -> FakeTeacherInfo:
-    """Stand-in for pipeline.teacher.describe_teacher: toy, DeiT-Base, or any existing file."""
-    if spec.startswith("timm:deit_base"):
-        return FakeTeacherInfo(spec, 1000, [f"imagenet_{i}" for i in range(1000)], (224, 224),
-                               (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "apache-2.0",
-                               768, 12, 12, 4.0, (16, 16), 1)
-    if spec.startswith("timm:"):
-        raise UserError(f"unknown timm model {spec[5:]!r}")
-    if spec != "toy" and not Path(spec).is_file():
-        raise UserError(f"checkpoint file not found: {spec}")
-    return FakeTeacherInfo("toy" if spec == "toy" else f"file:{Path(spec).name}", 10,
-                           [f"toy_{i}" for i in range(10)], (32, 32), (0.5,) * 3, (0.5,) * 3, None,
-                           64, 4, 4, 2.0, (4, 4), 1)
 
 
 @pytest.fixture(autouse=True)
