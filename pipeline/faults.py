@@ -1,0 +1,64 @@
+"""Deliberate failures for testing fault tolerance (``SMI_SYNTH_INJECT_FAULT``); inert unless set.
+
+Format: ``MODE:SHARD:TIMES:STATE_DIR`` with MODE ``crash`` (the worker process dies mid-shard) or
+``raise`` (the shard raises), TIMES a count or ``always``. Firing is counted with files in STATE_DIR,
+so it works across the worker restarts it causes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "SMI_SYNTH_INJECT_FAULT"
+log = logging.getLogger(__name__)
+
+
+class InjectedFault(RuntimeError):
+    """The failure a ``raise`` fault produces."""
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    mode: str
+    shard_id: int
+    times: int  # -1: always
+    state_dir: str
+
+    @classmethod
+    def from_env(cls) -> FaultPlan | None:
+        raw = os.environ.get(ENV_VAR)
+        if not raw:
+            return None
+        try:
+            mode, shard, times, state_dir = raw.split(":", 3)
+            plan = cls(mode, int(shard), -1 if times == "always" else int(times), state_dir)
+        except ValueError:
+            raise ValueError(f"{ENV_VAR}: expected MODE:SHARD:TIMES:STATE_DIR, got {raw!r}") from None
+        if plan.mode not in ("crash", "raise"):
+            raise ValueError(f"{ENV_VAR}: mode must be crash or raise, got {plan.mode!r}")
+        return plan
+
+    def _claim(self) -> bool:
+        """Count one firing; False once ``times`` firings have happened."""
+        if self.times < 0:
+            return True
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+        for n in range(self.times):
+            try:
+                os.close(os.open(Path(self.state_dir) / f"fired-{self.shard_id}-{n}", os.O_CREAT | os.O_EXCL))
+                return True
+            except FileExistsError:
+                continue
+        return False
+
+    def maybe_fire(self, shard_id: int) -> None:
+        """Fail here if this plan targets ``shard_id`` and has firings left."""
+        if shard_id != self.shard_id or not self._claim():
+            return
+        log.warning("injected %s fault in shard %d", self.mode, shard_id)
+        if self.mode == "crash":
+            os._exit(17)
+        raise InjectedFault(f"injected fault in shard {shard_id}")
