@@ -174,7 +174,7 @@ def run_corpus(
     report = RunReport(out=str(layout.root), shards=len(tasks), images=sum(t.count for t in tasks))
     report.skipped_shards = len(tasks) - len(pending)
     if not pending:
-        report.wall_seconds = time.perf_counter() - start
+        _finish(layout, report, start)
         return report
     _prebuild_teacher(spec)
     ray = _ray_init(address)
@@ -197,8 +197,18 @@ def run_corpus(
         _dispatch(ray, actors, pending, layout, report, show_progress)
     finally:
         ray.shutdown()
-    report.wall_seconds = time.perf_counter() - start
+    _finish(layout, report, start)
     return report
+
+
+def _finish(layout: CorpusLayout, report: RunReport, start: float) -> None:
+    """Once every shard is complete, (re)write the dataset card: its ``configs`` entry is what makes
+    ``datasets.load_dataset(OUT)`` read ``data/*.tar`` rather than the parquet metadata."""
+    if report.ok and len(complete_shard_ids(layout)) == report.shards:
+        from pipeline.card import write_card
+
+        write_card(layout)
+    report.wall_seconds = time.perf_counter() - start
 
 
 def _dispatch(ray, actors, pending: list[ShardTask], layout: CorpusLayout, report: RunReport, show: bool) -> None:

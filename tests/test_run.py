@@ -69,6 +69,12 @@ def test_run_status_rerun_and_changed_spec(tmp_path, teacher_file, capsys):
     report = last_json(capsys.readouterr().out)
     assert report["ok"] and report["completed_shards"] == 8 and report["completed_images"] == 12
     assert verify_corpus(out).ok
+    # the card written at completion makes the bare folder load as images, not as parquet metadata
+    import datasets
+
+    ds = datasets.load_dataset(str(out), split="train")
+    assert len(ds) == 12 and {"png", "cls"} <= set(ds.column_names)
+    assert sorted(ds["cls"]) == sorted([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
     assert main(["status", str(out), "--json"]) == 0
     status = last_json(capsys.readouterr().out)
     assert status["complete_shards"] == 8 and status["pending_shards"] == 0 and status["images"] == 12
