@@ -1,0 +1,235 @@
+"""Quality benchmark on the toy teacher: noise vs dense inversion vs SMI inversion, side by side.
+
+For each of three corpora of the same size (Gaussian-noise images with the teacher's soft labels,
+dense inversion, SMI inversion) it records the generation time, distils the same student (same
+epochs and seed) and reports its top-1 on the toy held-out split, plus the teacher quantized at W8A8
+and W4A8 calibrated on that corpus. Corpora are generated with the project's own machinery
+(``spec_from_dict`` + ``run_corpus``; ``--in-process`` runs ``ShardWorker`` directly, without Ray).
+
+    .venv/bin/python benchmarks/quality.py --quick --out /tmp/quality   # a few minutes on 2 cores
+    .venv/bin/python benchmarks/quality.py --classes 10 --per-class 64 --iterations 300 --epochs 30
+
+Targets: SMI student within 1 point of the dense student at <= 40% of dense generation time; SMI
+student >= 80% of teacher top-1; both far above noise. The last stdout line is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.console import emit_json  # noqa: E402
+from pipeline.corpus_index import read_stats, refresh_index  # noqa: E402
+from pipeline.distill import DistillConfig, build_student, count_params, distill  # noqa: E402
+from pipeline.evaluation import corpus_info, eval_source, top1  # noqa: E402
+from pipeline.layout import CorpusLayout  # noqa: E402
+from pipeline.plan import plan_shards  # noqa: E402
+from pipeline.quantize import calibrate, corpus_calibration, quantize_model  # noqa: E402
+
+log = logging.getLogger("quality")
+
+DEMO_STOP_FRACTIONS = (20 / 300, 40 / 300, 80 / 300, 120 / 300)  # manifests/demo.yaml's schedule, scaled
+QUANT_SETTINGS = ((8, 8), (4, 8))
+
+
+def manifest_dict(method: str, args: argparse.Namespace, out: Path) -> dict:
+    """A manifest for the toy teacher (the demo's settings at ``args``' size)."""
+    n = args.iterations
+    stops = sorted({max(1, min(n - 1, round(f * n))) for f in DEMO_STOP_FRACTIONS})
+    return {
+        "name": f"quality-{method}",
+        "teacher": "toy",
+        "classes": {"start": 0, "stop": args.classes},
+        "images_per_class": args.per_class,
+        "images_per_shard": args.per_class,
+        "inversion": {
+            "method": "smi" if method == "noise" else method,
+            "iterations": n,
+            "batch_size": min(args.per_class, args.inv_batch),
+            "lr": 0.25,
+            "betas": [0.5, 0.99],
+            "schedule": {"iterations": stops, "ratios": [0.3] * len(stops)},
+            "loss": {"ce": 1.0, "tv_l2": 1.0e-4},
+        },
+        "seed": args.seed,
+        "device": "cpu",
+        "output": str(out),
+        "resources": {"workers": args.workers, "gpus_per_worker": 0, "cpus_per_worker": 1},
+        "license": "other",
+    }
+
+
+def _shard_seconds(out: Path, key: str = "inversion_seconds") -> float:
+    layout = CorpusLayout(out)
+    return sum(float(read_stats(layout, int(p.stem.rsplit("-", 1)[1])).get(key, 0.0))
+               for p in sorted(layout.stats_dir.glob("*.json")))
+
+
+def generate_inverted(method: str, args: argparse.Namespace, out: Path) -> dict:
+    """Dense or SMI corpus via the run machinery; returns timing."""
+    from pipeline.spec import spec_from_dict
+
+    spec = spec_from_dict(manifest_dict(method, args, out), label=f"quality-{method}")
+    start = time.perf_counter()
+    if args.in_process:
+        from pipeline.run import check_resumable, prepare_out
+        from pipeline.worker import ShardWorker, WorkerConfig
+
+        tasks = plan_shards(spec)
+        prepare_out(spec, tasks, check_resumable(spec, CorpusLayout(out)),
+                    {"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
+        worker = ShardWorker(WorkerConfig(
+            teacher_spec=spec.teacher_spec, out=str(out), inversion=spec.inversion_config(), method=spec.method,
+            batch_size=spec.batch_size, image_format=spec.image_format, num_classes=spec.teacher.num_classes,
+        ))
+        for task in tasks:
+            worker.run(task)
+        refresh_index(CorpusLayout(out))
+    else:
+        from pipeline.run import run_corpus
+
+        report = run_corpus(spec, workers=args.workers, show_progress=False)
+        if not report.ok:
+            raise RuntimeError(f"{method} corpus generation failed: {report.as_dict()}")
+    wall = time.perf_counter() - start
+    return {"wall_seconds": wall, "gen_seconds": _shard_seconds(out)}
+
+
+def generate_noise(args: argparse.Namespace, out: Path, teacher) -> dict:
+    """Gaussian-noise images (pixels 0.5 + 0.25 N(0,1), clipped) with the teacher's logits as soft labels."""
+    from pipeline.evaluation import normalize
+    from pipeline.layout import sample_key
+    from pipeline.run import check_resumable, prepare_out
+    from pipeline.shard_writer import ShardSample, write_shard
+    from pipeline.spec import spec_from_dict
+
+    spec = spec_from_dict(manifest_dict("noise", args, out), label="quality-noise")
+    tasks = plan_shards(spec)
+    start = time.perf_counter()
+    prepare_out(spec, tasks, check_resumable(spec, CorpusLayout(out)), {"device": "cpu", "dtype": "float32"})
+    size = spec.teacher.img_size[0] if isinstance(spec.teacher.img_size, (tuple, list)) else spec.teacher.img_size
+    gen_seconds = 0.0
+    for task in tasks:
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(task.seed)
+        images = (0.5 + 0.25 * torch.randn(task.count, 3, size, size, generator=g)).clamp(0, 1)
+        pixels = (images * 255).round().to(torch.uint8)
+        hwc = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+        with torch.no_grad():
+            logits = teacher.model(normalize(pixels.float() / 255, teacher.mean, teacher.std))
+        gen_seconds += time.perf_counter() - t0
+        probs = logits.softmax(-1)
+        patch = spec.teacher.patch_size[0] if isinstance(spec.teacher.patch_size, (tuple, list)) else spec.teacher.patch_size
+        grid = (size // patch, size // patch)
+
+        samples = [
+            ShardSample(
+                key=sample_key(task.label, task.first_index + i), image=hwc[i],
+                label=task.label, class_name=task.class_name, seed=task.seed, shard_id=task.shard_id,
+                teacher=teacher.teacher_id, method="noise", kept_patches=list(range(grid[0] * grid[1])),
+                patch_grid=grid, final_loss=0.0, confidence=float(probs[i, task.label]),
+                soft_label=logits[i].numpy().astype("float32"), generation_seconds=0.0,
+            )
+            for i in range(task.count)
+        ]
+        write_shard(CorpusLayout(out), task.shard_id, samples, num_classes=spec.teacher.num_classes)
+    refresh_index(CorpusLayout(out))
+    return {"wall_seconds": time.perf_counter() - start, "gen_seconds": gen_seconds}
+
+
+def evaluate_corpus(name: str, out: Path, args: argparse.Namespace, teacher, eval_set) -> dict:
+    """Distil the student on the corpus and quantize the teacher calibrated on it."""
+    info = corpus_info(out)
+    mean, std = tuple(teacher.mean), tuple(teacher.std)
+    torch.manual_seed(args.seed)
+    student = build_student(args.student, num_classes=info.num_classes, img_size=info.img_size, patch_size=4)
+    cfg = DistillConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        sparse=args.sparse, show_progress=False)
+    res = distill(student, info, cfg, mean=mean, std=std, teacher=teacher.model if args.live_teacher else None)
+    row = {"student_top1": top1(res.model, eval_set, mean=mean, std=std), "distill_seconds": res.seconds,
+           "student_params": count_params(res.model), "final_loss": res.losses[-1]}
+    for wb, ab in QUANT_SETTINGS:
+        qm = quantize_model(teacher.model, wb, ab)
+        calibrate(qm, corpus_calibration(str(out), args.calib_images, mean, std))
+        row[f"w{wb}a{ab}_top1"] = top1(qm.model, eval_set, mean=mean, std=std)
+    return row
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="10 classes x 16 images, 100 iterations, 15 epochs")
+    p.add_argument("--out", help="folder for the three corpora (default: a temporary folder, removed)")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--per-class", type=int, default=64)
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--inv-batch", type=int, default=32, help="inversion batch size")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--student", default="toy-student")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--sparse", action="store_true", help="distil on kept tokens only (inverted corpora)")
+    p.add_argument("--live-teacher", action="store_true",
+                   help="distil against the live teacher with flip/shift augmentation (default: stored soft labels)")
+    p.add_argument("--calib-images", type=int, default=256)
+    p.add_argument("--eval-images", type=int, default=2000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--in-process", action="store_true", help="ShardWorker in this process instead of Ray")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.per_class, args.iterations, args.epochs, args.inv_batch = 16, 100, 15, 16
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from pipeline.teacher import load_teacher
+
+    tmp = None
+    if args.out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="smi-quality-")
+    root = Path(args.out or tmp.name)  # type: ignore[union-attr]
+    teacher = load_teacher("toy")
+    gens: dict[str, dict] = {}
+    for name in ("noise", "dense", "smi"):
+        out = root / name
+        print(f"generating {name} corpus ({args.classes} x {args.per_class}) in {out} ...", file=sys.stderr)
+        gens[name] = generate_noise(args, out, teacher) if name == "noise" else generate_inverted(name, args, out)
+    info = corpus_info(root / "smi")
+    eval_set = eval_source("toy", class_ids=info.class_ids, img_size=info.img_size, toy_images=args.eval_images)
+    mean, std = tuple(teacher.mean), tuple(teacher.std)
+    result: dict = {"teacher_top1": top1(teacher.model, eval_set, mean=mean, std=std), "eval_images": eval_set.num_images,
+                    "images_per_corpus": args.classes * args.per_class, "iterations": args.iterations,
+                    "epochs": args.epochs, "student": args.student, "corpora": {}}
+    for name in ("noise", "dense", "smi"):
+        print(f"distilling / quantizing on {name} ...", file=sys.stderr)
+        result["corpora"][name] = {**gens[name], **evaluate_corpus(name, root / name, args, teacher, eval_set)}
+    c = result["corpora"]
+    result["smi_vs_dense_time"] = c["smi"]["gen_seconds"] / max(c["dense"]["gen_seconds"], 1e-9)
+    result["smi_minus_dense_top1"] = c["smi"]["student_top1"] - c["dense"]["student_top1"]
+    result["smi_student_vs_teacher"] = c["smi"]["student_top1"] / max(result["teacher_top1"], 1e-9)
+    print(f"\nteacher top-1 {100 * result['teacher_top1']:.2f}% on {eval_set.num_images} toy held-out images")
+    print(f"{'corpus':8} {'gen s':>8} {'wall s':>8} {'student':>8} {'W8A8':>7} {'W4A8':>7}")
+    for name, r in c.items():
+        print(f"{name:8} {r['gen_seconds']:8.1f} {r['wall_seconds']:8.1f} {100 * r['student_top1']:7.2f}% "
+              f"{100 * r['w8a8_top1']:6.2f}% {100 * r['w4a8_top1']:6.2f}%")
+    print(f"SMI/dense generation time {100 * result['smi_vs_dense_time']:.1f}%; SMI - dense student "
+          f"{100 * result['smi_minus_dense_top1']:+.2f} pt; SMI student / teacher {100 * result['smi_student_vs_teacher']:.1f}%")
+    emit_json(json.loads(json.dumps(result, default=float)))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
