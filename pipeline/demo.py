@@ -17,9 +17,8 @@ DEMO_MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "demo.yaml"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.run import format_report, run_corpus
+    from pipeline.run import format_report, prebuild_toy_teacher, run_corpus
     from pipeline.spec import load_spec
-    from pipeline.toy_teacher import load_or_build_toy_teacher
     from pipeline.verify import verify_corpus
 
     if not DEMO_MANIFEST.is_file():
@@ -30,7 +29,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"from the built-in toy teacher, method {spec.method}, {spec.inversion_config().iterations} iterations, "
           f"local Ray on the CPU", flush=True)
     t0 = time.perf_counter()
-    _, info = load_or_build_toy_teacher()
+    info = prebuild_toy_teacher(sys.stderr.isatty())
     print(f"toy teacher ready in {time.perf_counter() - t0:.1f} s "
           f"(held-out top-1 {100 * float(info.get('heldout_top1', 0)):.1f}%)", flush=True)
     report = run_corpus(spec, show_progress=sys.stderr.isatty())

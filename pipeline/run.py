@@ -151,13 +151,24 @@ def _worker_layout(spec: RunSpec, ray, workers: int | None) -> tuple[str, int, d
     return "cpu", count, {"num_cpus": per_cpu}
 
 
-def _prebuild_teacher(spec: RunSpec) -> None:
-    """Build the toy teacher once in the driver so actors only load it from the cache."""
-    if spec.teacher_spec != "toy":
-        return
+def prebuild_toy_teacher(show_progress: bool = True) -> dict:
+    """Build (or load) the toy teacher in the driver, with a progress bar, so actors only load it."""
     from pipeline.toy_teacher import load_or_build_toy_teacher
 
-    load_or_build_toy_teacher()
+    bar = None
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(total, "training the toy teacher (first use only)", unit="step", disable=not show_progress)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        return load_or_build_toy_teacher(progress=on_step)[1]
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def run_corpus(
@@ -176,7 +187,8 @@ def run_corpus(
     if not pending:
         _finish(layout, report, start)
         return report
-    _prebuild_teacher(spec)
+    if spec.teacher_spec == "toy":
+        prebuild_toy_teacher(show_progress)
     ray = _ray_init(address)
     try:
         device, count, options = _worker_layout(spec, ray, workers)

@@ -4,7 +4,8 @@
 every random choice (initial noise, roll/flip, random stopping) from the generator passed in, runs
 the teacher on the kept patches only, freezes stopped patches exactly (no gradient, values pinned),
 clips to the normalisation's valid range after each step, and keeps a real copy of each sample's
-best iterate.
+best iterate of the final phase (once the kept set stops changing: losses over different token
+sets are not comparable, and the published image should carry the final stop mask).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def invert(
     pixels = torch.maximum(torch.minimum(noise.to(device), high), low).requires_grad_(True)
     optimizer = torch.optim.Adam([pixels], lr=config.lr, betas=config.betas)
     policy = make_policy(config.selection, num_patches)
+    final_phase = policy.final_phase_start()
     kept = torch.arange(num_patches, device=device).expand(batch, -1).contiguous()
     keep_pixels: torch.Tensor | None = None  # (B, 1, H, W) bool once a patch has stopped
     frozen: torch.Tensor | None = None  # values of stopped pixels
@@ -145,7 +147,8 @@ def invert(
 
         with torch.no_grad():
             sample_loss = per_sample.detach().float()
-            improved = sample_loss < best_loss
+            # the best iterate is sought in the final phase only: losses over other token sets differ
+            improved = (sample_loss < best_loss) & (iteration >= final_phase)
             best_loss = torch.where(improved, sample_loss, best_loss)
             best = torch.where(improved.view(-1, 1, 1, 1), pixels.detach(), best)
             if keep_pixels is not None:

@@ -41,11 +41,17 @@ class SelectionPolicy(Protocol):
     ) -> torch.Tensor:
         """The kept set for ``iteration + 1`` given the set and saliency of ``iteration``."""
 
+    def final_phase_start(self) -> int:
+        """First iteration from which the kept set no longer changes."""
+
 
 class DensePolicy:
     """Every patch evolves for the whole run."""
 
     name = "dense"
+
+    def final_phase_start(self) -> int:
+        return 0
 
     def needs_saliency(self, iteration: int) -> bool:
         return False
@@ -68,6 +74,10 @@ class ScheduledStopping:
         self.scorer = scorer
         counts = config.schedule.kept_counts(num_patches)
         self._keep_after = {t - 1: k for t, k in zip(config.schedule.iterations, counts)}
+        self._last_stop = max(config.schedule.iterations, default=0)
+
+    def final_phase_start(self) -> int:
+        return self._last_stop
 
     def needs_saliency(self, iteration: int) -> bool:
         return self.scorer == "saliency" and iteration in self._keep_after

@@ -40,3 +40,8 @@ def test_policy_asks_for_saliency_the_iteration_before_each_stop():
         policy.update(5, new, None, torch.Generator())
     assert isinstance(make_policy(SelectionConfig("dense"), 8), DensePolicy)
     assert not make_policy(SelectionConfig("random", StopSchedule((3,), (0.5,))), 8).needs_saliency(2)
+
+
+def test_final_phase_starts_at_the_last_stop():
+    assert make_policy(SelectionConfig("smi", StopSchedule((3, 6), (0.5, 0.5))), 8).final_phase_start() == 6
+    assert make_policy(SelectionConfig("dense"), 8).final_phase_start() == 0
