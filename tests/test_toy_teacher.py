@@ -1,0 +1,134 @@
+"""The built-in toy teacher (pipeline.toy_teacher): architecture, deterministic training, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from pipeline import toy_teacher
+from pipeline.toy_data import CLASS_NAMES
+from pipeline.toy_teacher import (
+    TOY_TEACHER_VERSION,
+    TrainConfig,
+    build_toy_teacher,
+    create_toy_model,
+    load_or_build_toy_teacher,
+    toy_model_config,
+)
+from smi_core.vit import vit_geometry
+
+TINY = TrainConfig(steps=3, batch_size=8, keep_tokens=16, heldout_images=20, threads=1)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_architecture_is_a_small_timm_vit() -> None:
+    model = create_toy_model()
+    assert isinstance(model, VisionTransformer) and model.cls_token is not None
+    geometry = vit_geometry(model)
+    assert geometry.img_size == (32, 32) and geometry.grid == (8, 8) and geometry.has_cls_token
+    params = sum(p.numel() for p in model.parameters())
+    assert 100_000 <= params <= 1_000_000
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, 32, 32) and cfg["num_classes"] == 10 and cfg["license"] == "apache-2.0"
+    assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    small = create_toy_model(depth=1, embed_dim=32, num_heads=2)
+    assert len(small.blocks) == 1 and toy_model_config()["num_classes"] == 10
+
+
+def test_build_is_deterministic_and_reports() -> None:
+    calls: list[tuple[int, int, float]] = []
+    a, meta = build_toy_teacher(seed=0, config=TINY, progress=lambda s, n, loss: calls.append((s, n, loss)))
+    b, _ = build_toy_teacher(seed=0, config=TINY)
+    c, _ = build_toy_teacher(seed=1, config=TINY)
+    assert _state_equal(a, b) and not _state_equal(a, c)
+    assert [s for s, _, _ in calls] == [1, 2, 3] and all(n == 3 for _, n, _ in calls)
+    assert 0.0 <= meta["heldout_top1"] <= 1.0 and meta["train_seconds"] > 0
+    assert meta["config"]["model"] == toy_model_config() and meta["config"]["train"]["steps"] == 3
+    assert meta["version"] == TOY_TEACHER_VERSION and meta["class_names"] == list(CLASS_NAMES)
+    assert not a.training and not any(p.requires_grad for p in a.parameters())
+    assert torch.get_num_threads() >= 1 and not torch.are_deterministic_algorithms_enabled()  # restored
+
+
+@pytest.fixture
+def tiny_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make load_or_build_toy_teacher train the TINY recipe and count builds."""
+    builds: list[int] = []
+    real = toy_teacher.build_toy_teacher
+
+    def tiny(**kwargs: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+        builds.append(1)
+        return real(seed=0, config=TINY, progress=kwargs.get("progress"))
+
+    monkeypatch.setattr(toy_teacher, "build_toy_teacher", tiny)
+    return builds
+
+
+def test_cache_builds_once_then_loads(tmp_path: Path, tiny_builds: list[int]) -> None:
+    model, meta = load_or_build_toy_teacher(tmp_path)
+    folder = tmp_path / f"toy-teacher-{TOY_TEACHER_VERSION}"
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.safetensors"]
+    on_disk = json.loads((folder / "meta.json").read_text())
+    assert on_disk["sha256"] == meta["sha256"] and len(meta["sha256"]) == 64
+    again, meta2 = load_or_build_toy_teacher(tmp_path)
+    assert tiny_builds == [1] and _state_equal(model, again) and meta2 == meta
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # a damaged cache is rebuilt
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    rebuilt, _ = load_or_build_toy_teacher(tmp_path)
+    assert tiny_builds == [1, 1] and _state_equal(model, rebuilt)
+
+
+def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_builds: list[int]) -> None:
+    monkeypatch.setenv("SMI_SYNTH_CACHE", str(tmp_path / "cache"))
+    load_or_build_toy_teacher()
+    assert (tmp_path / "cache" / f"toy-teacher-{TOY_TEACHER_VERSION}" / "model.safetensors").is_file()
+
+
+def test_concurrent_builders_build_once(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from pipeline import toy_teacher
+        real = toy_teacher.build_toy_teacher
+        def tiny(**kw):
+            with open(Path(sys.argv[1]) / "builds.log", "a") as f:
+                f.write("build\\n")
+            return real(seed=0, config=toy_teacher.TrainConfig(steps=3, batch_size=8, keep_tokens=16,
+                                                               heldout_images=20, threads=1))
+        toy_teacher.build_toy_teacher = tiny
+        model, meta = toy_teacher.load_or_build_toy_teacher(Path(sys.argv[1]))
+        print(meta["sha256"])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1] and len(outs[0]) == 64
+    assert (tmp_path / "builds.log").read_text().count("build") == 1
+
+
+@pytest.mark.slow
+def test_full_build_reaches_accuracy(tmp_path: Path) -> None:
+    model, meta = load_or_build_toy_teacher(tmp_path)
+    assert meta["heldout_top1"] >= 0.95
+    assert toy_teacher.evaluate(model, n=500, seed=1) >= 0.95
