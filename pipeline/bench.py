@@ -55,8 +55,8 @@ def default_spec(quick: bool, device: str) -> BenchSpec:
         return BenchSpec(model="deit_base_patch16_224", img_size=224, batch=64, device=device, dtype="bfloat16")
     return BenchSpec(
         model="vit_tiny_patch16_224",
-        model_kwargs={"patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3},
-        img_size=112, batch=4, device=device,
+        model_kwargs={"patch_size": 8, "embed_dim": 192, "depth": 2, "num_heads": 3},
+        img_size=112, batch=16, device=device,
     )
 
 

@@ -61,6 +61,7 @@ class ShardWorker:
         self.teacher = load_teacher(config.teacher_spec, device=self.device)
         self.load_seconds = time.perf_counter() - start
         self.layout = CorpusLayout(config.out)
+        import pyarrow.parquet  # noqa: F401 - one-time import at start-up, not inside the first shard's write
         log.info("worker %d: teacher %s on %s in %.1f s", os.getpid(), self.teacher.teacher_id, self.device, self.load_seconds)
 
     def run(self, task: ShardTask) -> dict:
