@@ -193,7 +193,9 @@ def save_checkpoint(
         "pretrained_cfg": pretrained_cfg,
     }
     try:
-        metadata = {"format": "pt", META_KEY: json.dumps(config, sort_keys=True)}
+        # One key only: safetensors writes its metadata map in hash order, so a second key would
+        # make the file's bytes (and sha256) differ from process to process.
+        metadata = {META_KEY: json.dumps(config, sort_keys=True)}
     except TypeError as exc:
         raise UserError(f"{path}: model_kwargs must be JSON-serialisable ({exc})") from None
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}

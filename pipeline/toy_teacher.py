@@ -50,7 +50,7 @@ Progress = Callable[[int, int, float], None]
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The toy teacher's training recipe (part of the cache identity via the version string)."""
+    """The toy teacher's training recipe (a cache built with another recipe is rebuilt)."""
 
     steps: int = 1200
     batch_size: int = 64
@@ -64,7 +64,9 @@ class TrainConfig:
     pos_embed_scale: float = 0.1  # initial 2-D sin-cos position embedding, scaled
     heldout_images: int = 2000
     heldout_seed: int = 0
-    threads: int = 2
+    # One thread: bit-identical on every machine regardless of its core count, and robust on a busy
+    # one (two OpenMP threads on two shared cores ran 3-10x slower than one under load).
+    threads: int = 1
 
 
 def toy_model_config() -> dict[str, Any]:
@@ -239,13 +241,18 @@ def build_toy_teacher(
         "train_seconds": round(train_seconds, 3),
         "params": sum(p.numel() for p in model.parameters()),
         "class_names": list(CLASS_NAMES),
-        "config": {"model": toy_model_config(), "train": dataclasses.asdict(cfg)},
+        "config": _config_record(cfg),
         "torch_version": torch.__version__,
     }
     return model, meta
 
 
 # --- cache ---------------------------------------------------------------------------------------
+
+
+def _config_record(cfg: TrainConfig) -> dict[str, Any]:
+    """The model and training config as stored in meta.json (JSON types)."""
+    return json.loads(json.dumps({"model": toy_model_config(), "train": dataclasses.asdict(cfg)}))
 
 
 def cache_root() -> Path:
@@ -262,8 +269,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _load_cached(folder: Path) -> tuple[nn.Module, dict[str, Any]] | None:
-    """The cached teacher, or None when absent or damaged (wrong version or weights sha256)."""
+def _load_cached(folder: Path, cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The cached teacher, or None when absent, built by another version or recipe, or damaged."""
     from safetensors.torch import load_file
 
     weights, meta_path = folder / WEIGHTS_FILE, folder / META_FILE
@@ -271,8 +278,11 @@ def _load_cached(folder: Path) -> tuple[nn.Module, dict[str, Any]] | None:
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("version") != TOY_TEACHER_VERSION or meta.get("sha256") != _sha256(weights):
-            log.warning("toy teacher cache %s is stale or damaged; rebuilding", folder)
+        if meta.get("version") != TOY_TEACHER_VERSION or meta.get("config") != _config_record(cfg):
+            log.warning("toy teacher cache %s was built by another recipe; rebuilding", folder)
+            return None
+        if meta.get("sha256") != _sha256(weights):
+            log.warning("toy teacher cache %s is damaged (sha256 mismatch); rebuilding", folder)
             return None
         model = create_toy_model()
         model.load_state_dict(load_file(str(weights)), strict=True)
@@ -307,24 +317,26 @@ def _write(folder: Path, model: nn.Module, meta: dict[str, Any]) -> dict[str, An
 
 
 def load_or_build_toy_teacher(
-    cache_dir: Path | None = None, *, progress: Progress | None = None
+    cache_dir: Path | None = None, *, progress: Progress | None = None, config: TrainConfig | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The cached toy teacher, built (once, under a file lock) when missing; frozen, on the CPU.
 
-    ``cache_dir`` is the root holding ``toy-teacher-<version>/`` (default :func:`cache_root`).
+    ``cache_dir`` is the root holding ``toy-teacher-<version>/`` (default :func:`cache_root`);
+    ``config`` (tests only) replaces the default recipe.
     """
+    cfg = config or TrainConfig()
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"toy-teacher-{TOY_TEACHER_VERSION}"
-    cached = _load_cached(folder)
+    cached = _load_cached(folder, cfg)
     if cached is not None:
         return cached
     with open(root / f".toy-teacher-{TOY_TEACHER_VERSION}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent builder holds it until its folder is in place
-        cached = _load_cached(folder)
+        cached = _load_cached(folder, cfg)
         if cached is not None:
             return cached
         log.info("building the toy teacher (first use; cached in %s)", folder)
-        model, meta = build_toy_teacher(progress=progress)
+        model, meta = build_toy_teacher(progress=progress, config=cfg)
         meta = _write(folder, model, meta)
     return model, meta

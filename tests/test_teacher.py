@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 from pathlib import Path
@@ -159,9 +160,9 @@ def test_describe_toy_does_not_train(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_load_toy_uses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline import toy_teacher
 
-    real = toy_teacher.build_toy_teacher
-    tiny = toy_teacher.TrainConfig(steps=2, batch_size=4, keep_tokens=16, heldout_images=10, threads=1)
-    monkeypatch.setattr(toy_teacher, "build_toy_teacher", lambda **kw: real(config=tiny))
+    real = toy_teacher.load_or_build_toy_teacher
+    tiny = toy_teacher.TrainConfig(steps=2, batch_size=4, keep_tokens=16, heldout_images=10)
+    monkeypatch.setattr(toy_teacher, "load_or_build_toy_teacher", functools.partial(real, config=tiny))
     monkeypatch.setenv("SMI_SYNTH_CACHE", str(tmp_path))
     teacher = load_teacher("toy")
     assert teacher.teacher_id == "toy:v1" and teacher.class_names == list(CLASS_NAMES)
@@ -234,3 +235,10 @@ def test_teacher_module_never_calls_torch_load_unsafely() -> None:
     for line in (ln for ln in source.splitlines() if "torch.load(" in ln and not ln.lstrip().startswith(("#", "-"))):
         if "``" not in line:
             assert "weights_only=True" in line, line
+
+
+def test_checkpoint_bytes_are_reproducible(tmp_path: Path, tiny_vit: torch.nn.Module) -> None:
+    kwargs = {"arch": ARCH, "model_kwargs": KWARGS, "class_names": list("abcde"), "license": "mit"}
+    a = save_checkpoint(tiny_vit, tmp_path / "a.safetensors", **kwargs).read_bytes()
+    b = save_checkpoint(tiny_vit, tmp_path / "b.safetensors", **kwargs).read_bytes()
+    assert a == b

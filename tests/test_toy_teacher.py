@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ from pipeline.toy_teacher import (
 )
 from smi_core.vit import vit_geometry
 
-TINY = TrainConfig(steps=3, batch_size=8, keep_tokens=16, heldout_images=20, threads=1)
+TINY = TrainConfig(steps=3, batch_size=8, keep_tokens=16, heldout_images=20)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -66,36 +67,40 @@ def test_build_is_deterministic_and_reports() -> None:
 
 @pytest.fixture
 def tiny_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make load_or_build_toy_teacher train the TINY recipe and count builds."""
+    """Count the builds load_or_build_toy_teacher starts."""
     builds: list[int] = []
     real = toy_teacher.build_toy_teacher
 
-    def tiny(**kwargs: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+    def counted(**kwargs: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
         builds.append(1)
-        return real(seed=0, config=TINY, progress=kwargs.get("progress"))
+        return real(**kwargs)
 
-    monkeypatch.setattr(toy_teacher, "build_toy_teacher", tiny)
+    monkeypatch.setattr(toy_teacher, "build_toy_teacher", counted)
     return builds
 
 
 def test_cache_builds_once_then_loads(tmp_path: Path, tiny_builds: list[int]) -> None:
-    model, meta = load_or_build_toy_teacher(tmp_path)
+    model, meta = load_or_build_toy_teacher(tmp_path, config=TINY)
     folder = tmp_path / f"toy-teacher-{TOY_TEACHER_VERSION}"
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.safetensors"]
     on_disk = json.loads((folder / "meta.json").read_text())
     assert on_disk["sha256"] == meta["sha256"] and len(meta["sha256"]) == 64
-    again, meta2 = load_or_build_toy_teacher(tmp_path)
+    again, meta2 = load_or_build_toy_teacher(tmp_path, config=TINY)
     assert tiny_builds == [1] and _state_equal(model, again) and meta2 == meta
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     # a damaged cache is rebuilt
     (folder / "model.safetensors").write_bytes(b"garbage")
-    rebuilt, _ = load_or_build_toy_teacher(tmp_path)
+    rebuilt, _ = load_or_build_toy_teacher(tmp_path, config=TINY)
     assert tiny_builds == [1, 1] and _state_equal(model, rebuilt)
+    # and so is a cache built by another recipe
+    load_or_build_toy_teacher(tmp_path, config=dataclasses.replace(TINY, steps=2))
+    assert tiny_builds == [1, 1, 1]
+    assert json.loads((folder / "meta.json").read_text())["config"]["train"]["steps"] == 2
 
 
 def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_builds: list[int]) -> None:
     monkeypatch.setenv("SMI_SYNTH_CACHE", str(tmp_path / "cache"))
-    load_or_build_toy_teacher()
+    load_or_build_toy_teacher(config=TINY)
     assert (tmp_path / "cache" / f"toy-teacher-{TOY_TEACHER_VERSION}" / "model.safetensors").is_file()
 
 
@@ -106,13 +111,13 @@ def test_concurrent_builders_build_once(tmp_path: Path) -> None:
         from pathlib import Path
         from pipeline import toy_teacher
         real = toy_teacher.build_toy_teacher
-        def tiny(**kw):
+        def counted(**kw):
             with open(Path(sys.argv[1]) / "builds.log", "a") as f:
                 f.write("build\\n")
-            return real(seed=0, config=toy_teacher.TrainConfig(steps=3, batch_size=8, keep_tokens=16,
-                                                               heldout_images=20, threads=1))
-        toy_teacher.build_toy_teacher = tiny
-        model, meta = toy_teacher.load_or_build_toy_teacher(Path(sys.argv[1]))
+            return real(**kw)
+        toy_teacher.build_toy_teacher = counted
+        tiny = toy_teacher.TrainConfig(steps=3, batch_size=8, keep_tokens=16, heldout_images=20)
+        model, meta = toy_teacher.load_or_build_toy_teacher(Path(sys.argv[1]), config=tiny)
         print(meta["sha256"])
         """
     )
