@@ -31,6 +31,7 @@ from pipeline.worker import ShardWorker, WorkerConfig
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # per shard, counting worker crashes
+MAX_PROBES = 12  # readiness probes of a failed actor (back-off 1, 2, 4 .. 30 s: about 5 minutes)
 
 
 def package_version() -> str:
@@ -224,25 +225,59 @@ def _finish(layout: CorpusLayout, report: RunReport, start: float) -> None:
 
 
 def _dispatch(ray, actors, pending: list[ShardTask], layout: CorpusLayout, report: RunReport, show: bool) -> None:
-    """Hand shards to idle actors; retry failures up to MAX_ATTEMPTS; keep the index current."""
+    """Hand shards to ready actors; retry failures up to MAX_ATTEMPTS; keep the index current.
+
+    An actor that raised is not given work again until it answers a ``ready()`` probe (retried
+    with back-off while it restarts), so a restart does not burn other shards' attempts. An actor
+    that stays unreachable for MAX_PROBES probes is dropped; with none left, the rest fail.
+    """
     from ray.exceptions import RayActorError, RayTaskError
 
     queue, idle = deque(pending), deque(range(len(actors)))
     attempts: dict[int, int] = {}
-    in_flight: dict = {}
+    in_flight: dict = {}  # ref -> (actor, task)
+    probes: dict = {}  # ref -> actor
+    probe_count = [0] * len(actors)
+    probe_due: dict[int, float] = {}  # actor -> time of its next probe
     bar = progress(sum(t.count for t in pending), "images", unit="img", disable=not show)
     try:
         while queue or in_flight:
+            now = time.monotonic()
+            for actor, due in list(probe_due.items()):
+                if due <= now:
+                    del probe_due[actor]
+                    probe_count[actor] += 1
+                    probes[actors[actor].ready.remote()] = actor
+            if not (in_flight or probes or probe_due or idle):
+                for task in queue:
+                    report.failed_shards[task.shard_id] = "no worker could be reached"
+                break
             while queue and idle:
                 task, actor = queue.popleft(), idle.popleft()
                 in_flight[actors[actor].run.remote(task)] = (actor, task)
-            done, _ = ray.wait(list(in_flight), num_returns=1)
+            waiting = list(in_flight) + list(probes)
+            if not waiting:  # only back-off probes are due later
+                time.sleep(0.5)
+                continue
+            done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             for ref in done:
+                if ref in probes:
+                    actor = probes.pop(ref)
+                    try:
+                        ray.get(ref)
+                        probe_count[actor] = 0
+                        idle.append(actor)
+                    except (RayActorError, RayTaskError):
+                        if probe_count[actor] < MAX_PROBES:
+                            probe_due[actor] = time.monotonic() + min(30.0, 2.0 ** probe_count[actor])
+                        else:
+                            log.warning("worker %d unreachable after %d probes; dropping it", actor, MAX_PROBES)
+                    continue
                 actor, task = in_flight.pop(ref)
-                idle.append(actor)
                 try:
                     stats = ray.get(ref)
                 except (RayActorError, RayTaskError) as exc:
+                    probe_due[actor] = time.monotonic()  # probe before giving it more work
                     attempts[task.shard_id] = attempts.get(task.shard_id, 0) + 1
                     reason = _failure_reason(exc)
                     if attempts[task.shard_id] < MAX_ATTEMPTS:
@@ -252,6 +287,7 @@ def _dispatch(ray, actors, pending: list[ShardTask], layout: CorpusLayout, repor
                         report.failed_shards[task.shard_id] = reason
                         bar.write(f"shard {task.shard_id} failed {MAX_ATTEMPTS} times: {reason}", file=sys.stderr)
                     continue
+                idle.append(actor)
                 refresh_index(layout, shard_ids=[task.shard_id])
                 report.completed_shards += 1
                 report.completed_images += int(stats["samples"])

@@ -64,6 +64,10 @@ class ShardWorker:
         import pyarrow.parquet  # noqa: F401 - one-time import at start-up, not inside the first shard's write
         log.info("worker %d: teacher %s on %s in %.1f s", os.getpid(), self.teacher.teacher_id, self.device, self.load_seconds)
 
+    def ready(self) -> int:
+        """Answer once the actor is up (teacher loaded); the runner probes restarted actors with it."""
+        return os.getpid()
+
     def run(self, task: ShardTask) -> dict:
         """Invert ``task``'s images and write the shard; the stats dict is returned once it is complete."""
         cfg, teacher = self.config, self.teacher
