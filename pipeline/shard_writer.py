@@ -270,6 +270,14 @@ def encode_sample(s: ShardSample, image_format: str = "png") -> dict[str, bytes]
     }
 
 
+def warm_up() -> None:
+    """Pay pyarrow's one-time costs (import, zstd codec set-up: ~1 s) now, not inside a shard's write."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [0]}), io.BytesIO(), compression="zstd", version="2.6")
+
+
 def _parquet_bytes(samples: Sequence[ShardSample], image_digests: Sequence[str]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -18,7 +18,7 @@ import torch
 from pipeline.faults import FaultPlan
 from pipeline.layout import CorpusLayout
 from pipeline.plan import ShardTask
-from pipeline.shard_writer import samples_from_result, write_shard
+from pipeline.shard_writer import samples_from_result, warm_up, write_shard
 from smi_core import InversionConfig, invert
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ShardWorker:
         self.teacher = load_teacher(config.teacher_spec, device=self.device)
         self.load_seconds = time.perf_counter() - start
         self.layout = CorpusLayout(config.out)
-        import pyarrow.parquet  # noqa: F401 - one-time import at start-up, not inside the first shard's write
+        warm_up()  # pyarrow's one-time costs belong to start-up, not to the first shard's write
         log.info("worker %d: teacher %s on %s in %.1f s", os.getpid(), self.teacher.teacher_id, self.device, self.load_seconds)
 
     def ready(self) -> int:
