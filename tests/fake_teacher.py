@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.teacher import TeacherInfo
 
 
-@dataclass
-class FakeTeacherInfo:
-    teacher_id: str
-    num_classes: int
-    class_names: list[str]
-    img_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    license: str | None
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float
-    patch_size: tuple[int, int]
-    num_prefix_tokens: int
-
-
-def fake_describe(spec: str) -> FakeTeacherInfo:
+def fake_describe(spec: str) -> TeacherInfo:
     """Stand-in for pipeline.teacher.describe_teacher: toy, DeiT-Base, or any existing file."""
     if spec.startswith("timm:deit_base"):
-        return FakeTeacherInfo(spec, 1000, [f"imagenet_{i}" for i in range(1000)], (224, 224),
-                               (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "apache-2.0",
-                               768, 12, 12, 4.0, (16, 16), 1)
+        return TeacherInfo(spec, 1000, [f"imagenet_{i}" for i in range(1000)], (224, 224),
+                           (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "apache-2.0",
+                           768, 12, 12, 4.0, (16, 16), 1)
     if spec.startswith("timm:"):
         raise UserError(f"unknown timm model {spec[5:]!r}")
     if spec != "toy" and not Path(spec).is_file():
         raise UserError(f"checkpoint file not found: {spec}")
-    return FakeTeacherInfo("toy" if spec == "toy" else f"file:{Path(spec).name}", 10,
-                           [f"toy_{i}" for i in range(10)], (32, 32), (0.5,) * 3, (0.5,) * 3, None,
-                           64, 4, 4, 2.0, (4, 4), 1)
+    return TeacherInfo("toy" if spec == "toy" else f"file:{Path(spec).name}", 10,
+                       [f"toy_{i}" for i in range(10)], (32, 32), (0.5,) * 3, (0.5,) * 3, None,
+                       64, 4, 4, 2.0, (4, 4), 1)
