@@ -62,6 +62,10 @@ class TrainConfig:
     keep_tokens: int = 32  # patch tokens per image during the sparse phase
     dense_fraction: float = 0.3  # the last fraction of steps sees every token
     pos_embed_scale: float = 0.1  # initial 2-D sin-cos position embedding, scaled
+    # > 0: robust training, one L2 gradient-ascent step of this norm (pixels in [0, 1]) per batch before
+    # the update. A robust teacher's input gradients look like its classes, so inverting it yields
+    # images a student can learn from; the default teacher's inversions are fooling images.
+    adversarial_l2_eps: float = 0.0
     heldout_images: int = 2000
     heldout_seed: int = 0
     # One thread: bit-identical on every machine regardless of its core count, and robust on a busy
@@ -158,6 +162,18 @@ def _keep_indices(masks: torch.Tensor, patch: int, k: int, g: torch.Generator) -
     return score.topk(k, dim=1).indices.sort(dim=1).values
 
 
+def l2_adversarial(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """``images`` (in [0, 1]) moved by one L2 step of norm ``eps`` up the cross-entropy gradient, clipped
+    to [0, 1]; ``logits_fn`` maps images in [0, 1] to logits. The result carries no graph."""
+    delta = torch.zeros_like(images, requires_grad=True)
+    loss = F.cross_entropy(logits_fn(images + delta), labels)
+    (grad,) = torch.autograd.grad(loss, [delta])
+    norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return (images + eps * grad / norm).clamp(0, 1).detach()
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -213,12 +229,17 @@ def build_toy_teacher(
             images, labels, masks = make_toy_images_and_masks(
                 cfg.batch_size, seed * 10_000_000 + step, split="train"
             )
-            x = normalize(images)
+            keep = None
             if step < sparse_steps and cfg.keep_tokens < model.patch_embed.num_patches:
-                logits = _sparse_logits(model, x, _keep_indices(masks, patch, cfg.keep_tokens, g))
-            else:
-                logits = model(x)
-            loss = F.cross_entropy(logits, labels)
+                keep = _keep_indices(masks, patch, cfg.keep_tokens, g)
+
+            def logits_fn(pixels: torch.Tensor) -> torch.Tensor:
+                x = normalize(pixels)
+                return model(x) if keep is None else _sparse_logits(model, x, keep)
+
+            if cfg.adversarial_l2_eps > 0:
+                images = l2_adversarial(logits_fn, images, labels, cfg.adversarial_l2_eps)
+            loss = F.cross_entropy(logits_fn(images), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -51,6 +51,27 @@ def test_architecture_is_a_small_timm_vit() -> None:
     assert len(small.blocks) == 1 and toy_model_config()["num_classes"] == 10
 
 
+def test_l2_adversarial_step_has_norm_eps_and_raises_the_loss() -> None:
+    torch.manual_seed(0)
+    model = create_toy_model(depth=1, embed_dim=32, num_heads=2).eval()
+    images, labels = torch.rand(4, 3, 32, 32) * 0.8 + 0.1, torch.arange(4)
+    fn = lambda x: model(toy_teacher.normalize(x))  # noqa: E731
+    moved = toy_teacher.l2_adversarial(fn, images, labels, eps=0.05)
+    assert not moved.requires_grad and moved.shape == images.shape
+    norms = (moved - images).flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.full((4,), 0.05), atol=1e-4)  # no pixel clipped at this size
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy
+        assert ce(fn(moved), labels, reduction="none").gt(ce(fn(images), labels, reduction="none")).all()
+
+
+def test_robust_recipe_changes_the_build() -> None:
+    robust = dataclasses.replace(TINY, adversarial_l2_eps=0.5)
+    a, _ = build_toy_teacher(seed=0, config=TINY)
+    b, meta = build_toy_teacher(seed=0, config=robust)
+    assert not _state_equal(a, b) and meta["config"]["train"]["adversarial_l2_eps"] == 0.5
+
+
 def test_build_is_deterministic_and_reports() -> None:
     calls: list[tuple[int, int, float]] = []
     a, meta = build_toy_teacher(seed=0, config=TINY, progress=lambda s, n, loss: calls.append((s, n, loss)))
