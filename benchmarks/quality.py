@@ -82,6 +82,7 @@ def manifest_dict(method: str, args: argparse.Namespace, out: Path) -> dict:
             "betas": [0.5, 0.99],
             "schedule": {"iterations": stops, "ratios": [0.3] * len(stops)},
             "loss": {"ce": 1.0, "tv_l2": args.tv_l2},
+            "augment": {"max_roll_fraction": args.roll},
         },
         "seed": args.seed,
         "device": "cpu",
@@ -211,6 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inv-batch", type=int, default=32, help="inversion batch size")
     p.add_argument("--inv-lr", type=float, default=0.25, help="inversion learning rate")
     p.add_argument("--tv-l2", type=float, default=1e-4, help="inversion TV-l2 weight")
+    p.add_argument("--roll", type=float, default=0.125,
+                   help="inversion augment.max_roll_fraction (whole-patch rolls; 0: flip only)")
     p.add_argument("--teacher-recipe", choices=("default", "robust"), default="default",
                    help="robust: a toy teacher trained with L2 adversarial steps (cached under --out; minutes)")
     p.add_argument("--epochs", type=int, default=100)
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_set = eval_source("toy", class_ids=info.class_ids, img_size=info.img_size, toy_images=args.eval_images)
     mean, std = tuple(teacher.mean), tuple(teacher.std)
     result: dict = {"teacher": args.teacher_spec, "teacher_recipe": args.teacher_recipe,
-                    "inversion": {"lr": args.inv_lr, "tv_l2": args.tv_l2}, "live_teacher": args.live_teacher,
+                    "inversion": {"lr": args.inv_lr, "tv_l2": args.tv_l2, "max_roll_fraction": args.roll}, "live_teacher": args.live_teacher,
                     "teacher_top1": top1(teacher.model, eval_set, mean=mean, std=std), "eval_images": eval_set.num_images,
                     "images_per_corpus": args.classes * args.per_class, "iterations": args.iterations,
                     "epochs": args.epochs, "student": args.student, "corpora": {}}
