@@ -56,12 +56,12 @@ def toy_teacher_spec(recipe: str, root: Path) -> str:
     """``toy`` (the built-in teacher) or the robust toy teacher's checkpoint, built once under ``root``."""
     if recipe == "default":
         return "toy"
-    from pipeline.toy_teacher import TOY_TEACHER_VERSION, WEIGHTS_FILE, TrainConfig, load_or_build_toy_teacher
+    from pipeline.toy_teacher import WEIGHTS_FILE, TrainConfig, cache_folder, load_or_build_toy_teacher
 
     print("building / loading the robust toy teacher ...", file=sys.stderr)
     _, meta = load_or_build_toy_teacher(root / "teacher-robust", config=TrainConfig(**ROBUST_RECIPE))
     log.info("robust toy teacher: held-out top-1 %.4f", meta["heldout_top1"])
-    return str(root / "teacher-robust" / f"toy-teacher-{TOY_TEACHER_VERSION}" / WEIGHTS_FILE)
+    return str(cache_folder(root / "teacher-robust") / WEIGHTS_FILE)
 
 
 def manifest_dict(method: str, args: argparse.Namespace, out: Path) -> dict:
@@ -155,9 +155,8 @@ def generate_reference(kind: str, args: argparse.Namespace, out: Path, teacher) 
     tasks = plan_shards(spec)
     start = time.perf_counter()
     prepare_out(spec, tasks, check_resumable(spec, CorpusLayout(out)), {"device": "cpu", "dtype": "float32"})
-    size = spec.teacher.img_size[0] if isinstance(spec.teacher.img_size, (tuple, list)) else spec.teacher.img_size
-    patch = spec.teacher.patch_size[0] if isinstance(spec.teacher.patch_size, (tuple, list)) else spec.teacher.patch_size
-    grid = (size // patch, size // patch)
+    (height, width), (ph, pw) = spec.teacher.img_size, spec.teacher.patch_size
+    size, grid = height, (height // ph, width // pw)
     gen_seconds = 0.0
     for task in tasks:
         t0 = time.perf_counter()
@@ -195,9 +194,10 @@ def evaluate_corpus(name: str, out: Path, args: argparse.Namespace, teacher, eva
     res = distill(student, info, cfg, mean=mean, std=std, teacher=teacher.model if args.live_teacher else None)
     row = {"student_top1": top1(res.model, eval_set, mean=mean, std=std), "distill_seconds": res.seconds,
            "student_params": count_params(res.model), "final_loss": res.losses[-1]}
+    calibration = list(corpus_calibration(str(out), args.calib_images, mean, std))  # read once, used per setting
     for wb, ab in QUANT_SETTINGS:
         qm = quantize_model(teacher.model, wb, ab)
-        calibrate(qm, corpus_calibration(str(out), args.calib_images, mean, std))
+        calibrate(qm, calibration)
         row[f"w{wb}a{ab}_top1"] = top1(qm.model, eval_set, mean=mean, std=std)
     return row
 

@@ -337,6 +337,11 @@ def _write(folder: Path, model: nn.Module, meta: dict[str, Any]) -> dict[str, An
     return json.loads(json.dumps(meta))  # exactly what a later load reads back
 
 
+def cache_folder(root: Path) -> Path:
+    """The folder under a cache root that holds this version's teacher (``model.safetensors`` + meta)."""
+    return Path(root) / f"toy-teacher-{TOY_TEACHER_VERSION}"
+
+
 def load_or_build_toy_teacher(
     cache_dir: Path | None = None, *, progress: Progress | None = None, config: TrainConfig | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -348,7 +353,7 @@ def load_or_build_toy_teacher(
     cfg = config or TrainConfig()
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / f"toy-teacher-{TOY_TEACHER_VERSION}"
+    folder = cache_folder(root)
     cached = _load_cached(folder, cfg)
     if cached is not None:
         return cached
