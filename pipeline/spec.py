@@ -83,6 +83,7 @@ class InversionSpec(_Model):
         default_factory=lambda: list(_INV.betas)
     )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    stopped_patches: Literal["frozen", "prior"] = "frozen"
     loss: LossSpec = Field(default_factory=LossSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     keep_best: StrictBool = _INV.keep_best
@@ -276,9 +277,11 @@ class RunSpec:
         """The engine's typed config (already validated by load_spec)."""
         return _build_inversion_config(self.manifest.inversion)
 
-    def _inversion_dict(self) -> dict[str, Any]:
+    def _inversion_dict(self, *, hashed: bool = False) -> dict[str, Any]:
         d = self.manifest.inversion.model_dump(mode="json")
         d["batch_size"] = self.batch_size
+        if hashed and d["stopped_patches"] == "frozen":  # added later: the old behaviour keeps its old hash
+            del d["stopped_patches"]
         return d
 
     def _teacher_identity(self) -> dict[str, Any]:
@@ -294,7 +297,7 @@ class RunSpec:
             "classes": list(self.classes),
             "images_per_class": self.images_per_class,
             "images_per_shard": self.images_per_shard,
-            "inversion": self._inversion_dict(),
+            "inversion": self._inversion_dict(hashed=True),
             "image_format": self.image_format,
             "seed": self.seed,
             "dtype": self.dtype,
@@ -429,7 +432,8 @@ def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
         iterations=inv.iterations,
         lr=inv.lr,
         betas=(inv.betas[0], inv.betas[1]),
-        selection=SelectionConfig(kind="dense" if inv.method == "dense" else "smi", schedule=schedule),
+        selection=SelectionConfig(kind="dense" if inv.method == "dense" else "smi", schedule=schedule,
+                                  stopped=inv.stopped_patches),
         loss=LossWeights(**inv.loss.model_dump()),
         augment=AugmentConfig(**inv.augment.model_dump()),
         keep_best=inv.keep_best,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 SelectionKind = Literal["dense", "smi", "random"]
+StoppedPixels = Literal["frozen", "prior"]
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,23 @@ class StopSchedule:
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    """Which patches keep evolving: ``dense`` (all), ``smi`` (lowest CLS saliency stops), ``random``."""
+    """Which patches keep evolving: ``dense`` (all), ``smi`` (lowest CLS saliency stops), ``random``.
+
+    A stopped patch leaves the teacher's forward either way (that is the saving). ``stopped`` says what
+    happens to its pixels afterwards: ``frozen`` pins them to their values at the stop (the paper's
+    inversion stopping); ``prior`` lets the image priors (TV, l2, BN prior) keep smoothing them, a
+    per-pixel cost with no teacher pass, so early-stopped patches do not stay initial noise.
+    """
 
     kind: SelectionKind = "smi"
     schedule: StopSchedule = field(default_factory=StopSchedule)
+    stopped: StoppedPixels = "frozen"
 
     def __post_init__(self) -> None:
         if self.kind not in ("dense", "smi", "random"):
             raise ValueError(f"selection.kind: expected one of dense, smi, random, got {self.kind!r}")
+        if self.stopped not in ("frozen", "prior"):
+            raise ValueError(f"selection.stopped: expected frozen or prior, got {self.stopped!r}")
 
 
 @dataclass(frozen=True)

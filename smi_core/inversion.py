@@ -2,7 +2,8 @@
 
 ``invert`` is the engine. It optimises the image in the teacher's normalised space with Adam, draws
 every random choice (initial noise, roll/flip, random stopping) from the generator passed in, runs
-the teacher on the kept patches only, freezes stopped patches exactly (no gradient, values pinned),
+the teacher on the kept patches only, freezes stopped patches exactly (no gradient, values pinned;
+or, with ``selection.stopped == "prior"``, leaves them to the image priors alone),
 clips to the normalisation's valid range after each step, and keeps a real copy of each sample's
 best iterate of the final phase (once the kept set stops changing: losses over different token
 sets are not comparable, and the published image should carry the final stop mask).
@@ -115,6 +116,7 @@ def invert(
     final_phase = policy.final_phase_start()
     kept = torch.arange(num_patches, device=device).expand(batch, -1).contiguous()
     keep_pixels: torch.Tensor | None = None  # (B, 1, H, W) bool once a patch has stopped
+    pin_stopped = config.selection.stopped == "frozen"
     frozen: torch.Tensor | None = None  # values of stopped pixels
     best = pixels.detach().clone()
     best_loss = torch.full((batch,), float("inf"), device=device)
@@ -155,13 +157,13 @@ def invert(
                 best_mask = torch.where(improved.view(-1, 1), _kept_to_mask(kept, num_patches), best_mask)
 
         (grad,) = torch.autograd.grad(objective, [pixels])
-        if keep_pixels is not None:  # image priors would otherwise reach stopped pixels
+        if keep_pixels is not None and pin_stopped:  # image priors would otherwise reach stopped pixels
             grad = grad * keep_pixels
         pixels.grad = grad
         optimizer.step()
         with torch.no_grad():
             pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
-            if keep_pixels is not None:
+            if keep_pixels is not None and pin_stopped:  # Adam momentum would move them too
                 pixels.copy_(torch.where(keep_pixels, pixels, frozen))
             new_kept = policy.update(iteration, canonical if want_saliency else kept, saliency, generator)
             if new_kept.shape[1] != kept.shape[1]:

@@ -66,6 +66,29 @@ def test_stopped_patches_get_no_gradient_and_never_change():
         assert bool(m0.gather(1, k1).all())
 
 
+def test_stopped_patches_under_the_prior_option_are_smoothed_but_never_seen_by_the_teacher():
+    model = tiny_vit("vit")
+    geo = vit_geometry(model)
+    selection = SelectionConfig("smi", SCHEDULE, stopped="prior")
+    config = InversionConfig(iterations=20, selection=selection, loss=LossWeights(tv_l2=0.5), keep_best=False)
+    states = []
+    smoothed = _run(model, config, observer=lambda s: states.append((s.kept.clone(), s.pixels.clone(), s.grad.clone())))
+    assert [k.shape[1] for k, _, _ in states] == tokens_per_iteration(selection, geo.num_patches, 20)
+    last = SCHEDULE.iterations[-1]
+    kept_after = torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, states[last][0], True)
+    stopped = ~patch_mask_to_pixels(kept_after, geo).expand(-1, 3, -1, -1)
+    _, before, _ = states[last - 1]
+    _, after, grad = states[-1]
+    assert torch.count_nonzero(grad[stopped]) > 0  # the TV prior still reaches them
+    assert not torch.equal(after[stopped], before[stopped])
+    pinned = _run(model, InversionConfig(iterations=20, selection=SelectionConfig("smi", SCHEDULE),
+                                         loss=LossWeights(tv_l2=0.5), keep_best=False))
+    tv = lambda x: (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., 1:] - x[..., :-1]).pow(2).mean()  # noqa: E731
+    assert tv(smoothed.images) < tv(pinned.images)
+    with pytest.raises(ValueError, match="selection.stopped"):
+        SelectionConfig("smi", SCHEDULE, stopped="thawed")
+
+
 def test_last_iterate_without_keep_best_is_the_final_image():
     model = tiny_vit("vit")
     states = []

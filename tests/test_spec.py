@@ -85,6 +85,8 @@ BAD_CASES: list[tuple[str, Any, str]] = [
     ("string loss", {"inversion": {"loss": {"ce": "one"}}}, "inversion.loss.ce: expected a number, got string"),
     ("roll fraction", {"inversion": {"augment": {"max_roll_fraction": 1.0}}}, "inversion.augment.max_roll_fraction"),
     ("method", {"inversion": {"method": "sparse"}}, "inversion.method: expected 'dense' or 'smi'"),
+    ("stopped patches", {"inversion": {"stopped_patches": "thawed"}},
+     "inversion.stopped_patches: expected 'frozen' or 'prior'"),
     ("batch > shard", {"inversion": {"batch_size": 3}}, "inversion.batch_size: must be <= images_per_shard (2), got 3"),
     ("image format", {"image_format": "jpg"}, "image_format: expected 'png' or 'webp', got 'jpg'"),
     ("dtype", {"dtype": "float16"}, "dtype: expected 'float32' or 'bfloat16'"),
@@ -191,8 +193,18 @@ def test_spec_hash_covers_only_corpus_fields(tmp_path: Path) -> None:
                  {"hub": {"repo_id": "a/b"}}, {"device": "cpu"}, {"license": "mit"}):
         assert load_spec(write(tmp_path, merged(BASE, same))).spec_hash() == h, same
     for changed in ({"images_per_class": 6}, {"images_per_shard": 1}, {"seed": 1}, {"classes": [0, 1]},
-                    {"dtype": "bfloat16"}, {"image_format": "webp"}, {"inversion": {"lr": 0.1}}):
+                    {"dtype": "bfloat16"}, {"image_format": "webp"}, {"inversion": {"lr": 0.1}},
+                    {"inversion": {"stopped_patches": "prior"}}):
         assert load_spec(write(tmp_path, merged(BASE, changed))).spec_hash() != h, changed
+
+
+def test_fields_added_later_keep_old_hashes_at_their_default(tmp_path: Path) -> None:
+    """Corpora made before ``stopped_patches`` existed still resume: the default is not hashed."""
+    spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {"stopped_patches": "frozen"}})))
+    assert spec.spec_hash() == load_spec(write(tmp_path, BASE)).spec_hash()
+    assert "stopped_patches" not in spec.hashed_fields()["inversion"]
+    assert spec.resolved()["inversion"]["stopped_patches"] == "frozen"
+    assert spec.inversion_config().selection.stopped == "frozen"
 
 
 def test_checkpoint_teacher_hash_follows_content(tmp_path: Path) -> None:
