@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--sparse", action="store_true", help="train on the kept tokens only")
+    aug = p.add_argument_group("views labelled by the live teacher (with --teacher only)")
+    aug.add_argument("--max-shift", type=int, default=2, help="random shift in pixels, with a random flip")
+    aug.add_argument("--colour-jitter", type=float, default=0.3, help="contrast/brightness jitter strength")
+    aug.add_argument("--no-channel-shuffle", dest="channel_shuffle", action="store_false",
+                     help="keep the colour channels in order")
+    aug.add_argument("--adversarial-eps", type=float, default=1.0,
+                     help="L2 size of the student-teacher adversarial views added to each batch (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")

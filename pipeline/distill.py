@@ -1,7 +1,9 @@
 """``smi-synth distill``: data-free knowledge distillation of a timm student from a corpus.
 
 The loss is ``KL(softmax(s/T) || softmax(t/T)) * T^2`` against the stored soft labels (``.logits.npy``)
-or a live teacher (``--teacher``). The corpus is streamed through :func:`pipeline.loader.load_corpus`
+or a live teacher (``--teacher``). A live teacher labels augmented views of each batch
+(:mod:`pipeline.kd_augment`: flip/shift, colour jitter and channel shuffle, and one adversarial
+student-teacher step), which is what lets a student learn from a few hundred inverted images. The corpus is streamed through :func:`pipeline.loader.load_corpus`
 with a seeded shard shuffle and a bounded sample-shuffle buffer. ``--sparse`` trains a ViT student on
 each image's kept patch tokens only (``smi_core.vit.forward_subset``); the student's patch grid must be
 the corpus's (a live teacher still sees the whole image). Top-1 of the student and of the teacher is
@@ -16,14 +18,14 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import UserError
+from pipeline.kd_augment import NO_AUGMENT, KDAugmentConfig, augment_views, kd_divergence
 from pipeline.evaluation import (
     DEFAULT_MEAN, DEFAULT_STD, CorpusInfo, EvalSet, corpus_info, default_eval_spec, eval_class_ids, eval_source,
     load_teacher_spec, normalize, resolve_recorded_teacher, top1,
@@ -47,7 +49,8 @@ class DistillConfig:
     device: str = "cpu"
     seed: int = 0
     weight_decay: float = 0.05
-    augment: bool = True  # flip + shift, only with a live teacher (stored soft labels fit the stored image)
+    # views the live teacher labels (stored soft labels fit the stored image only, so none without one)
+    augment: KDAugmentConfig = field(default_factory=KDAugmentConfig)
     show_progress: bool = True
 
 
@@ -84,15 +87,6 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``KL(teacher/T || student/T) * T^2`` averaged over the batch."""
-    t = temperature
-    return F.kl_div(
-        F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
-        reduction="batchmean", log_target=True,
-    ) * (t * t)
-
-
 def _batches(ds: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
     """Collate the loader's (image, label, soft, mask) tuples into batches."""
     buf: list[tuple] = []
@@ -108,16 +102,6 @@ def _batches(ds: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
 def _collate(items: list[tuple]) -> tuple[torch.Tensor, ...]:
     images, labels, soft, masks = zip(*items)
     return torch.stack(images), torch.tensor(labels), torch.stack(soft), torch.stack(masks)
-
-
-def augment_batch(images: torch.Tensor, g: torch.Generator, max_shift: int = 4) -> torch.Tensor:
-    """Random horizontal flip and a random shift (reflect-padded crop) per image."""
-    b, _, h, w = images.shape
-    flip = torch.rand(b, generator=g) < 0.5
-    images = torch.where(flip.view(b, 1, 1, 1).to(images.device), images.flip(-1), images)
-    padded = F.pad(images, (max_shift,) * 4, mode="reflect")
-    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, b), generator=g)).tolist()
-    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
 
 
 def _sparse_forward(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -189,7 +173,17 @@ def distill(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     g = torch.Generator().manual_seed(cfg.seed)
-    augment = cfg.augment and teacher is not None and not cfg.sparse
+    augment = NO_AUGMENT
+    if teacher is not None:  # kept masks stay aligned only without moving pixels: sparse gets colour only
+        augment = cfg.augment if not cfg.sparse else replace(cfg.augment, flip=False, max_shift=0, adversarial_eps=0.0)
+    teacher_mean, teacher_std = teacher_norm or (mean, std)
+
+    def student_logits(raw: torch.Tensor) -> torch.Tensor:
+        return student(normalize(raw, mean, std))
+
+    def teacher_logits(raw: torch.Tensor) -> torch.Tensor:
+        return teacher(normalize(raw, teacher_mean, teacher_std))  # type: ignore[misc]
+
     start, seen, losses = time.perf_counter(), 0, []
     for epoch in range(cfg.epochs):
         ds.set_epoch(epoch)
@@ -198,27 +192,29 @@ def distill(
         total, n = 0.0, 0
         with bar:
             for images, _labels, soft, masks in _batches(ds, cfg.batch_size):
-                if augment:
-                    images = augment_batch(images, g)
+                count = len(images)  # corpus images in this step (adversarial views double the batch)
                 raw = images.to(device)
-                images = normalize(raw, mean, std)
                 if teacher is not None:
+                    if augment != NO_AUGMENT:
+                        raw = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
+                                            temperature=cfg.temperature)
                     with torch.no_grad():
-                        soft = teacher(normalize(raw, *teacher_norm) if teacher_norm else images)
+                        soft = teacher_logits(raw)
+                images = normalize(raw, mean, std)
                 soft = soft.to(device)
                 if soft.shape[-1] != info.num_classes:
                     raise UserError(
                         f"corpus soft labels have {soft.shape[-1]} classes, the manifest says {info.num_classes}"
                     )
                 logits = _sparse_forward(student, images, masks.to(device)) if cfg.sparse else student(images)
-                loss = kd_loss(logits, soft, cfg.temperature)
+                loss = kd_divergence(logits, soft, cfg.temperature)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss.detach()) * len(images)
-                n += len(images)
-                bar.update(len(images))
+                total += float(loss.detach()) * count
+                n += count
+                bar.update(count)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         seen += n
         losses.append(total / max(n, 1))
@@ -241,6 +237,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.temperature <= 0:
         raise UserError("--epochs and --batch-size must be >= 1, --lr and --temperature > 0")
+    try:
+        augment = KDAugmentConfig(max_shift=args.max_shift, colour_jitter=args.colour_jitter,
+                                  channel_shuffle=args.channel_shuffle, adversarial_eps=args.adversarial_eps)
+    except ValueError as exc:
+        name, _, why = str(exc).partition(": ")
+        raise UserError(f"--{name.replace('_', '-')}: {why}") from None
     info = corpus_info(args.out)
     teacher = None
     teacher_spec = args.teacher or resolve_recorded_teacher(info)
@@ -277,7 +279,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
             log.warning("no teacher mean/std recorded; normalising with %s/%s", DEFAULT_MEAN, DEFAULT_STD)
             mean, std = DEFAULT_MEAN, DEFAULT_STD
     cfg = DistillConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
-                        sparse=args.sparse, device=args.device, seed=args.seed)
+                        sparse=args.sparse, device=args.device, seed=args.seed, augment=augment)
     result = distill(student, info, cfg, mean=mean, std=std,
                      teacher=teacher.model if teacher is not None else None,
                      teacher_norm=(tuple(teacher.mean), tuple(teacher.std)) if teacher is not None else None)
