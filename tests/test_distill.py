@@ -97,6 +97,38 @@ def test_distill_live_teacher_and_sparse_cli(tmp_path, make_corpus, teachers, ca
     assert rep["sparse"] is True and 0.0 <= rep["student_top1"] <= 1.0
 
 
+def test_distill_live_teacher_labels_augmented_and_adversarial_views(tmp_path, make_corpus, teachers, capsys):
+    layout = make_corpus(tmp_path / "c")
+    rc, rep, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--teacher", "tiny3",
+                            "--epochs", "2", "--batch-size", "4", "--adversarial-eps", "0.5", "--json"], capsys)
+    assert rc == 0, err
+    assert rep["images"] == 2 * 12  # corpus images, not the doubled batch of views
+
+
+def test_live_teacher_views_change_what_the_student_learns(tmp_path, make_corpus, teachers):
+    layout = make_corpus(tmp_path / "c")
+    info = evaluation.corpus_info(layout.root)
+
+    def train(augment) -> torch.Tensor:
+        torch.manual_seed(0)
+        student = distill.build_student("toy-student", num_classes=3, img_size=16)
+        cfg = distill.DistillConfig(epochs=1, batch_size=4, show_progress=False, augment=augment)
+        res = distill.distill(student, info, cfg, mean=MEAN, std=STD, teacher=teachers["tiny3"].model)
+        return torch.cat([p.detach().flatten() for p in res.model.parameters()])
+
+    plain = train(distill.NO_AUGMENT)
+    assert torch.equal(plain, train(distill.NO_AUGMENT))
+    assert not torch.equal(plain, train(distill.KDAugmentConfig()))
+
+
+@pytest.mark.parametrize("flag, value", [("--colour-jitter", "1.5"), ("--max-shift", "-1"), ("--adversarial-eps", "-1")])
+def test_bad_view_settings_exit_2_naming_the_flag(tmp_path, make_corpus, teachers, capsys, flag, value):
+    layout = make_corpus(tmp_path / "c")
+    rc, _, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--teacher", "tiny3",
+                          "--epochs", "1", flag, value], capsys)
+    assert rc == 2 and flag in err and len(err.strip().splitlines()) == 1
+
+
 def test_sparse_distill_refuses_a_non_vit_student(tmp_path, make_corpus, teachers, capsys):
     layout = make_corpus(tmp_path / "c")
     rc, _, err = run_cli(["distill", str(layout.root), "--student", "resnet10t", "--sparse", "--epochs", "1"], capsys)
