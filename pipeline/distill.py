@@ -3,11 +3,12 @@
 The loss is ``KL(softmax(s/T) || softmax(t/T)) * T^2`` against the stored soft labels (``.logits.npy``)
 or a live teacher (``--teacher``). A live teacher labels augmented views of each batch
 (:mod:`pipeline.kd_augment`: flip/shift, colour jitter and channel shuffle, and one adversarial
-student-teacher step), which is what lets a student learn from a few hundred inverted images. The corpus is streamed through :func:`pipeline.loader.load_corpus`
-with a seeded shard shuffle and a bounded sample-shuffle buffer. ``--sparse`` trains a ViT student on
-each image's kept patch tokens only (``smi_core.vit.forward_subset``); the student's patch grid must be
-the corpus's (a live teacher still sees the whole image). Top-1 of the student and of the teacher is
-measured on real held-out images.
+student-teacher step), which is what lets a student learn from a few hundred inverted images.
+The corpus is streamed through :func:`pipeline.loader.load_corpus` with a seeded shard shuffle and a
+bounded sample-shuffle buffer. ``--sparse`` trains a ViT student on each image's kept patch tokens only
+(``smi_core.vit.forward_subset``); the student's patch grid must be the corpus's (a live teacher
+still sees the whole image, and only colour views apply, so the kept masks stay aligned). Top-1 of the
+student and of the teacher is measured on real held-out images.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import torch
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.kd_augment import NO_AUGMENT, KDAugmentConfig, augment_views, kd_divergence
 from pipeline.evaluation import (
     DEFAULT_MEAN, DEFAULT_STD, CorpusInfo, EvalSet, corpus_info, default_eval_spec, eval_class_ids, eval_source,
     load_teacher_spec, normalize, resolve_recorded_teacher, top1,
 )
+from pipeline.kd_augment import NO_AUGMENT, KDAugmentConfig, augment_views, kd_divergence
 
 log = logging.getLogger(__name__)
 
