@@ -141,3 +141,27 @@ def make_corpus() -> Callable[..., CorpusLayout]:
 def corpus(tmp_path: Path) -> CorpusLayout:
     """A default tiny corpus: 3 classes x 1 shard x 4 images of 16x16 PNG."""
     return build_corpus(tmp_path / "corpus")
+
+
+# --- interpreter teardown ------------------------------------------------------------------------
+# Once in eight full runs on the dev box (2026-11-25), the process crashed with SIGSEGV *after* pytest
+# had printed "304 passed": a native extension (Ray's gRPC threads or torch's thread pools) dying in
+# interpreter finalisation. Every result is final by then, so the last unconfigure hook exits with
+# pytest's own status and skips the finalisation that crashes. Set SMI_SYNTH_TEST_FULL_TEARDOWN=1 to
+# keep the normal teardown (to hunt the crash, with `python -X faulthandler -m pytest`).
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import os
+    import sys
+
+    if _EXIT_STATUS and not os.environ.get("SMI_SYNTH_TEST_FULL_TEARDOWN"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
