@@ -196,9 +196,8 @@ def distill(
                 count = len(images)  # corpus images in this step (adversarial views double the batch)
                 raw = images.to(device)
                 if teacher is not None:
-                    if augment != NO_AUGMENT:
-                        raw = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
-                                            temperature=cfg.temperature)
+                    raw = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
+                                        temperature=cfg.temperature)
                     with torch.no_grad():
                         soft = teacher_logits(raw)
                 images = normalize(raw, mean, std)

@@ -117,7 +117,7 @@ def invert(
     kept = torch.arange(num_patches, device=device).expand(batch, -1).contiguous()
     keep_pixels: torch.Tensor | None = None  # (B, 1, H, W) bool once a patch has stopped
     pin_stopped = config.selection.stopped == "frozen"
-    frozen: torch.Tensor | None = None  # values of stopped pixels
+    frozen: torch.Tensor | None = None  # values of stopped pixels, kept only when they are pinned
     best = pixels.detach().clone()
     best_loss = torch.full((batch,), float("inf"), device=device)
     best_mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
@@ -157,19 +157,19 @@ def invert(
                 best_mask = torch.where(improved.view(-1, 1), _kept_to_mask(kept, num_patches), best_mask)
 
         (grad,) = torch.autograd.grad(objective, [pixels])
-        if keep_pixels is not None and pin_stopped:  # image priors would otherwise reach stopped pixels
+        if frozen is not None:  # image priors would otherwise reach stopped pixels
             grad = grad * keep_pixels
         pixels.grad = grad
         optimizer.step()
         with torch.no_grad():
             pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
-            if keep_pixels is not None and pin_stopped:  # Adam momentum would move them too
+            if frozen is not None:  # Adam momentum would move them too
                 pixels.copy_(torch.where(keep_pixels, pixels, frozen))
             new_kept = policy.update(iteration, canonical if want_saliency else kept, saliency, generator)
             if new_kept.shape[1] != kept.shape[1]:
                 kept = new_kept
                 keep_pixels = patch_mask_to_pixels(_kept_to_mask(kept, num_patches), geometry)
-                frozen = pixels.detach().clone()
+                frozen = pixels.detach().clone() if pin_stopped else None
                 log.debug("iteration %d: %d patches keep evolving", iteration, kept.shape[1])
         if observer is not None:
             observer(IterationState(iteration, seen_kept, pixels.detach(), grad, sample_loss))
