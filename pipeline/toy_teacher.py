@@ -68,16 +68,31 @@ class TrainConfig:
     adversarial_l2_eps: float = 0.0
     heldout_images: int = 2000
     heldout_seed: int = 0
+    # The ViT's patch side: 4 gives the default 8 x 8 grid of 64 patches; 2 gives 16 x 16 = 256 patches,
+    # nearer the 196 of a /16 ViT at 224, so sparse inversion has background to skip (scale keep_tokens
+    # with it). Recorded with the model config, not the training recipe.
+    patch_size: int = 4
     # One thread: bit-identical on every machine regardless of its core count, and robust on a busy
     # one (two OpenMP threads on two shared cores ran 3-10x slower than one under load).
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        side = toy_model_config()["img_size"]
+        if self.patch_size < 1 or side % self.patch_size:
+            raise ValueError(f"patch_size: must divide the toy image side {side}, got {self.patch_size}")
+        if not 1 <= self.keep_tokens <= (side // self.patch_size) ** 2:
+            raise ValueError(
+                f"keep_tokens: must lie in [1, {(side // self.patch_size) ** 2}] at patch size {self.patch_size}, "
+                f"got {self.keep_tokens}"
+            )
 
-def toy_model_config() -> dict[str, Any]:
-    """Keyword arguments of ``timm.create_model(ARCH, **kwargs)`` for the toy ViT (64 patches of 4x4)."""
+
+def toy_model_config(patch_size: int = 4) -> dict[str, Any]:
+    """Keyword arguments of ``timm.create_model(ARCH, **kwargs)`` for the toy ViT (by default 64 patches of
+    4x4; ``patch_size`` 2 gives 256 patches of 2x2)."""
     return {
         "img_size": 32,
-        "patch_size": 4,
+        "patch_size": patch_size,
         "embed_dim": 64,
         "depth": 4,
         "num_heads": 4,
@@ -212,7 +227,7 @@ def build_toy_teacher(
     start = time.perf_counter()
     with _deterministic(cfg.threads):
         torch.manual_seed(seed)
-        model = create_toy_model()
+        model = create_toy_model(patch_size=cfg.patch_size)
         _init_pos_embed(model, cfg.pos_embed_scale)
         opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         warmup = max(1, round(cfg.warmup_fraction * cfg.steps))
@@ -222,7 +237,7 @@ def build_toy_teacher(
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
         g = torch.Generator().manual_seed(seed)
-        patch = toy_model_config()["patch_size"]
+        patch = cfg.patch_size
         sparse_steps = round(cfg.steps * (1 - cfg.dense_fraction))
         model.train()
         for step in range(cfg.steps):
@@ -272,8 +287,9 @@ def build_toy_teacher(
 
 
 def _config_record(cfg: TrainConfig) -> dict[str, Any]:
-    """The model and training config as stored in meta.json (JSON types)."""
-    return json.loads(json.dumps({"model": toy_model_config(), "train": dataclasses.asdict(cfg)}))
+    """The model and training config as stored in meta.json (JSON types); the patch size is the model's."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "patch_size"}
+    return json.loads(json.dumps({"model": toy_model_config(cfg.patch_size), "train": train}))
 
 
 def cache_root() -> Path:
@@ -305,7 +321,7 @@ def _load_cached(folder: Path, cfg: TrainConfig) -> tuple[nn.Module, dict[str, A
         if meta.get("sha256") != _sha256(weights):
             log.warning("toy teacher cache %s is damaged (sha256 mismatch); rebuilding", folder)
             return None
-        model = create_toy_model()
+        model = create_toy_model(patch_size=cfg.patch_size)
         model.load_state_dict(load_file(str(weights)), strict=True)
     except (OSError, ValueError, RuntimeError) as exc:
         log.warning("toy teacher cache %s is unreadable (%s); rebuilding", folder, exc)
@@ -320,7 +336,7 @@ def _write(folder: Path, model: nn.Module, meta: dict[str, Any]) -> dict[str, An
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         weights = save_checkpoint(
-            model, tmp / WEIGHTS_FILE, arch=ARCH, model_kwargs=toy_model_config(),
+            model, tmp / WEIGHTS_FILE, arch=ARCH, model_kwargs=meta["config"]["model"],
             class_names=list(CLASS_NAMES), license=LICENSE, mean=MEAN, std=STD,
         )
         meta = {**meta, "sha256": _sha256(weights)}

@@ -125,6 +125,36 @@ def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (tmp_path / "cache" / f"toy-teacher-{TOY_TEACHER_VERSION}" / "model.safetensors").is_file()
 
 
+def test_default_record_is_unchanged_by_the_patch_size_field() -> None:
+    """Caches built before ``patch_size`` existed must still match the default recipe."""
+    record = toy_teacher._config_record(TrainConfig())
+    assert record["model"] == toy_model_config() and record["model"]["patch_size"] == 4
+    assert "patch_size" not in record["train"]
+
+
+def test_finer_grid_teacher_builds_caches_and_loads_as_a_checkpoint(tmp_path: Path) -> None:
+    from pipeline.teacher import load_teacher
+
+    fine = dataclasses.replace(TINY, patch_size=2, keep_tokens=64)
+    model, meta = load_or_build_toy_teacher(tmp_path, config=fine)
+    assert vit_geometry(model).grid == (16, 16) and model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert meta["config"]["model"] == toy_model_config(2) and "patch_size" not in meta["config"]["train"]
+    again, _ = load_or_build_toy_teacher(tmp_path, config=fine)
+    assert _state_equal(model, again)
+    loaded = load_teacher(str(tmp_path / f"toy-teacher-{TOY_TEACHER_VERSION}" / "model.safetensors"))
+    assert vit_geometry(loaded.model).grid == (16, 16) and _state_equal(model, loaded.model)
+    assert loaded.class_names == list(CLASS_NAMES) and loaded.img_size == (32, 32)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"patch_size": 3}, "patch_size: must divide"), ({"patch_size": 4, "keep_tokens": 65}, "keep_tokens: must lie")],
+)
+def test_train_config_rejects_a_bad_grid(changes: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+
+
 def test_concurrent_builders_build_once(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
