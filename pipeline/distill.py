@@ -196,10 +196,8 @@ def distill(
                 count = len(images)  # corpus images in this step (adversarial views double the batch)
                 raw = images.to(device)
                 if teacher is not None:
-                    raw = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
-                                        temperature=cfg.temperature)
-                    with torch.no_grad():
-                        soft = teacher_logits(raw)
+                    raw, soft = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
+                                              temperature=cfg.temperature)
                 images = normalize(raw, mean, std)
                 soft = soft.to(device)
                 if soft.shape[-1] != info.num_classes:

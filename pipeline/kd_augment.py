@@ -86,14 +86,16 @@ def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 
 def kd_adversarial(
     student: Logits, teacher: Logits, images: torch.Tensor, eps: float, temperature: float
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``images`` moved by one L2 step of norm ``eps`` up the student-teacher KL divergence, clipped to
-    [0, 1]; the result carries no graph (the student's parameter gradients are left untouched)."""
+    [0, 1], and the teacher's logits on ``images`` (computed on the way, detached). Neither carries a
+    graph; the student's parameter gradients are left untouched."""
     x = images.detach().clone().requires_grad_(True)
-    loss = kd_divergence(student(x), teacher(x), temperature)
+    teacher_logits = teacher(x)
+    loss = kd_divergence(student(x), teacher_logits, temperature)
     (grad,) = torch.autograd.grad(loss, [x])
     norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    return (images + eps * grad / norm).clamp(0, 1).detach()
+    return (images + eps * grad / norm).clamp(0, 1).detach(), teacher_logits.detach()
 
 
 def augment_views(
@@ -104,13 +106,23 @@ def augment_views(
     student: Logits | None = None,
     teacher: Logits | None = None,
     temperature: float = 4.0,
-) -> torch.Tensor:
-    """The batch of views to distil on: flip/shift and photometric views of ``images``, plus (with
-    ``config.adversarial_eps`` > 0) their adversarial counterparts, so the batch doubles."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch of views to distil on and, given a ``teacher``, its logits on every view (else None).
+
+    Views are flip/shift and photometric views of ``images``, plus (with ``config.adversarial_eps`` > 0)
+    their adversarial counterparts, so the batch doubles. The adversarial step's teacher pass on the
+    clean views is reused as their labels, so only the adversarial half costs another teacher pass.
+    """
     views = flip_shift(images, g, config.max_shift, config.flip) if config.flip or config.max_shift else images
     views = photometric(views, g, config.colour_jitter, config.channel_shuffle)
     if config.adversarial_eps > 0:
         if student is None or teacher is None:
             raise ValueError("adversarial_eps > 0 needs the student and the teacher")
-        views = torch.cat([views, kd_adversarial(student, teacher, views, config.adversarial_eps, temperature)])
-    return views
+        moved, clean_logits = kd_adversarial(student, teacher, views, config.adversarial_eps, temperature)
+        with torch.no_grad():
+            labels = torch.cat([clean_logits, teacher(moved)])
+        return torch.cat([views, moved]), labels
+    if teacher is None:
+        return views, None
+    with torch.no_grad():
+        return views, teacher(views)

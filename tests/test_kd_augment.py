@@ -49,17 +49,19 @@ def test_channel_shuffle_permutes_channels_and_jitter_stays_in_range():
 def test_views_are_reproducible_from_the_generator():
     x = images()
     cfg = KDAugmentConfig(adversarial_eps=0.0)
-    a = augment_views(x, torch.Generator().manual_seed(5), cfg)
-    b = augment_views(x, torch.Generator().manual_seed(5), cfg)
-    assert torch.equal(a, b)
-    assert torch.equal(augment_views(x, torch.Generator().manual_seed(5), NO_AUGMENT), x)
+    a, labels = augment_views(x, torch.Generator().manual_seed(5), cfg)
+    b, _ = augment_views(x, torch.Generator().manual_seed(5), cfg)
+    assert torch.equal(a, b) and labels is None
+    same, _ = augment_views(x, torch.Generator().manual_seed(5), NO_AUGMENT)
+    assert torch.equal(same, x)
 
 
 def test_adversarial_step_raises_the_divergence_within_its_budget():
     x = images()
     student, teacher = tiny_net(0), tiny_net(1)
     before = kd_divergence(student(x), teacher(x), 4.0)
-    moved = kd_adversarial(student, teacher, x, eps=0.5, temperature=4.0)
+    moved, clean_logits = kd_adversarial(student, teacher, x, eps=0.5, temperature=4.0)
+    assert torch.allclose(clean_logits, teacher(x)) and not clean_logits.requires_grad
     after = kd_divergence(student(moved), teacher(moved), 4.0)
     assert after > before
     assert (moved - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
@@ -69,8 +71,15 @@ def test_adversarial_step_raises_the_divergence_within_its_budget():
 def test_adversarial_views_double_the_batch_and_need_both_models():
     x = images()
     cfg = KDAugmentConfig(adversarial_eps=0.5)
-    out = augment_views(x, torch.Generator().manual_seed(0), cfg, student=tiny_net(0), teacher=tiny_net(1))
+    teacher = tiny_net(1)
+    out, labels = augment_views(x, torch.Generator().manual_seed(0), cfg, student=tiny_net(0), teacher=teacher)
     assert out.shape == (2 * len(x), *x.shape[1:])
+    with torch.no_grad():  # every view labelled by the teacher, the clean half from the adversarial step's pass
+        assert labels is not None and torch.allclose(labels, teacher(out), atol=1e-6)
+    plain, plain_labels = augment_views(x, torch.Generator().manual_seed(0), KDAugmentConfig(adversarial_eps=0.0),
+                                        teacher=teacher)
+    with torch.no_grad():
+        assert plain_labels is not None and torch.allclose(plain_labels, teacher(plain), atol=1e-6)
     with pytest.raises(ValueError, match="needs the student and the teacher"):
         augment_views(x, torch.Generator().manual_seed(0), cfg)
 
