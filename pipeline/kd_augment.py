@@ -84,6 +84,13 @@ def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     ) * (t * t)
 
 
+def l2_step(images: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
+    """``images`` (in [0, 1]) moved by ``eps`` along each image's L2-normalised ``grad``, clipped to
+    [0, 1], without a graph (the one step of every L2 adversarial view here)."""
+    norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+    return (images + eps * grad / norm).clamp(0, 1).detach()
+
+
 def kd_adversarial(
     student: Logits, teacher: Logits, images: torch.Tensor, eps: float, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,8 +101,7 @@ def kd_adversarial(
     teacher_logits = teacher(x)
     loss = kd_divergence(student(x), teacher_logits, temperature)
     (grad,) = torch.autograd.grad(loss, [x])
-    norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    return (images + eps * grad / norm).clamp(0, 1).detach(), teacher_logits.detach()
+    return l2_step(images, grad, eps), teacher_logits.detach()
 
 
 def augment_views(

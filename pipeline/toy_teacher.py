@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.kd_augment import l2_step
 from pipeline.toy_data import CLASS_NAMES, make_toy_images, make_toy_images_and_masks
 
 log = logging.getLogger(__name__)
@@ -185,8 +186,7 @@ def l2_adversarial(
     delta = torch.zeros_like(images, requires_grad=True)
     loss = F.cross_entropy(logits_fn(images + delta), labels)
     (grad,) = torch.autograd.grad(loss, [delta])
-    norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    return (images + eps * grad / norm).clamp(0, 1).detach()
+    return l2_step(images, grad, eps)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
