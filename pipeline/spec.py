@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HASH_VERSION = 1  # bump when the meaning of a hashed field changes
+# inversion fields added after HASH_VERSION 1, with the value that reproduces the behaviour from before
+# them: at that value a field is left out of the hash, so corpora made before it keep their spec hash
+FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen"}
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -280,8 +283,10 @@ class RunSpec:
     def _inversion_dict(self, *, hashed: bool = False) -> dict[str, Any]:
         d = self.manifest.inversion.model_dump(mode="json")
         d["batch_size"] = self.batch_size
-        if hashed and d["stopped_patches"] == "frozen":  # added later: the old behaviour keeps its old hash
-            del d["stopped_patches"]
+        if hashed:  # a field added later, at the behaviour from before it existed, keeps old hashes valid
+            for name, before in FIELDS_ADDED_LATER.items():
+                if d.get(name) == before:
+                    del d[name]
         return d
 
     def _teacher_identity(self) -> dict[str, Any]:
