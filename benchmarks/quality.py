@@ -18,7 +18,7 @@ runs the paper's stopping schedule (t = 50, 100, 200, 300 of 4,000) scaled to ``
 SMI lets the TV prior keep smoothing stopped patches (``--stopped-patches``). Corpora are distilled
 ``--jobs`` at a time in separate processes (one thread each). ``--teacher-patch 2`` builds the robust
 teacher on a 16 x 16 grid of 2 x 2 patches (256, nearer a /16 ViT's 196 than the toy's 64), where
-stopping patches saves more time (about 20% of dense for the paper schedule instead of 35%).
+stopping patches saves more time (the paper schedule took 22.5% of dense time there, 35.5% at 64 patches).
 
     .venv/bin/python benchmarks/quality.py --quick --out /tmp/quality   # smoke: minutes on 2 cores
     .venv/bin/python benchmarks/quality.py --out /tmp/quality           # 10 x 32 images, 300 iterations
