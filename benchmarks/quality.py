@@ -264,7 +264,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-recipe", choices=("default", "robust"), default="robust",
                    help="robust: a toy teacher trained with L2 adversarial steps (cached under --out; minutes)")
     p.add_argument("--teacher-patch", type=int, choices=TEACHER_PATCHES, default=4,
-                   help="the robust toy teacher's patch side: 4 (64 patches) or 2 (256; its build takes ~12 min on 2 cores)")
+                   help="the robust toy teacher's patch side: 4 (64 patches) or 2 (256; its build took 12 min "
+                        "on 2 idle cores)")
     p.add_argument("--epochs", type=int, default=400, help="distillation epochs (2,000 steps at 320 images)")
     p.add_argument("--student", default="test_resnet")
     p.add_argument("--batch-size", type=int, default=64)
