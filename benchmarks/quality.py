@@ -66,6 +66,13 @@ ROBUST_RECIPE = {"adversarial_l2_eps": 0.5, "steps": 2400, "threads": 2}
 TEACHER_PATCHES = (4, 2)  # 4: the toy's 8 x 8 grid (64 patches); 2: 16 x 16 (256), nearer a /16 ViT's 196
 
 
+def toy_num_patches(patch_size: int) -> int:
+    """Patches of a toy image at ``patch_size``."""
+    from pipeline.toy_teacher import toy_model_config
+
+    return (toy_model_config()["img_size"] // patch_size) ** 2
+
+
 def toy_teacher_spec(recipe: str, root: Path, patch_size: int = 4) -> str:
     """``toy`` (the built-in teacher) or the robust toy teacher's checkpoint, built once under ``root``.
 
@@ -76,7 +83,7 @@ def toy_teacher_spec(recipe: str, root: Path, patch_size: int = 4) -> str:
     from pipeline.toy_teacher import WEIGHTS_FILE, TrainConfig, cache_folder, load_or_build_toy_teacher
 
     cache = root / ("teacher-robust" if patch_size == 4 else f"teacher-robust-p{patch_size}")
-    config = TrainConfig(**ROBUST_RECIPE, patch_size=patch_size, keep_tokens=(32 // patch_size) ** 2 // 2)
+    config = TrainConfig(**ROBUST_RECIPE, patch_size=patch_size, keep_tokens=toy_num_patches(patch_size) // 2)
     print(f"building / loading the robust toy teacher ({patch_size} x {patch_size} patches) ...", file=sys.stderr)
     _, meta = load_or_build_toy_teacher(cache, config=config)
     log.info("robust toy teacher: held-out top-1 %.4f", meta["heldout_top1"])
@@ -316,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_set = eval_source("toy", class_ids=info.class_ids, img_size=info.img_size, toy_images=args.eval_images)
     mean, std = tuple(teacher.mean), tuple(teacher.std)
     result: dict = {"teacher": args.teacher_spec, "teacher_recipe": args.teacher_recipe,
-                    "teacher_patch": args.teacher_patch, "num_patches": (32 // args.teacher_patch) ** 2,
+                    "teacher_patch": args.teacher_patch, "num_patches": toy_num_patches(args.teacher_patch),
                     "inversion": {"lr": args.inv_lr, "tv_l2": args.tv_l2, "max_roll_fraction": args.roll,
                                   "schedule": manifest_dict("smi", args, root)["inversion"]["schedule"],
                                   "stopped_patches": args.stopped_patches},

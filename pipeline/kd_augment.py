@@ -119,7 +119,7 @@ def augment_views(
     their adversarial counterparts, so the batch doubles. The adversarial step's teacher pass on the
     clean views is reused as their labels, so only the adversarial half costs another teacher pass.
     """
-    views = flip_shift(images, g, config.max_shift, config.flip) if config.flip or config.max_shift else images
+    views = flip_shift(images, g, config.max_shift, config.flip)
     views = photometric(views, g, config.colour_jitter, config.channel_shuffle)
     if config.adversarial_eps > 0:
         if student is None or teacher is None:
