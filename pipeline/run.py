@@ -85,7 +85,7 @@ def check_resumable(spec: RunSpec, layout: CorpusLayout) -> set[int]:
     """Refuse an OUT holding another spec's corpus or non-corpus files; return its complete shard ids."""
     if layout.manifest.exists():
         existing = read_manifest(layout)
-        if existing.get("spec_hash") != spec.spec_hash():
+        if not spec.matches_hash(existing.get("spec_hash")):
             raise UserError(
                 f"{layout.root} holds a corpus of a different spec (spec hash {str(existing.get('spec_hash'))[:12]}, "
                 f"this manifest {spec.spec_hash()[:12]}); refusing to resume into it: use another --out"

@@ -30,10 +30,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HASH_VERSION = 1  # bump when the meaning of a hashed field changes
+# Bump when the hashed fields change. Version 2 leaves the SMI-only fields out of dense runs' hashes
+# (a dense inversion ignores them). A corpus made under an older version still resumes (see
+# RunSpec.matches_hash); the resume rewrites its manifest with the current hash.
+HASH_VERSION = 2
+HASH_VERSIONS_ACCEPTED = (1, 2)
 # inversion fields added after HASH_VERSION 1, with the value that reproduces the behaviour from before
 # them: at that value a field is left out of the hash, so corpora made before it keep their spec hash
 FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen"}
+SMI_ONLY_FIELDS = ("schedule", "stopped_patches")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -280,13 +285,18 @@ class RunSpec:
         """The engine's typed config (already validated by load_spec)."""
         return _build_inversion_config(self.manifest.inversion)
 
-    def _inversion_dict(self, *, hashed: bool = False) -> dict[str, Any]:
+    def _inversion_dict(self, *, hash_version: int | None = None) -> dict[str, Any]:
+        """The inversion section; with ``hash_version``, as that version of the spec hash reads it."""
         d = self.manifest.inversion.model_dump(mode="json")
         d["batch_size"] = self.batch_size
-        if hashed:  # a field added later, at the behaviour from before it existed, keeps old hashes valid
-            for name, before in FIELDS_ADDED_LATER.items():
-                if d.get(name) == before:
-                    del d[name]
+        if hash_version is None:
+            return d
+        for name, before in FIELDS_ADDED_LATER.items():  # at the behaviour from before it: not hashed
+            if d.get(name) == before:
+                del d[name]
+        if hash_version >= 2 and d["method"] == "dense":
+            for name in SMI_ONLY_FIELDS:
+                d.pop(name, None)
         return d
 
     def _teacher_identity(self) -> dict[str, Any]:
@@ -294,24 +304,30 @@ class RunSpec:
             return {"kind": "checkpoint", "sha256": self.checkpoint_sha256}
         return {"kind": "toy" if self.teacher_spec == "toy" else "timm", "id": self.teacher.teacher_id}
 
-    def hashed_fields(self) -> dict[str, Any]:
+    def hashed_fields(self, version: int = HASH_VERSION) -> dict[str, Any]:
         """Exactly the fields that determine the corpus bytes (the input of :meth:`spec_hash`)."""
+        if version not in HASH_VERSIONS_ACCEPTED:
+            raise ValueError(f"version: expected one of {HASH_VERSIONS_ACCEPTED}, got {version!r}")
         return {
-            "hash_version": HASH_VERSION,
+            "hash_version": version,
             "teacher": self._teacher_identity(),
             "classes": list(self.classes),
             "images_per_class": self.images_per_class,
             "images_per_shard": self.images_per_shard,
-            "inversion": self._inversion_dict(hashed=True),
+            "inversion": self._inversion_dict(hash_version=version),
             "image_format": self.image_format,
             "seed": self.seed,
             "dtype": self.dtype,
         }
 
-    def spec_hash(self) -> str:
+    def spec_hash(self, version: int = HASH_VERSION) -> str:
         """sha256 of the canonical JSON of :meth:`hashed_fields` (not output, resources, hub, name)."""
-        canon = json.dumps(self.hashed_fields(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        canon = json.dumps(self.hashed_fields(version), sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canon.encode()).hexdigest()
+
+    def matches_hash(self, recorded: str | None) -> bool:
+        """Whether a corpus recorded with spec hash ``recorded`` is this spec's, under any accepted version."""
+        return recorded is not None and any(recorded == self.spec_hash(v) for v in HASH_VERSIONS_ACCEPTED)
 
     def resolved(self) -> dict[str, Any]:
         """Fully resolved, JSON-able spec: defaults filled in, teacher, class list and names, hash."""

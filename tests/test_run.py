@@ -16,6 +16,7 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.layout import CorpusLayout
+from pipeline.spec import load_spec
 from pipeline.teacher import save_checkpoint
 from pipeline.verify import verify_corpus
 
@@ -93,6 +94,19 @@ def test_run_status_rerun_and_changed_spec(tmp_path, teacher_file, capsys):
     changed = write_manifest(tmp_path, teacher_file, images_per_class=4)
     assert main(["run", str(changed), "--out", str(out)]) == 2
     assert "different spec" in capsys.readouterr().err
+    assert tar_digests(out) == before
+    # a corpus recorded under spec hash version 1 resumes, and its manifest takes the current hash
+    spec = load_spec(manifest)
+    layout = CorpusLayout(out)
+    recorded = json.loads(layout.manifest.read_text())
+    layout.manifest.write_text(json.dumps({**recorded, "spec_hash": spec.spec_hash(1)}))
+    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["skipped_shards"] == 8
+    assert tar_digests(out) == before  # complete: left as it was
+    sorted(layout.stats_dir.glob("*.json"))[0].unlink()  # one shard loses its resume marker
+    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["completed_shards"] == 1
+    assert json.loads(layout.manifest.read_text())["spec_hash"] == spec.spec_hash() != spec.spec_hash(1)
     assert tar_digests(out) == before
 
 

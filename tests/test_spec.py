@@ -207,6 +207,35 @@ def test_fields_added_later_keep_old_hashes_at_their_default(tmp_path: Path) -> 
     assert spec.inversion_config().selection.stopped == "frozen"
 
 
+# spec hashes of BASE as version 1 (before dense runs left out the SMI-only fields) computed them
+V1_HASHES = {"smi": "59d69289fa7ce992ac91eed5b0cc3b4896e72bd86dcf3b60e4e115eef119416a",
+             "dense": "23f3cc761124b2445b40341bff375fadc59b5eef707361f6f9c6ec276b006c9b"}
+
+
+def test_dense_hash_ignores_smi_only_fields(tmp_path: Path) -> None:
+    """A dense inversion ignores the stop schedule and the stopped pixels, so its hash does too."""
+    def h(method: str, patch: dict[str, Any]) -> str:
+        return load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": method, **patch}}))).spec_hash()
+
+    smi_only = ({"schedule": {"iterations": [50], "ratios": [0.5]}}, {"stopped_patches": "prior"})
+    for patch in smi_only:
+        assert h("dense", patch) == h("dense", {}), patch
+        assert h("smi", patch) != h("smi", {}), patch
+    assert h("dense", {"lr": 0.1}) != h("dense", {})
+
+
+def test_corpora_hashed_under_version_1_still_match(tmp_path: Path) -> None:
+    for method, old in V1_HASHES.items():
+        spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": method}})))
+        assert spec.spec_hash(1) == old and spec.matches_hash(old) and spec.matches_hash(spec.spec_hash())
+        assert not spec.matches_hash(None) and not spec.matches_hash("0" * 64)
+    dense = load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "dense"}})))
+    assert dense.spec_hash() != V1_HASHES["dense"]  # version 2 changed the dense hash ...
+    assert load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "smi"}}))).spec_hash(2) != V1_HASHES["smi"]
+    with pytest.raises(ValueError, match="version"):
+        dense.spec_hash(3)
+
+
 def test_checkpoint_teacher_hash_follows_content(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "w.safetensors").write_bytes(b"weights-1")
