@@ -25,7 +25,9 @@ stopping patches saves more time (the paper schedule took 22.5% of dense time th
     .venv/bin/python benchmarks/quality.py --out /tmp/quality-p2 --teacher-patch 2 --corpora dense,smi
 
 Targets: SMI student within 1 point of the dense student at <= 40% of dense generation time; SMI
-student >= 80% of teacher top-1; both far above noise. The last stdout line is a JSON object.
+student >= 80% of teacher top-1; both far above noise. The last stdout line is a JSON object; with
+``--out`` it is also written to ``OUT/quality.json``. One seed's students move by a few points: run
+one ``--out`` per ``--seed`` and summarise them with ``benchmarks/quality_seeds.py``.
 """
 
 from __future__ import annotations
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                     "adversarial_eps": args.adversarial_eps,
                     "teacher_top1": top1(teacher.model, eval_set, mean=mean, std=std), "eval_images": eval_set.num_images,
                     "images_per_corpus": args.classes * args.per_class, "iterations": args.iterations,
-                    "epochs": args.epochs, "student": args.student, "corpora": {}}
+                    "epochs": args.epochs, "student": args.student, "seed": args.seed, "corpora": {}}
     print(f"distilling / quantizing on {', '.join(args.corpora)} ({args.jobs} at a time) ...", file=sys.stderr)
     rows = evaluate_all(root, args)
     for name in CORPORA:
@@ -359,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     if "smi_student_vs_teacher" in result:
         line += f"; SMI student / teacher {100 * result['smi_student_vs_teacher']:.1f}%"
     print(line)
-    emit_json(json.loads(json.dumps(result, default=float)))
+    result = json.loads(json.dumps(result, default=float))
+    if tmp is None:  # for benchmarks/quality_seeds.py, which summarises runs over seeds
+        (root / "quality.json").write_text(json.dumps(result, sort_keys=True) + "\n")
+    emit_json(result)
     if tmp is not None:
         tmp.cleanup()
     return 0
