@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the hashed fields change. Version 2 leaves the SMI-only fields out of dense runs' hashes
 # (a dense inversion ignores them). A corpus made under an older version still resumes (see
-# RunSpec.matches_hash); the resume rewrites its manifest with the current hash.
+# RunSpec.matches_hash); a resume with shards left to generate rewrites its manifest with the
+# current hash, a complete corpus is left as it is.
 HASH_VERSION = 2
 HASH_VERSIONS_ACCEPTED = (1, 2)
 # inversion fields added after HASH_VERSION 1, with the value that reproduces the behaviour from before
