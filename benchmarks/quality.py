@@ -96,6 +96,8 @@ def manifest_dict(method: str, args: argparse.Namespace, out: Path) -> dict:
     """A manifest for the toy teacher (the demo's settings at ``args``' size)."""
     n = args.iterations
     stops = sorted({max(1, min(n - 1, round(f * n))) for f in SCHEDULES[args.schedule]})
+    # saliency only where it is used: a dense corpus made before the option existed keeps its spec hash
+    saliency = {"saliency": args.saliency} if method == "smi" else {}
     return {
         "name": f"quality-{method}",
         "teacher": args.teacher_spec,
@@ -110,6 +112,7 @@ def manifest_dict(method: str, args: argparse.Namespace, out: Path) -> dict:
             "betas": [0.5, 0.99],
             "schedule": {"iterations": stops, "ratios": [0.3] * len(stops)},
             "stopped_patches": args.stopped_patches,
+            **saliency,
             "loss": {"ce": 1.0, "tv_l2": args.tv_l2},
             "augment": {"max_roll_fraction": args.roll},
         },
@@ -270,6 +273,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(manifests/demo.yaml's)")
     p.add_argument("--stopped-patches", choices=("frozen", "prior"), default="prior",
                    help="SMI's stopped pixels: pinned (frozen) or left to the TV prior (prior)")
+    p.add_argument("--saliency", choices=("instant", "accumulated"), default="instant",
+                   help="which CLS attention ranks SMI's patches at a stop: the forward before it (instant, the "
+                        "paper) or the sum over every forward since the start (accumulated)")
     p.add_argument("--teacher-recipe", choices=("default", "robust"), default="robust",
                    help="robust: a toy teacher trained with L2 adversarial steps (cached under --out; minutes)")
     p.add_argument("--teacher-patch", type=int, choices=TEACHER_PATCHES, default=4,
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                     "teacher_patch": args.teacher_patch, "num_patches": toy_num_patches(args.teacher_patch),
                     "inversion": {"lr": args.inv_lr, "tv_l2": args.tv_l2, "max_roll_fraction": args.roll,
                                   "schedule": manifest_dict("smi", args, root)["inversion"]["schedule"],
-                                  "stopped_patches": args.stopped_patches},
+                                  "stopped_patches": args.stopped_patches, "saliency": args.saliency},
                     "labels": "stored" if args.stored_labels else "live teacher, augmented views",
                     "adversarial_eps": args.adversarial_eps,
                     "teacher_top1": top1(teacher.model, eval_set, mean=mean, std=std), "eval_images": eval_set.num_images,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 CORPORA = ("noise", "dense", "smi", "real")
-SMI_ONLY = ("schedule", "stopped_patches")  # inversion settings a dense inversion ignores
+SMI_ONLY = ("schedule", "stopped_patches", "saliency")  # inversion settings a dense inversion ignores
 SETTINGS = ("teacher_recipe", "teacher_patch", "teacher_top1", "iterations", "epochs", "student", "labels",
             "adversarial_eps", "images_per_corpus", "eval_images")
 # two-sided 95% Student t quantiles by degrees of freedom (for the paired gap's interval)
@@ -39,7 +39,7 @@ class SummaryError(ValueError):
 def corpus_settings(result: dict[str, Any], corpus: str) -> dict[str, Any]:
     """The settings of ``result`` that determine ``corpus``'s student (SMI-only ones only for ``smi``)."""
     settings = {k: result.get(k) for k in SETTINGS}
-    inversion = dict(result.get("inversion", {}))
+    inversion = {"saliency": "instant", **result.get("inversion", {})}  # results from before the option
     if corpus != "smi":
         for k in SMI_ONLY:
             inversion.pop(k, None)

@@ -38,8 +38,8 @@ HASH_VERSION = 2
 HASH_VERSIONS_ACCEPTED = (1, 2)
 # inversion fields added after HASH_VERSION 1, with the value that reproduces the behaviour from before
 # them: at that value a field is left out of the hash, so corpora made before it keep their spec hash
-FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen"}
-SMI_ONLY_FIELDS = ("schedule", "stopped_patches")  # inversion fields a dense run ignores
+FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant"}
+SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -93,6 +93,7 @@ class InversionSpec(_Model):
     )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     stopped_patches: Literal["frozen", "prior"] = "frozen"
+    saliency: Literal["instant", "accumulated"] = "instant"
     loss: LossSpec = Field(default_factory=LossSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     keep_best: StrictBool = _INV.keep_best
@@ -455,7 +456,7 @@ def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
         lr=inv.lr,
         betas=(inv.betas[0], inv.betas[1]),
         selection=SelectionConfig(kind="dense" if inv.method == "dense" else "smi", schedule=schedule,
-                                  stopped=inv.stopped_patches),
+                                  stopped=inv.stopped_patches, saliency=inv.saliency),
         loss=LossWeights(**inv.loss.model_dump()),
         augment=AugmentConfig(**inv.augment.model_dump()),
         keep_best=inv.keep_best,

@@ -7,6 +7,7 @@ from typing import Literal
 
 SelectionKind = Literal["dense", "smi", "random"]
 StoppedPixels = Literal["frozen", "prior"]
+SaliencyKind = Literal["instant", "accumulated"]
 
 
 @dataclass(frozen=True)
@@ -63,17 +64,24 @@ class SelectionConfig:
     happens to its pixels afterwards: ``frozen`` pins them to their values at the stop (the paper's
     inversion stopping); ``prior`` lets the image priors (TV, l2, BN prior) keep smoothing them, a
     per-pixel cost with no teacher pass, so early-stopped patches do not stay initial noise.
+
+    ``saliency`` says which CLS attention ranks the patches at a stop: ``instant`` takes the forward
+    just before the stop (the paper); ``accumulated`` sums every forward's attention since the first
+    iteration, so a stop taken while the image is still near noise rests on more than one view.
     """
 
     kind: SelectionKind = "smi"
     schedule: StopSchedule = field(default_factory=StopSchedule)
     stopped: StoppedPixels = "frozen"
+    saliency: SaliencyKind = "instant"
 
     def __post_init__(self) -> None:
         if self.kind not in ("dense", "smi", "random"):
             raise ValueError(f"selection.kind: expected one of dense, smi, random, got {self.kind!r}")
         if self.stopped not in ("frozen", "prior"):
             raise ValueError(f"selection.stopped: expected frozen or prior, got {self.stopped!r}")
+        if self.saliency not in ("instant", "accumulated"):
+            raise ValueError(f"selection.saliency: expected instant or accumulated, got {self.saliency!r}")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 An iteration is a forward of the kept tokens plus the backward to the pixels only (the teacher's
 weights need no gradient). Element-wise work (augmentation, optimiser, clipping) and the saliency
-row at stop steps are not counted: the count is the matrix work, the physical limit of a speedup.
+row (at stop steps; with accumulated saliency at every step before the last stop) are not counted:
+the count is the matrix work, the physical limit of a speedup.
 """
 
 from __future__ import annotations

@@ -63,8 +63,10 @@ class DensePolicy:
 class ScheduledStopping:
     """Stop ``ratios[i]`` of the remaining patches so that iterations ``>= iterations[i]`` run without them.
 
-    The saliency comes from the forward of iteration ``iterations[i] - 1``. ``scorer`` picks which
-    patches stay: ``"saliency"`` (SMI: lowest CLS attention stops) or ``"random"``.
+    ``scorer`` picks which patches stay: ``"saliency"`` (SMI: lowest CLS attention stops) or
+    ``"random"``. The saliency comes from the forward of iteration ``iterations[i] - 1``, or with
+    ``config.saliency == "accumulated"`` from the sum over every forward before the stop (each
+    patch's attention added while it was kept).
     """
 
     def __init__(self, config: SelectionConfig, num_patches: int, scorer: str = "saliency") -> None:
@@ -72,17 +74,26 @@ class ScheduledStopping:
             raise ValueError(f"scorer: expected 'saliency' or 'random', got {scorer!r}")
         self.name = "smi" if scorer == "saliency" else "random"
         self.scorer = scorer
+        self.accumulate = scorer == "saliency" and config.saliency == "accumulated"
+        self.num_patches = num_patches
         counts = config.schedule.kept_counts(num_patches)
         self._keep_after = {t - 1: k for t, k in zip(config.schedule.iterations, counts)}
         self._last_stop = max(config.schedule.iterations, default=0)
+        self._total: torch.Tensor | None = None  # (B, num_patches) summed saliency when accumulating
 
     def final_phase_start(self) -> int:
         return self._last_stop
 
     def needs_saliency(self, iteration: int) -> bool:
-        return self.scorer == "saliency" and iteration in self._keep_after
+        if self.scorer != "saliency":
+            return False
+        return iteration < self._last_stop if self.accumulate else iteration in self._keep_after
 
     def update(self, iteration, kept, saliency, generator):  # noqa: D102 - see SelectionPolicy
+        if self.accumulate and saliency is not None:
+            if self._total is None:
+                self._total = saliency.new_zeros(kept.shape[0], self.num_patches, dtype=torch.float32)
+            self._total.scatter_add_(1, kept, saliency.float())
         num_keep = self._keep_after.get(iteration)
         if num_keep is None or num_keep == kept.shape[1]:
             return kept
@@ -90,6 +101,8 @@ class ScheduledStopping:
             return keep_random(kept, num_keep, generator)
         if saliency is None:
             raise RuntimeError(f"iteration {iteration}: the SMI policy needs the saliency of this forward")
+        if self.accumulate:
+            return keep_top_salient(kept, torch.gather(self._total, 1, kept), num_keep)
         return keep_top_salient(kept, saliency, num_keep)
 
 

@@ -17,6 +17,7 @@ from smi_core.config import InversionConfig, LossWeights, SelectionConfig, StopS
         (lambda: InversionConfig(lr=0), "lr"),
         (lambda: InversionConfig(betas=(0.5, 1.2)), "betas"),
         (lambda: SelectionConfig("sparse"), "selection.kind"),
+        (lambda: SelectionConfig("smi", saliency="mean"), "selection.saliency"),
         (lambda: LossWeights(tv_l2=-1.0), "loss.tv_l2"),
         (lambda: LossWeights(ce=float("nan")), "loss.ce"),
     ],

@@ -89,6 +89,22 @@ def test_stopped_patches_under_the_prior_option_are_smoothed_but_never_seen_by_t
         SelectionConfig("smi", SCHEDULE, stopped="thawed")
 
 
+def test_accumulated_saliency_with_one_forward_before_the_stop_is_the_instant_one():
+    """A stop at iteration 1 sees one forward either way: the sum must map tokens back through roll and flip."""
+    model = tiny_vit("deit")
+    runs = {}
+    for saliency in ("instant", "accumulated"):
+        selection = SelectionConfig("smi", StopSchedule((1,), (0.5,)), saliency=saliency)
+        config = InversionConfig(iterations=6, selection=selection)  # default augment: roll and flip
+        runs[saliency] = _run(model, config, seed=3)
+    assert torch.equal(runs["instant"].kept_mask, runs["accumulated"].kept_mask)
+    assert torch.equal(runs["instant"].images, runs["accumulated"].images)
+    many = InversionConfig(iterations=20, selection=SelectionConfig("smi", SCHEDULE, saliency="accumulated"))
+    a, b = _run(model, many), _run(model, many)
+    assert torch.equal(a.kept_mask, b.kept_mask) and torch.equal(a.images, b.images)
+    assert a.kept_mask.sum(1).tolist() == [SCHEDULE.kept_counts(vit_geometry(model).num_patches)[-1]] * 3
+
+
 def test_last_iterate_without_keep_best_is_the_final_image():
     model = tiny_vit("vit")
     states = []

@@ -27,6 +27,10 @@ def test_schedules_scale_to_the_iterations(tmp_path: Path, schedule: str, stops:
     inversion = q.manifest_dict("smi", args, tmp_path)["inversion"]
     assert inversion["schedule"] == {"iterations": stops, "ratios": [0.3] * len(stops)}
     assert inversion["stopped_patches"] == "prior" and inversion["iterations"] == 300
+    assert inversion["saliency"] == "instant" and "saliency" not in q.manifest_dict("dense", args, tmp_path)["inversion"]
+    args = q.parse_args(["--schedule", schedule, "--saliency", "accumulated"])
+    args.teacher_spec = "toy"
+    assert q.manifest_dict("smi", args, tmp_path)["inversion"]["saliency"] == "accumulated"
 
 
 def test_finer_grid_needs_the_robust_teacher(capsys: pytest.CaptureFixture[str]) -> None:

@@ -42,6 +42,25 @@ def test_policy_asks_for_saliency_the_iteration_before_each_stop():
     assert not make_policy(SelectionConfig("random", StopSchedule((3,), (0.5,))), 8).needs_saliency(2)
 
 
+def test_accumulated_saliency_sums_every_forward_before_a_stop():
+    config = SelectionConfig("smi", StopSchedule((3, 5), (0.5, 0.5)), saliency="accumulated")
+    policy = make_policy(config, 4)
+    assert [i for i in range(8) if policy.needs_saliency(i)] == [0, 1, 2, 3, 4]
+    g = torch.Generator()
+    # tokens arrive in view order (a flip): token j is canonical patch kept[0, j]
+    kept = torch.tensor([[3, 2, 1, 0]])
+    early = torch.tensor([[0.0, 0.1, 0.8, 0.9]])  # patches 0 and 1 salient on two views
+    late = torch.tensor([[0.6, 0.5, 0.1, 0.0]])  # patches 3 and 2 on the view before the stop
+    assert policy.update(0, kept, early, g) is kept and policy.update(1, kept, early, g) is kept
+    assert policy.update(2, kept, late, g).tolist() == [[0, 1]]  # sums: 1.8, 1.7, 0.7, 0.6
+    instant = make_policy(SelectionConfig("smi", config.schedule), 4)
+    assert instant.update(2, kept, late, g).tolist() == [[2, 3]]
+    # after the stop only kept patches add up; the next stop ranks them on their whole sum
+    now = torch.tensor([[0, 1]])
+    assert policy.update(3, now, torch.tensor([[0.0, 0.2]]), g) is now
+    assert policy.update(4, now, torch.tensor([[0.3, 0.4]]), g).tolist() == [[1]]  # 2.1 vs 2.3
+
+
 def test_final_phase_starts_at_the_last_stop():
     assert make_policy(SelectionConfig("smi", StopSchedule((3, 6), (0.5, 0.5))), 8).final_phase_start() == 6
     assert make_policy(SelectionConfig("dense"), 8).final_phase_start() == 0

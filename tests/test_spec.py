@@ -87,6 +87,7 @@ BAD_CASES: list[tuple[str, Any, str]] = [
     ("method", {"inversion": {"method": "sparse"}}, "inversion.method: expected 'dense' or 'smi'"),
     ("stopped patches", {"inversion": {"stopped_patches": "thawed"}},
      "inversion.stopped_patches: expected 'frozen' or 'prior'"),
+    ("saliency", {"inversion": {"saliency": "mean"}}, "inversion.saliency: expected 'instant' or 'accumulated'"),
     ("batch > shard", {"inversion": {"batch_size": 3}}, "inversion.batch_size: must be <= images_per_shard (2), got 3"),
     ("image format", {"image_format": "jpg"}, "image_format: expected 'png' or 'webp', got 'jpg'"),
     ("dtype", {"dtype": "float16"}, "dtype: expected 'float32' or 'bfloat16'"),
@@ -205,6 +206,10 @@ def test_fields_added_later_keep_old_hashes_at_their_default(tmp_path: Path) -> 
     assert "stopped_patches" not in spec.hashed_fields()["inversion"]
     assert spec.resolved()["inversion"]["stopped_patches"] == "frozen"
     assert spec.inversion_config().selection.stopped == "frozen"
+    accumulated = load_spec(write(tmp_path, merged(BASE, {"inversion": {"saliency": "accumulated"}})))
+    assert accumulated.inversion_config().selection.saliency == "accumulated"
+    assert accumulated.hashed_fields()["inversion"]["saliency"] == "accumulated"
+    assert "saliency" not in spec.hashed_fields()["inversion"]
 
 
 # spec hashes of BASE as version 1 (before dense runs left out the SMI-only fields) computed them
@@ -217,7 +222,8 @@ def test_dense_hash_ignores_smi_only_fields(tmp_path: Path) -> None:
     def h(method: str, patch: dict[str, Any]) -> str:
         return load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": method, **patch}}))).spec_hash()
 
-    smi_only = ({"schedule": {"iterations": [50], "ratios": [0.5]}}, {"stopped_patches": "prior"})
+    smi_only = ({"schedule": {"iterations": [50], "ratios": [0.5]}}, {"stopped_patches": "prior"},
+                {"saliency": "accumulated"})
     for patch in smi_only:
         assert h("dense", patch) == h("dense", {}), patch
         assert h("smi", patch) != h("smi", {}), patch
