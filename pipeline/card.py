@@ -184,8 +184,13 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None) -> 
     if stats.mean_kept_patches is not None and patches:
         kept += f" of {patches} ({100 * stats.mean_kept_patches / patches:.1f}%)"
     size = f"{stats.image_size[1]}x{stats.image_size[0]}" if stats.image_size else "n/a"
-    sched = (f"stop at iterations {schedule.get('iterations')} with ratios {schedule.get('ratios')}"
-             if schedule else "n/a")
+    sched = "n/a"
+    if method == "dense":
+        sched = "none (dense: every patch evolves for the whole run)"
+    elif schedule:  # corpora made before the saliency / stopped_patches options ran their defaults
+        sched = (f"stop at iterations {schedule.get('iterations')} with ratios {schedule.get('ratios')}; "
+                 f"patches ranked by {inv.get('saliency', 'instant')} CLS attention; "
+                 f"stopped pixels {inv.get('stopped_patches', 'frozen')}")
     out = [f"---\n{header}---", "", f"# {meta['pretty_name']}", ""]
     out += [
         f"Synthetic images generated **without any real training data** by inverting the pretrained "

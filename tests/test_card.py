@@ -61,6 +61,13 @@ def test_card_reports_spec_and_statistics(make_corpus, tmp_path: Path) -> None:
     assert "| Teacher | `deit_tiny_patch16_224` |" in card
     assert "| Teacher licence | apache-2.0 |" in card
     assert "| Method | smi |" in card and "[20, 40, 80, 120]" in card
+    assert "ranked by instant CLS attention; stopped pixels frozen |" in card  # the defaults, unrecorded
+    _with_spec(layout, {**RESOLVED_SPEC, "inversion": {**RESOLVED_SPEC["inversion"], "saliency": "accumulated",
+                                                       "stopped_patches": "prior"}})
+    assert "ranked by accumulated CLS attention; stopped pixels prior |" in render_card(layout)
+    _with_spec(layout, {**RESOLVED_SPEC, "inversion": {**RESOLVED_SPEC["inversion"], "method": "dense"}})
+    assert "| Stopping schedule | none (dense" in render_card(layout)
+    _with_spec(layout, RESOLVED_SPEC)
     assert "| Classes | 3 |" in card and "| Images | 12 |" in card and "| Shards | 6 " in card
     confidences = [c for p in sorted((layout.root / "metadata").glob("*.parquet"))
                    for c in pq.read_table(p).column("confidence").to_pylist()]
