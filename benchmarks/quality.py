@@ -141,15 +141,17 @@ def generate_inverted(method: str, args: argparse.Namespace, out: Path) -> dict:
         from pipeline.worker import ShardWorker, WorkerConfig
 
         tasks = plan_shards(spec)
-        prepare_out(spec, tasks, check_resumable(spec, CorpusLayout(out)),
-                    {"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
-        worker = ShardWorker(WorkerConfig(
-            teacher_spec=spec.teacher_spec, out=str(out), inversion=spec.inversion_config(), method=spec.method,
-            batch_size=spec.batch_size, image_format=spec.image_format, num_classes=spec.teacher.num_classes,
-        ))
-        for task in tasks:
-            worker.run(task)
-        refresh_index(CorpusLayout(out))
+        complete = check_resumable(spec, CorpusLayout(out))
+        pending = [t for t in tasks if t.shard_id not in complete]
+        if pending:  # a complete corpus is reused as it is, whichever execution made it
+            prepare_out(spec, tasks, complete, {"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
+            worker = ShardWorker(WorkerConfig(
+                teacher_spec=spec.teacher_spec, out=str(out), inversion=spec.inversion_config(), method=spec.method,
+                batch_size=spec.batch_size, image_format=spec.image_format, num_classes=spec.teacher.num_classes,
+            ))
+            for task in pending:
+                worker.run(task)
+            refresh_index(CorpusLayout(out))
     else:
         from pipeline.run import run_corpus
 
