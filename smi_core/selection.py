@@ -3,6 +3,7 @@
 A policy says at which iterations it needs the saliency of the current forward, and turns the kept
 set plus that saliency into the next kept set. ``keep_top_salient`` is the pure function behind SMI.
 Kept sets are ``(B, K)`` int64 canonical row-major patch indices, sorted ascending in each row.
+A policy may keep state over one inversion (accumulated saliency): ``make_policy`` gives each run its own.
 """
 
 from __future__ import annotations
