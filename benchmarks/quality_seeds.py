@@ -24,8 +24,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.spec import FIELDS_ADDED_LATER, SMI_ONLY_FIELDS  # noqa: E402
+
 CORPORA = ("noise", "dense", "smi", "real")
-SMI_ONLY = ("schedule", "stopped_patches", "saliency")  # inversion settings a dense inversion ignores
 SETTINGS = ("teacher_recipe", "teacher_patch", "teacher_top1", "iterations", "epochs", "student", "labels",
             "adversarial_eps", "images_per_corpus", "eval_images")
 # two-sided 95% Student t quantiles by degrees of freedom (for the paired gap's interval)
@@ -39,9 +42,9 @@ class SummaryError(ValueError):
 def corpus_settings(result: dict[str, Any], corpus: str) -> dict[str, Any]:
     """The settings of ``result`` that determine ``corpus``'s student (SMI-only ones only for ``smi``)."""
     settings = {k: result.get(k) for k in SETTINGS}
-    inversion = {"saliency": "instant", **result.get("inversion", {})}  # results from before the option
+    inversion = {**FIELDS_ADDED_LATER, **result.get("inversion", {})}  # results from before an option
     if corpus != "smi":
-        for k in SMI_ONLY:
+        for k in SMI_ONLY_FIELDS:
             inversion.pop(k, None)
     settings["inversion"] = inversion
     return settings

@@ -17,6 +17,7 @@ from pipeline.corpus_index import as_layout, complete_shard_ids, read_manifest, 
 from pipeline.layout import CorpusLayout, shard_name
 from pipeline.preview import OVERVIEW_MAX_CLASSES
 from pipeline.shard_writer import SOFT_LABEL_MEMBER, atomic_write_bytes
+from pipeline.spec import FIELDS_ADDED_LATER
 
 TAGS = ["synthetic", "model-inversion", "data-free", "sparse-model-inversion", "vision-transformer",
         "knowledge-distillation", "webdataset", "smi-synth"]
@@ -187,10 +188,10 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None) -> 
     sched = "n/a"
     if method == "dense":
         sched = "none (dense: every patch evolves for the whole run)"
-    elif schedule:  # corpora made before the saliency / stopped_patches options ran their defaults
+    elif schedule:  # corpora made before an option ran the behaviour FIELDS_ADDED_LATER records
+        smi = {**FIELDS_ADDED_LATER, **inv}
         sched = (f"stop at iterations {schedule.get('iterations')} with ratios {schedule.get('ratios')}; "
-                 f"patches ranked by {inv.get('saliency', 'instant')} CLS attention; "
-                 f"stopped pixels {inv.get('stopped_patches', 'frozen')}")
+                 f"patches ranked by {smi['saliency']} CLS attention; stopped pixels {smi['stopped_patches']}")
     out = [f"---\n{header}---", "", f"# {meta['pretty_name']}", ""]
     out += [
         f"Synthetic images generated **without any real training data** by inverting the pretrained "
