@@ -8,7 +8,7 @@ are generated with the project's own machinery (``spec_from_dict`` + ``run_corpu
 runs ``ShardWorker`` directly, without Ray).
 
 The default student is timm's ``test_resnet`` (374 k parameters), distilled against the live teacher
-with the views of :mod:`pipeline.kd_augment` (``--stored-labels`` uses the corpus's soft labels
+with the views of :mod:`pipeline.evaluate.kd_views` (``--stored-labels`` uses the corpus's soft labels
 instead); on the real images it reaches about 99%, so a low score on a synthetic corpus is the
 corpus's, not the student's. ``--student toy-student --sparse`` trains the small ViT on kept tokens only.
 
@@ -45,12 +45,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.console import emit_json  # noqa: E402
-from pipeline.corpus_index import read_stats, refresh_index  # noqa: E402
-from pipeline.distill import DistillConfig, build_student, count_params, distill  # noqa: E402
-from pipeline.evaluation import corpus_info, eval_source, top1  # noqa: E402
-from pipeline.layout import CorpusLayout  # noqa: E402
-from pipeline.plan import plan_shards  # noqa: E402
-from pipeline.quantize import calibrate, corpus_calibration, quantize_model  # noqa: E402
+from pipeline.corpus.index import read_stats, refresh_index  # noqa: E402
+from pipeline.corpus.layout import CorpusLayout  # noqa: E402
+from pipeline.evaluate.common import corpus_info, eval_source, top1  # noqa: E402
+from pipeline.evaluate.distill import (  # noqa: E402
+    DistillConfig,
+    build_student,
+    count_params,
+    distill,
+)
+from pipeline.evaluate.quantize import calibrate, corpus_calibration, quantize_model  # noqa: E402
+from pipeline.run.plan import plan_shards  # noqa: E402
 
 log = logging.getLogger("quality")
 
@@ -70,7 +75,7 @@ TEACHER_PATCHES = (4, 2)  # 4: the toy's 8 x 8 grid (64 patches); 2: 16 x 16 (25
 
 def toy_num_patches(patch_size: int) -> int:
     """Patches of a toy image at ``patch_size``."""
-    from pipeline.toy_teacher import toy_model_config
+    from pipeline.teachers.toy import toy_model_config
 
     return (toy_model_config()["img_size"] // patch_size) ** 2
 
@@ -82,7 +87,12 @@ def toy_teacher_spec(recipe: str, root: Path, patch_size: int = 4) -> str:
     """
     if recipe == "default":
         return "toy"
-    from pipeline.toy_teacher import WEIGHTS_FILE, TrainConfig, cache_folder, load_or_build_toy_teacher
+    from pipeline.teachers.toy import (
+        WEIGHTS_FILE,
+        TrainConfig,
+        cache_folder,
+        load_or_build_toy_teacher,
+    )
 
     cache = root / ("teacher-robust" if patch_size == 4 else f"teacher-robust-p{patch_size}")
     config = TrainConfig(**ROBUST_RECIPE, patch_size=patch_size, keep_tokens=toy_num_patches(patch_size) // 2)
@@ -132,13 +142,13 @@ def _shard_seconds(out: Path, key: str = "inversion_seconds") -> float:
 
 def generate_inverted(method: str, args: argparse.Namespace, out: Path) -> dict:
     """Dense or SMI corpus via the run machinery; returns timing."""
-    from pipeline.spec import spec_from_dict
+    from pipeline.run.spec import spec_from_dict
 
     spec = spec_from_dict(manifest_dict(method, args, out), label=f"quality-{method}")
     start = time.perf_counter()
     if args.in_process:
-        from pipeline.run import check_resumable, prepare_out
-        from pipeline.worker import ShardWorker, WorkerConfig
+        from pipeline.run.runner import check_resumable, prepare_out
+        from pipeline.run.worker import ShardWorker, WorkerConfig
 
         tasks = plan_shards(spec)
         complete = check_resumable(spec, CorpusLayout(out))
@@ -153,7 +163,7 @@ def generate_inverted(method: str, args: argparse.Namespace, out: Path) -> dict:
                 worker.run(task)
             refresh_index(CorpusLayout(out))
     else:
-        from pipeline.run import run_corpus
+        from pipeline.run.runner import run_corpus
 
         report = run_corpus(spec, workers=args.workers, show_progress=False)
         if not report.ok:
@@ -168,7 +178,7 @@ def reference_images(kind: str, count: int, label: int, seed: int, size: int) ->
     g = torch.Generator().manual_seed(seed)
     if kind == "noise":
         return (0.5 + 0.25 * torch.randn(count, 3, size, size, generator=g)).clamp(0, 1)
-    from pipeline.toy_data import NUM_CLASSES, make_toy_images
+    from pipeline.teachers.toy_data import NUM_CLASSES, make_toy_images
 
     images, labels = make_toy_images(count * NUM_CLASSES * 2, seed % 2**62, image_size=size, split="train")
     picked = images[labels == label][:count]
@@ -179,11 +189,11 @@ def reference_images(kind: str, count: int, label: int, seed: int, size: int) ->
 
 def generate_reference(kind: str, args: argparse.Namespace, out: Path, teacher) -> dict:
     """A ``noise`` or ``real`` corpus of the same plan as the inverted ones, the teacher's logits as soft labels."""
-    from pipeline.evaluation import normalize
-    from pipeline.layout import sample_key
-    from pipeline.run import check_resumable, prepare_out
-    from pipeline.shard_writer import ShardSample, write_shard
-    from pipeline.spec import spec_from_dict
+    from pipeline.corpus.layout import sample_key
+    from pipeline.corpus.writer import ShardSample, write_shard
+    from pipeline.evaluate.common import normalize
+    from pipeline.run.runner import check_resumable, prepare_out
+    from pipeline.run.spec import spec_from_dict
 
     spec = spec_from_dict(manifest_dict(kind, args, out), label=f"quality-{kind}")
     tasks = plan_shards(spec)
@@ -218,8 +228,8 @@ def generate_reference(kind: str, args: argparse.Namespace, out: Path, teacher) 
 
 def evaluate_corpus(name: str, out: Path, args: argparse.Namespace) -> dict:
     """Distil the student on the corpus and quantize the teacher calibrated on it (in a worker process)."""
-    from pipeline.kd_augment import NO_AUGMENT, KDAugmentConfig
-    from pipeline.teacher import load_teacher
+    from pipeline.evaluate.kd_views import NO_AUGMENT, KDAugmentConfig
+    from pipeline.teachers.loading import load_teacher
 
     torch.set_num_threads(args.threads)
     teacher = load_teacher(args.teacher_spec)
@@ -316,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from pipeline.teacher import load_teacher
+    from pipeline.teachers.loading import load_teacher
 
     tmp = None
     if args.out is None:

@@ -16,16 +16,16 @@ from pipeline.errors import UserError
 
 # command -> (module, function)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "plan": ("pipeline.plan", "cmd_plan"),
-    "run": ("pipeline.run", "cmd_run"),
-    "status": ("pipeline.status", "cmd_status"),
-    "verify": ("pipeline.verify", "cmd_verify"),
-    "preview": ("pipeline.preview", "cmd_preview"),
-    "publish": ("pipeline.publish", "cmd_publish"),
-    "distill": ("pipeline.distill", "cmd_distill"),
-    "quantize": ("pipeline.quantize", "cmd_quantize"),
-    "bench": ("pipeline.bench", "cmd_bench"),
-    "demo": ("pipeline.demo", "cmd_demo"),
+    "plan": ("pipeline.run.plan", "cmd_plan"),
+    "run": ("pipeline.run.runner", "cmd_run"),
+    "status": ("pipeline.corpus.status", "cmd_status"),
+    "verify": ("pipeline.corpus.verify", "cmd_verify"),
+    "preview": ("pipeline.hub.preview", "cmd_preview"),
+    "publish": ("pipeline.hub.publish", "cmd_publish"),
+    "distill": ("pipeline.evaluate.distill", "cmd_distill"),
+    "quantize": ("pipeline.evaluate.quantize", "cmd_quantize"),
+    "bench": ("pipeline.bench.inversion", "cmd_bench"),
+    "demo": ("pipeline.run.demo", "cmd_demo"),
 }
 
 

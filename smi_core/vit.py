@@ -41,7 +41,7 @@ def vit_geometry(model: nn.Module, img_size: tuple[int, int] | None = None) -> V
     for attr in ("patch_embed", "blocks", "_pos_embed", "forward_head", "num_prefix_tokens"):
         if not hasattr(model, attr):
             raise ValueError(
-                f"model: {type(model).__name__} is not a timm VisionTransformer (it has no `{attr}`)"
+                f"model: {type(model).__name__} is not a timm Vision Transformer (it has no `{attr}`)"
             )
     patch_embed = model.patch_embed
     patch = tuple(int(p) for p in patch_embed.patch_size)

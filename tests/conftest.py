@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.layout import CorpusLayout, sample_key
-from pipeline.plan import ShardTask
-from pipeline.shard_writer import ShardSample, write_shard
+from pipeline.corpus.layout import CorpusLayout, sample_key
+from pipeline.corpus.writer import ShardSample, write_shard
+from pipeline.run.plan import ShardTask
 
 TOY_SPEC = {"name": "toy-corpus", "teacher": "toy", "method": "smi"}
 
@@ -90,7 +90,7 @@ def build_corpus(
     pending: Sequence[int] = (),
 ) -> CorpusLayout:
     """Write a tiny corpus under ``root`` (see module doc)."""
-    from pipeline.corpus_index import refresh_index, write_manifest
+    from pipeline.corpus.index import refresh_index, write_manifest
 
     layout = CorpusLayout(Path(root))
     tasks = plan_tasks(num_classes, shards_per_class, per_shard)
@@ -107,7 +107,7 @@ def build_corpus(
 
 def layout_tasks(layout: CorpusLayout) -> list[ShardTask]:
     """The ShardTasks recorded in a corpus's manifest."""
-    from pipeline.corpus_index import read_manifest
+    from pipeline.corpus.index import read_manifest
 
     fields = ("shard_id", "label", "class_name", "first_index", "count", "seed")
     return [ShardTask(**{k: e[k] for k in fields}) for e in read_manifest(layout)["shards"]]

@@ -1,0 +1,419 @@
+"""``smi-synth publish``: verify a corpus, write its card and previews, upload it to a Hub dataset repo.
+
+Nothing is sent unless the corpus verifies and every planned shard is complete. The upload is
+resumable and split into several commits: each commit is one ``HfApi.create_commit`` of at most
+:data:`FILES_PER_COMMIT` files (whole shards: tar, parquet and stats together; card and index
+last). Before uploading, the remote tree is listed and files already on the Hub with the same
+content are skipped, so re-running after an interruption neither re-sends nor re-commits them; LFS
+objects that were uploaded but not yet committed are not re-sent either (the Hub's LFS batch answer
+has no upload action for objects it already holds). huggingface_hub retries 429/5xx on each request;
+a commit that still fails transiently is retried here as a whole. Remote files under data/,
+metadata/, stats/ and preview/ that the corpus does not have (an earlier, different corpus) are
+deleted in the last commit, so ``datasets`` never mixes in stale shards; other files are left alone.
+
+Why not ``upload_large_folder``: huggingface_hub 2.x removed it. Its successor, ``upload_folder``'s
+streamed multi-commit pipeline, runs only over Xet (``hf_xet``); without Xet ``upload_folder`` makes
+one single commit. The loop here behaves the same with or without Xet (create_commit picks the
+transfer) and leaves nothing in the corpus folder (no ``.cache/huggingface``).
+
+The token comes from huggingface_hub's standard places (``token=``, ``HF_TOKEN``, ``hf auth login``);
+it is never printed, logged or written by this module, and is scrubbed from error messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pipeline.corpus.index import read_manifest, read_stats
+from pipeline.corpus.layout import CorpusLayout, as_layout
+from pipeline.corpus.storage import CorpusStorage
+from pipeline.corpus.verify import verify_corpus
+from pipeline.errors import UserError
+from pipeline.hub.card import write_card
+from pipeline.hub.preview import expected_previews, write_previews
+from pipeline.run.spec import REPO_ID
+
+log = logging.getLogger(__name__)
+
+HUB_MAX_FILES = 100_000  # Hub limit per repository
+HUB_MAX_FILES_PER_FOLDER = 10_000  # Hub limit per folder
+HUB_MAX_FILE_BYTES = 50 * 10**9  # Hub limit per file
+FILES_PER_COMMIT = 250
+BYTES_PER_COMMIT = 20 * 10**9
+COMMIT_ATTEMPTS = 4  # per batch, on transient failures (after huggingface_hub's own per-request retries)
+RETRY_BASE_SECONDS = 1.0
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+TOP_LEVEL = ("manifest.json", "shardindex.json", "README.md")  # committed last, README.md very last
+MANAGED_FOLDERS = ("data", "metadata", "stats", "preview")  # remote files here that the corpus lacks are deleted
+_TOKENISH = re.compile(r"(Bearer\s+)\S+|\bhf_[A-Za-z0-9]{8,}")
+
+
+class PublishError(Exception):
+    """The upload failed (network, Hub). Exit code 1; the message never contains the token."""
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file to upload: its path in the repo (= its name in the corpus), the corpus storage and size."""
+
+    path: str
+    storage: CorpusStorage
+    size: int
+    sha256: str | None = None  # known from stats (tar, parquet): no second read of the file
+    unit: str = ""  # files of the same unit (one shard) go into the same commit
+
+    @property
+    def local(self) -> Path:
+        """The local file the Hub client uploads."""
+        return self.storage.local_path(self.path)
+
+
+@dataclass
+class PublishReport:
+    """What ``publish`` planned and did."""
+
+    repo_id: str
+    revision: str | None
+    dry_run: bool
+    files: list[PlannedFile]
+    card: str
+    url: str | None = None
+    commits: list[str] = field(default_factory=list)  # commit URLs created by this run
+    uploaded: list[str] = field(default_factory=list)  # paths committed by this run
+    skipped: list[str] = field(default_factory=list)  # paths already identical on the Hub
+    deleted: list[str] = field(default_factory=list)  # stale remote files in data/ metadata/ stats/ preview/
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+
+def check_ready(layout: CorpusLayout) -> dict:
+    """Verify the corpus; UserError unless it is ok and complete. Returns the manifest."""
+    manifest = read_manifest(layout)
+    if not manifest["shards"]:
+        raise UserError(f"{layout.root}: the manifest plans no shards; nothing to publish")
+    report = verify_corpus(layout)
+    if not report.ok:
+        shown = "; ".join(report.problems[:3])
+        if len(report.problems) > 3:
+            shown += f"; ... {len(report.problems) - 3} more"
+        raise UserError(f"{layout.root} failed verification, nothing was sent: {shown} "
+                        f"(details: smi-synth verify {layout.root})")
+    pending = sorted(set(report.pending_shards) | {
+        int(e["shard_id"]) for e in manifest["shards"] if not layout.storage.exists(layout.stats(int(e["shard_id"])))})
+    if pending:
+        raise UserError(f"{layout.root}: {len(pending)} of {len(manifest['shards'])} shards are not complete "
+                        f"(first: {pending[0]}); finish the run before publishing, nothing was sent")
+    return manifest
+
+
+def plan_files(layout: CorpusLayout, manifest: dict) -> list[PlannedFile]:
+    """Files to upload, in upload order: shards (tar, parquet, stats), previews, then the top level."""
+    files: list[PlannedFile] = []
+
+    storage = layout.storage
+
+    def add(name: str, sha256: str | None = None, unit: str = "") -> None:
+        files.append(PlannedFile(name, storage, storage.size(name), sha256, unit or name))
+
+    for entry in sorted(manifest["shards"], key=lambda e: int(e["shard_id"])):
+        sid = int(entry["shard_id"])
+        stats = read_stats(layout, sid)
+        unit = f"shard-{sid}"
+        add(layout.tar(sid), stats.get("tar_sha256"), unit)
+        add(layout.parquet(sid), stats.get("parquet_sha256"), unit)
+        add(layout.stats(sid), None, unit)
+    for name in expected_previews(layout, manifest):
+        if storage.is_file(layout.preview(name)):
+            add(layout.preview(name))
+    for name in TOP_LEVEL:
+        if storage.is_file(name):
+            add(name)
+    return files
+
+
+def check_hub_limits(files: list[PlannedFile]) -> None:
+    """UserError when the corpus exceeds the Hub's file-count limits."""
+    if len(files) > HUB_MAX_FILES:
+        raise UserError(f"{len(files)} files to upload; the Hub allows at most {HUB_MAX_FILES} per repository "
+                        f"(use larger shards: images_per_shard)")
+    big = [f for f in files if f.size > HUB_MAX_FILE_BYTES]
+    if big:
+        raise UserError(f"{big[0].path} is {big[0].size} bytes; the Hub allows at most {HUB_MAX_FILE_BYTES} per file "
+                        f"(use smaller shards: images_per_shard)")
+    per_folder = Counter(str(PurePosixPath(f.path).parent) for f in files)
+    folder, count = max(per_folder.items(), key=lambda kv: kv[1], default=(".", 0))
+    if count > HUB_MAX_FILES_PER_FOLDER:
+        raise UserError(f"{count} files in {folder}/; the Hub allows at most {HUB_MAX_FILES_PER_FOLDER} per folder "
+                        f"(use larger shards: images_per_shard)")
+
+
+def plan_commits(files: list[PlannedFile], files_per_commit: int = FILES_PER_COMMIT,
+                 bytes_per_commit: int = BYTES_PER_COMMIT) -> list[list[PlannedFile]]:
+    """Split files into commits, keeping each unit (shard) whole and the order unchanged."""
+    units: list[list[PlannedFile]] = []
+    for f in files:
+        if units and units[-1][0].unit == f.unit:
+            units[-1].append(f)
+        else:
+            units.append([f])
+    batches: list[list[PlannedFile]] = []
+    current: list[PlannedFile] = []
+    for unit in units:
+        size = sum(f.size for f in current) + sum(f.size for f in unit)
+        if current and (len(current) + len(unit) > files_per_commit or size > bytes_per_commit):
+            batches.append(current)
+            current = []
+        current += unit
+    if current:
+        batches.append(current)
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------- remote
+
+
+def _git_blob_sha1(f: PlannedFile) -> str:
+    h = hashlib.sha1(b"blob %d\0" % f.size, usedforsecurity=False)
+    with f.storage.open(f.path) as stream:
+        while chunk := stream.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unchanged(f: PlannedFile, remote: Any) -> bool:
+    """Whether the Hub already holds ``f``'s exact content at its path (``remote``: a RepoFile or None)."""
+    if remote is None or remote.size != f.size:
+        return False
+    if remote.lfs is not None:
+        return remote.lfs.sha256 == (f.sha256 or f.storage.sha256(f.path))
+    return remote.blob_id == _git_blob_sha1(f)
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure worth retrying: HTTP 408/429/5xx or a network error, anywhere in the cause chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        status = _status(seen)
+        if status is not None:
+            return status in TRANSIENT_STATUS
+        if any(n in type(seen).__name__ for n in ("Timeout", "NetworkError", "ConnectError", "RemoteProtocolError")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, plus the HTTP status and first line of the underlying HTTP error if any."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if _status(cause) is not None:
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            return f"{text} (caused by HTTP {_status(cause)}: {first})"
+        cause = cause.__cause__ or cause.__context__
+    return text
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` without any of ``secrets`` nor anything that looks like a bearer/HF token."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return _TOKENISH.sub(lambda m: (m.group(1) or "") + "***", text)
+
+
+class _Uploader:
+    """Create the repo/branch, diff against the remote tree, commit batches with retries."""
+
+    def __init__(self, repo_id: str, revision: str | None, private: bool, token: str | None,
+                 emit: Callable[[str], None]) -> None:
+        from huggingface_hub import HfApi, constants, get_token
+
+        if constants.HF_HUB_OFFLINE:
+            raise UserError("HF_HUB_OFFLINE is set: unset it to publish (nothing was sent)")
+        self.token = token or get_token()
+        if not self.token:
+            raise UserError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was sent)")
+        self.api = HfApi(token=self.token, library_name="smi-synth")
+        self.repo_id, self.revision, self.private, self.emit = repo_id, revision, private, emit
+
+    def prepare(self) -> str:
+        """whoami, create the repo (and branch) if needed; return the repo (tree) URL."""
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            user = self.api.whoami()
+        except HfHubHTTPError as exc:
+            if _status(exc) == 401:
+                raise UserError("the Hub rejected the token (401): check HF_TOKEN or `hf auth login`") from None
+            raise
+        self.emit(f"authenticated as {user.get('name', '?')}")
+        url = str(self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True))
+        if self.private and not self.api.repo_info(self.repo_id, repo_type="dataset").private:
+            raise UserError(f"{self.repo_id} already exists and is public; --private cannot change that "
+                            f"(change its visibility on the Hub, or publish without --private)")
+        if self.revision:
+            self.api.create_branch(self.repo_id, repo_type="dataset", branch=self.revision, exist_ok=True)
+            url = f"{url}/tree/{self.revision}"
+        return url
+
+    def remote_files(self) -> dict[str, Any]:
+        from huggingface_hub import RepoFile
+
+        tree = self.api.list_repo_tree(self.repo_id, repo_type="dataset", revision=self.revision, recursive=True)
+        return {item.path: item for item in tree if isinstance(item, RepoFile)}
+
+    def commit(self, batch: list[PlannedFile], message: str, delete: tuple[str, ...] = ()) -> str | None:
+        """One commit of ``batch`` and deletions (files unchanged on the Hub are dropped by create_commit)."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        for attempt in range(COMMIT_ATTEMPTS):
+            ops: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in delete]
+            for f in batch:
+                op = CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.local))
+                if f.sha256:
+                    op.upload_info.sha256 = bytes.fromhex(f.sha256)
+                ops.append(op)
+            try:
+                info = self.api.create_commit(self.repo_id, ops, commit_message=message, repo_type="dataset",
+                                              revision=self.revision)
+                return info.commit_url
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if attempt == COMMIT_ATTEMPTS - 1 or not _transient(exc):
+                    raise
+                if delete:  # a lost response may have applied the deletions already
+                    remote = self.remote_files()
+                    delete = tuple(p for p in delete if p in remote)
+                wait = RETRY_BASE_SECONDS * 2**attempt
+                self.emit(f"  transient failure ({_status(exc) or type(exc).__name__}); retrying in {wait:.0f}s")
+                time.sleep(wait)
+        return None
+
+
+def _span(batch: list[PlannedFile]) -> str:
+    if not batch:
+        return "(removing stale files)"
+    return batch[0].path if len(batch) == 1 else f"{batch[0].path} .. {batch[-1].path}"
+
+
+def _upload(report: PublishReport, private: bool, token: str | None, files_per_commit: int,
+            emit: Callable[[str], None]) -> None:
+    up = _Uploader(report.repo_id, report.revision, private, token, emit)
+    secrets = [up.token or ""]
+    done = 0
+    batches: list[list[PlannedFile]] = []
+    try:
+        report.url = up.prepare()
+        remote = up.remote_files()
+        todo: list[PlannedFile] = []
+        for f in report.files:
+            if _unchanged(f, remote.get(f.path)):
+                report.skipped.append(f.path)
+            else:
+                todo.append(f)
+        planned = {f.path for f in report.files}
+        report.deleted = sorted(p for p in remote if p.split("/")[0] in MANAGED_FOLDERS and p not in planned)
+        batches = plan_commits(todo, files_per_commit) or ([[]] if report.deleted else [])
+        emit(f"{len(report.skipped)} files already on the Hub; uploading {len(todo)} files "
+             f"({sum(f.size for f in todo)} bytes) in {len(batches)} commits"
+             + (f", removing {len(report.deleted)} stale files" if report.deleted else ""))
+        for i, batch in enumerate(batches, 1):
+            last = i == len(batches)
+            message = f"smi-synth: upload {_span(batch)} ({i}/{len(batches)})"
+            emit(f"commit {i}/{len(batches)}: {len(batch)} files, {sum(f.size for f in batch)} bytes")
+            url = up.commit(batch, message, tuple(report.deleted) if last else ())
+            if url:
+                report.commits.append(url)
+            report.uploaded += [f.path for f in batch]
+            done = i
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised without the token and without its chain
+        detail = scrub(_describe(exc), secrets)
+        where = f"after {done} of {len(batches)} commits" if batches else "before the first commit"
+        raise PublishError(f"upload to {report.repo_id} stopped {where}: {detail} -- re-run the same command "
+                           f"to resume (committed files are skipped)") from None
+
+
+# ---------------------------------------------------------------------------------------------- api
+
+
+def publish(
+    root: CorpusLayout | str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+    token: str | None = None,
+    files_per_commit: int = FILES_PER_COMMIT,
+    on_event: Callable[[str], None] | None = None,
+) -> PublishReport:
+    """Verify, write card (and previews if missing), then upload unless ``dry_run``; see module doc."""
+    emit = on_event or (lambda msg: log.info("%s", msg))
+    if not REPO_ID.match(repo_id or ""):
+        raise UserError(f"--repo-id must look like 'namespace/name', got {repo_id!r}")
+    if files_per_commit < 1:
+        raise ValueError(f"files_per_commit must be >= 1, got {files_per_commit}")
+    layout = as_layout(root)
+    emit(f"verifying {layout.root} (sha256 of every shard)")
+    manifest = check_ready(layout)
+    emit(f"verified {len(manifest['shards'])} shards")
+    if not all(layout.storage.is_file(layout.preview(name)) for name in expected_previews(layout, manifest)):
+        emit(f"wrote {len(write_previews(layout))} preview sheets")
+    card = write_card(layout, repo_id)
+    files = plan_files(layout, manifest)
+    check_hub_limits(files)
+    report = PublishReport(repo_id, revision, dry_run, files, card)
+    if dry_run:
+        return report
+    _upload(report, private, token, files_per_commit, emit)
+    return report
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """``smi-synth publish OUT --repo-id NS/NAME [--private] [--revision BRANCH] [--dry-run]``."""
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if not args.dry_run and not sys.stderr.isatty():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # per-file bars are noise in logs; our own lines remain
+
+    report = publish(args.out, args.repo_id, private=args.private, revision=args.revision,
+                     dry_run=args.dry_run, on_event=progress)
+    if report.dry_run:
+        print(f"dry run: would upload {len(report.files)} files ({report.total_bytes} bytes) "
+              f"to dataset {report.repo_id}" + (f" (branch {report.revision})" if report.revision else ""))
+        for f in report.files:
+            print(f"{f.size:>14}  {f.path}")
+        print("\n--- README.md ---")
+        print(report.card)
+        return 0
+    print(f"uploaded {len(report.uploaded)} files in {len(report.commits)} commits, "
+          f"{len(report.skipped)} already up to date"
+          + (f", removed {len(report.deleted)} stale files" if report.deleted else ""))
+    print(report.url)
+    return 0

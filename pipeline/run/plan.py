@@ -1,0 +1,241 @@
+"""Planning: a manifest's deterministic list of class shards with their seeds."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from pipeline.console import emit_json
+from pipeline.run.spec import RunSpec, load_spec
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One class shard: ``count`` images of class ``label`` with per-class indices from ``first_index``."""
+
+    shard_id: int
+    label: int
+    class_name: str
+    first_index: int
+    count: int
+    seed: int
+
+
+# --- estimate assumptions (stated in every summary) ----------------------------------------------
+FWD_BWD_FACTOR = 2  # one inversion step = forward + backward to the pixels only (no weight gradients), as smi_core runs it
+GPU_NAME = "NVIDIA H100 SXM"
+GPU_PEAK_FLOPS = {"bfloat16": 989.4e12, "float32": 66.9e12}  # dense tensor-core bf16 / non-tensor fp32
+GPU_UTILISATION = 0.40  # assumed model-FLOP utilisation
+CPU_CORE_FLOPS = 50e9  # effective fp32 FLOP/s per core (measured ~70-80 GFLOP/s/core for small ViTs, AVX2)
+BYTES_PER_PIXEL = {"png": 3.0, "webp": 2.8}  # lossless, high-frequency synthetic images (see summarize)
+JSON_BASE_BYTES = 512  # per-sample .json without kept-patch indices
+JSON_BYTES_PER_INDEX = 5  # "123, "
+NPY_HEADER_BYTES = 128  # float16 soft label: 128-byte header + 2 bytes per class
+PARQUET_ROW_BYTES = 96  # per row, plus 4 bytes per kept index
+PARQUET_FILE_BYTES = 4096  # footer/schema per file
+STATS_FILE_BYTES = 1024
+TAR_END_BYTES = 10240  # end-of-archive blocks padded to tarfile's 10 KiB record
+
+
+def shard_seed(global_seed: int, label: int, shard_index: int) -> int:
+    """Seed of one shard: blake2b of ``(global seed, class, shard index within class)`` -> [0, 2**63)."""
+    digest = hashlib.blake2b(
+        f"smi-synth/shard-seed/v1:{global_seed}:{label}:{shard_index}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+def plan_shards(spec: RunSpec) -> list[ShardTask]:
+    """All shards, class-major then shard, ids ``0..N-1``; each is a contiguous chunk of one class."""
+    per_class, ips, ipc = spec.shards_per_class, spec.images_per_shard, spec.images_per_class
+    tasks: list[ShardTask] = []
+    for label, name in zip(spec.classes, spec.class_names):
+        for k in range(per_class):
+            first = k * ips
+            count = min(ips, ipc - first)
+            tasks.append(ShardTask(len(tasks), label, name, first, count, shard_seed(spec.seed, label, k)))
+    return tasks
+
+
+def num_patches(spec: RunSpec) -> int:
+    """Patch tokens of one image (prefix tokens excluded)."""
+    (h, w), (ph, pw) = spec.teacher.img_size, spec.teacher.patch_size
+    return (h // ph) * (w // pw)
+
+
+def token_phases(spec: RunSpec, dense: bool = False) -> list[tuple[int, int]]:
+    """``(iterations, kept patches)`` per phase of one inversion, following ``StopSchedule.kept_counts``."""
+    cfg, n = spec.inversion_config(), num_patches(spec)
+    if dense or cfg.selection.kind == "dense":
+        return [(cfg.iterations, n)]
+    schedule = cfg.selection.schedule
+    bounds = [0, *schedule.iterations, cfg.iterations]
+    kept = [n, *schedule.kept_counts(n)]
+    return [(bounds[i + 1] - bounds[i], kept[i]) for i in range(len(kept)) if bounds[i + 1] > bounds[i]]
+
+
+def vit_forward_flops(spec: RunSpec, kept: int) -> int:
+    """Forward FLOPs of the teacher on one image with ``kept`` patch tokens (plus prefix tokens).
+
+    With T = kept + prefix tokens, D = embed dim, L = depth, m = mlp ratio, N = all patches,
+    P = patch pixels * 3, C = classes::
+
+        2*N*P*D                                   patch embedding (always over all patches)
+      + L * (2*T*(3D^2 + D^2) + 2*2*T^2*D + 2*2*T*D*(m*D))   qkv+proj, QK^T and AV, MLP
+      + 2*D*C                                     head
+    """
+    t = spec.teacher
+    d, (ph, pw) = t.embed_dim, t.patch_size
+    tokens = kept + t.num_prefix_tokens
+    block = 2 * tokens * 4 * d * d + 4 * tokens * tokens * d + 4 * tokens * d * int(t.mlp_ratio * d)
+    return 2 * num_patches(spec) * ph * pw * 3 * d + t.depth * block + 2 * d * t.num_classes
+
+
+def flops_per_image(spec: RunSpec, dense: bool = False) -> int:
+    """FLOPs of inverting one image: sum over iterations of FWD_BWD_FACTOR x forward FLOPs at that token count."""
+    return sum(FWD_BWD_FACTOR * n * vit_forward_flops(spec, kept) for n, kept in token_phases(spec, dense))
+
+
+def _tar_member(size: int) -> int:
+    return 512 + 512 * math.ceil(size / 512)
+
+
+def sample_bytes(spec: RunSpec, label: int, kept: int) -> int:
+    """Estimated bytes of one sample in its tar (4 members with headers) plus its parquet row."""
+    (h, w), c = spec.teacher.img_size, spec.teacher.num_classes
+    image = math.ceil(h * w * BYTES_PER_PIXEL[spec.image_format])
+    members = [image, len(str(label)), JSON_BASE_BYTES + JSON_BYTES_PER_INDEX * kept, NPY_HEADER_BYTES + 2 * c]
+    return sum(_tar_member(m) for m in members) + PARQUET_ROW_BYTES + 4 * kept
+
+
+class PlanSummary(TypedDict):
+    """What ``smi-synth plan --json`` prints (all counts exact, FLOPs/bytes/hours estimates)."""
+
+    name: str
+    teacher: str
+    spec_hash: str
+    method: str
+    classes: int
+    images: int
+    shards: int
+    images_per_class: int
+    images_per_shard: int
+    shards_per_class: int
+    batch_size: int
+    iterations: int
+    kept_patches: list[int]
+    flops: int
+    flops_dense: int
+    flops_per_image: int
+    bytes: int
+    gpu_hours: float
+    cpu_core_hours: float
+    output: str
+    assumptions: dict[str, Any]
+
+
+def summarize(spec: RunSpec, tasks: list[ShardTask]) -> PlanSummary:
+    """Totals of a plan.
+
+    FLOPs: images x :func:`flops_per_image` (see :func:`vit_forward_flops`; FWD_BWD_FACTOR x forward per step is
+    the training convention and an upper bound: the teacher's weights need no gradients).
+    Bytes: per sample, the image at ``BYTES_PER_PIXEL`` (PNG of per-pixel-noisy 224x224 images measured
+    2.9-3.0 B/px, i.e. incompressible RGB; 1.7-2.1 after a 1-px blur; lossless WebP ~5% less) plus
+    .cls, .json (with kept-patch indices) and float16 .npy soft label (2*C bytes), each with a 512-byte
+    tar header and 512-byte padding, plus a parquet row; per shard, tar end blocks, parquet footer, stats.
+    Hours: FLOPs / (peak x utilisation) of the reference GPU at the spec's dtype, and FLOPs / per-core
+    CPU throughput.
+    """
+    images = sum(t.count for t in tasks)
+    per_image, dense_per_image = flops_per_image(spec), flops_per_image(spec, dense=True)
+    by_label: dict[int, int] = {}
+    for t in tasks:
+        by_label[t.label] = by_label.get(t.label, 0) + t.count
+    phases = token_phases(spec)
+    size = sum(n * sample_bytes(spec, label, phases[-1][1]) for label, n in by_label.items())
+    size += len(tasks) * (TAR_END_BYTES + PARQUET_FILE_BYTES + STATS_FILE_BYTES)
+    flops = images * per_image
+    gpu_rate = GPU_PEAK_FLOPS[spec.dtype] * GPU_UTILISATION
+    return PlanSummary(
+        name=spec.name,
+        teacher=spec.teacher.teacher_id,
+        spec_hash=spec.spec_hash(),
+        method=spec.method,
+        classes=len({t.label for t in tasks}),
+        images=images,
+        shards=len(tasks),
+        images_per_class=spec.images_per_class,
+        images_per_shard=spec.images_per_shard,
+        shards_per_class=spec.shards_per_class,
+        batch_size=spec.batch_size,
+        iterations=spec.manifest.inversion.iterations,
+        kept_patches=[kept for _, kept in phases],
+        flops=flops,
+        flops_dense=images * dense_per_image,
+        flops_per_image=per_image,
+        bytes=size,
+        gpu_hours=flops / gpu_rate / 3600,
+        cpu_core_hours=flops / CPU_CORE_FLOPS / 3600,
+        output=str(spec.output),
+        assumptions={
+            "fwd_bwd_factor": FWD_BWD_FACTOR,
+            "gpu": f"{GPU_NAME} {spec.dtype}: {GPU_PEAK_FLOPS[spec.dtype] / 1e12:.1f} TFLOP/s peak dense "
+            f"x {GPU_UTILISATION:.0%} utilisation = {gpu_rate / 1e12:.1f} TFLOP/s effective",
+            "gpu_effective_flops_per_s": gpu_rate,
+            "cpu_effective_flops_per_s_per_core": CPU_CORE_FLOPS,
+            "image_bytes_per_pixel": BYTES_PER_PIXEL[spec.image_format],
+        },
+    )
+
+
+def _scaled(x: float, unit: str, scales: tuple[tuple[str, float], ...]) -> str:
+    for prefix, scale in scales:
+        if x >= 0.1 * scale:
+            return f"{x / scale:,.1f} {prefix}{unit}"
+    prefix, scale = scales[-1]
+    return f"{x / scale:,.3g} {prefix}{unit}"
+
+
+def _flops_text(x: float) -> str:
+    return _scaled(x, "FLOP", (("P", 1e15), ("T", 1e12), ("G", 1e9)))
+
+
+def _hours_text(h: float) -> str:
+    return f"{h:,.2f} h" if h >= 0.1 else f"{h * 3600:,.3g} s"
+
+
+def _table(s: PlanSummary, spec: RunSpec) -> str:
+    t = spec.teacher
+    kept = " -> ".join(str(k) for k in s["kept_patches"])
+    saving = s["flops_dense"] / s["flops"] if s["flops"] else 1.0
+    rows = [
+        ("teacher", f"{s['teacher']}  ({t.num_classes} classes, {t.img_size[0]}x{t.img_size[1]}, "
+                    f"patch {t.patch_size[0]})"),
+        ("classes", f"{s['classes']:,}"),
+        ("images", f"{s['images']:,}  ({s['images_per_class']:,} per class)"),
+        ("shards", f"{s['shards']:,}  ({s['shards_per_class']} per class, up to {s['images_per_shard']:,} images)"),
+        ("inversion", f"{s['method']}, {s['iterations']:,} iterations, batch {s['batch_size']}, "
+                      f"kept patches {kept}, {spec.dtype}"),
+        ("compute", f"{_flops_text(s['flops'])}  (dense {_flops_text(s['flops_dense'])}: {saving:.2f}x more)"),
+        ("storage", _scaled(s["bytes"], "B", (("G", 1e9), ("M", 1e6)))),
+        ("GPU time", f"{_hours_text(s['gpu_hours'])}  (at {s['assumptions']['gpu']})"),
+        ("CPU time", f"{_hours_text(s['cpu_core_hours'])} core-time  (at {CPU_CORE_FLOPS / 1e9:.0f} GFLOP/s per core)"),
+        ("output", s["output"]),
+        ("spec hash", s["spec_hash"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([f"plan: {s['name']}"] + [f"  {k:<{width}}  {v}" for k, v in rows])
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``smi-synth plan MANIFEST [--json]``: print the plan's totals; writes nothing."""
+    spec = load_spec(args.manifest)
+    tasks = plan_shards(spec)
+    summary = summarize(spec, tasks)
+    print(_table(summary, spec))
+    if getattr(args, "json", False):
+        emit_json(dict(summary))
+    return 0

@@ -1,0 +1,650 @@
+"""The run manifest: YAML parsed into one typed, validated :class:`RunSpec` (see manifests/README.md).
+
+Every problem with a manifest surfaces as a one-line :class:`~pipeline.errors.UserError` that names
+the file and the field, e.g. ``demo.yaml: images_per_class: must be > 0, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.checks import is_int
+from pipeline.checksums import file_sha256
+from pipeline.errors import UserError
+from pipeline.teachers.loading import TeacherInfo, describe_teacher
+from smi_core.config import (
+    AugmentConfig,
+    InversionConfig,
+    LossWeights,
+    SelectionConfig,
+    StopSchedule,
+)
+
+log = logging.getLogger(__name__)
+
+# Bump when the hashed fields change. Version 2 leaves the SMI-only fields out of dense runs' hashes
+# (a dense inversion ignores them). A corpus made under an older version still resumes (see
+# RunSpec.matches_hash); a resume with shards left to generate rewrites its manifest with the
+# current hash, a complete corpus is left as it is.
+HASH_VERSION = 2
+HASH_VERSIONS_ACCEPTED = (1, 2)
+# inversion fields added after HASH_VERSION 1, with the value that reproduces the behaviour from before
+# them: at that value a field is left out of the hash, so corpora made before it keep their spec hash
+FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant"}
+SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
+DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
+
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+Number = Annotated[float, Strict()]  # ints are accepted and stored as floats; strings and bools are not
+NonNegNumber = Annotated[float, Strict(), Field(ge=0)]
+Text = Annotated[StrictStr, Field(min_length=1)]
+
+_LOSS, _AUG, _INV, _SCHED = LossWeights(), AugmentConfig(), InversionConfig(), StopSchedule()
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ScheduleSpec(_Model):
+    """Progressive patch stopping: at ``iterations[i]`` stop ``ratios[i]`` of the remaining patches."""
+
+    iterations: list[StrictInt] = Field(default_factory=lambda: list(_SCHED.iterations))
+    ratios: list[Number] = Field(default_factory=lambda: list(_SCHED.ratios))
+
+
+class LossSpec(_Model):
+    """Weights of the inversion objective's terms (defaults: smi_core.config.LossWeights)."""
+
+    ce: Number = _LOSS.ce
+    tv_l1: Number = _LOSS.tv_l1
+    tv_l2: Number = _LOSS.tv_l2
+    l2: Number = _LOSS.l2
+    bn_prior: Number = _LOSS.bn_prior
+    patch_entropy: Number = _LOSS.patch_entropy
+
+
+class AugmentSpec(_Model):
+    """Random roll (up to ``max_roll_fraction`` of the side) plus horizontal flip."""
+
+    enabled: StrictBool = _AUG.enabled
+    max_roll_fraction: Number = _AUG.max_roll_fraction
+    flip: StrictBool = _AUG.flip
+
+
+class InversionSpec(_Model):
+    """How each image is inverted; converts into :class:`smi_core.config.InversionConfig`."""
+
+    method: Literal["dense", "smi"] = "smi"
+    iterations: PositiveInt = _INV.iterations
+    batch_size: PositiveInt | None = None
+    lr: Number = _INV.lr
+    betas: Annotated[list[Number], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: list(_INV.betas)
+    )
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    stopped_patches: Literal["frozen", "prior"] = "frozen"
+    saliency: Literal["instant", "accumulated"] = "instant"
+    loss: LossSpec = Field(default_factory=LossSpec)
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    keep_best: StrictBool = _INV.keep_best
+
+
+class ClassRange(_Model):
+    """Half-open range of class ids ``[start, stop)``."""
+
+    start: Annotated[StrictInt, Field(ge=0)]
+    stop: Annotated[StrictInt, Field(ge=0)]
+
+
+class ResourcesSpec(_Model):
+    """Scheduling hints for the runner; they never change the corpus bytes."""
+
+    workers: Union[Literal["auto"], StrictInt] = "auto"
+    gpus_per_worker: NonNegNumber | None = None
+    cpus_per_worker: Annotated[float, Strict(), Field(gt=0)] | None = None
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v: Any) -> Any:
+        if v == "auto" or (is_int(v) and v > 0):
+            return v
+        raise ValueError(f"must be 'auto' or an integer > 0, got {_show(v)}")
+
+
+class HubSpec(_Model):
+    """Where ``smi-synth publish`` uploads the corpus."""
+
+    repo_id: Text
+    private: StrictBool = False
+    license: Text | None = None
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, v: str) -> str:
+        if not REPO_ID.match(v):
+            raise ValueError(f"must look like 'namespace/name', got {_show(v)}")
+        return v
+
+
+class Manifest(_Model):
+    """The manifest exactly as written, type-checked, with defaults filled in."""
+
+    name: Text | None = None
+    teacher: Text
+    classes: Union[Literal["all"], list[int], ClassRange] = "all"
+    images_per_class: PositiveInt
+    images_per_shard: PositiveInt
+    inversion: InversionSpec = Field(default_factory=InversionSpec)
+    image_format: Literal["png", "webp"] = "png"
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] = 0
+    output: Text | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    hub: HubSpec | None = None
+    license: Text | None = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, v: Any) -> Any:
+        if v == "all":
+            return v
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("must not be an empty list")
+            for c in v:
+                if not is_int(c) or c < 0:
+                    raise ValueError(f"class ids must be integers >= 0, got {_show(c)}")
+            dup = [c for c, n in Counter(v).items() if n > 1]
+            if dup:
+                raise ValueError(f"duplicate class id {dup[0]}")
+            return v
+        if isinstance(v, dict):
+            unknown = sorted(set(map(str, v)) - {"start", "stop"})
+            if unknown:
+                raise ValueError(f"unknown field '{unknown[0]}' (a range has only start and stop)")
+            for key in ("start", "stop"):
+                if key not in v:
+                    raise ValueError(f"a range needs '{key}'")
+                if not is_int(v[key]) or v[key] < 0:
+                    raise ValueError(f"{key}: must be an integer >= 0, got {_show(v[key])}")
+            if v["start"] >= v["stop"]:
+                raise ValueError(f"start must be < stop (half-open range), got start={v['start']} stop={v['stop']}")
+            return ClassRange(start=v["start"], stop=v["stop"])
+        raise ValueError(f"expected 'all', a list of class ids or {{start, stop}}, got {_show(v)}")
+
+    @model_validator(mode="after")
+    def _batch(self) -> Manifest:
+        b = self.inversion.batch_size
+        if b is not None and b > self.images_per_shard:
+            raise ValueError(
+                f"inversion.batch_size: must be <= images_per_shard ({self.images_per_shard}), got {b}"
+            )
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A validated manifest bound to its teacher, class list and output folder."""
+
+    manifest: Manifest
+    name: str
+    teacher_spec: str  # "timm:NAME", "toy", or an absolute checkpoint path
+    teacher: TeacherInfo
+    classes: tuple[int, ...]  # sorted, validated against the teacher's class count
+    output: Path  # absolute
+    source: Path | None = None  # the manifest file, when loaded from one
+
+    # --- convenience views -------------------------------------------------------------------
+    @property
+    def images_per_class(self) -> int:
+        return self.manifest.images_per_class
+
+    @property
+    def images_per_shard(self) -> int:
+        return self.manifest.images_per_shard
+
+    @property
+    def seed(self) -> int:
+        return self.manifest.seed
+
+    @property
+    def image_format(self) -> str:
+        return self.manifest.image_format
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest.dtype
+
+    @property
+    def device(self) -> str:
+        return self.manifest.device
+
+    @property
+    def method(self) -> str:
+        return self.manifest.inversion.method
+
+    @property
+    def resources(self) -> ResourcesSpec:
+        return self.manifest.resources
+
+    @property
+    def hub(self) -> HubSpec | None:
+        return self.manifest.hub
+
+    @property
+    def batch_size(self) -> int:
+        """Images inverted together; default ``min(images_per_shard, images_per_class, 64)``."""
+        b = self.manifest.inversion.batch_size
+        return b if b is not None else min(self.images_per_shard, self.images_per_class, DEFAULT_MAX_BATCH)
+
+    @property
+    def license(self) -> str:
+        """The corpus licence: the manifest's, else the teacher's, else ``other``."""
+        return self.manifest.license or self.teacher.license or "other"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of ``self.classes`` (in that order)."""
+        names = self.teacher.class_names
+        if len(names) != self.teacher.num_classes:
+            return tuple(f"class_{c}" for c in self.classes)
+        return tuple(str(names[c]) for c in self.classes)
+
+    @property
+    def shards_per_class(self) -> int:
+        return -(-self.images_per_class // self.images_per_shard)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.classes) * self.images_per_class
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.classes) * self.shards_per_class
+
+    @cached_property
+    def checkpoint_sha256(self) -> str | None:
+        """sha256 of the teacher checkpoint file (``None`` for timm and toy teachers); computed once."""
+        if not _is_checkpoint(self.teacher_spec):
+            return None
+
+        return file_sha256(Path(self.teacher_spec))
+
+    # --- conversions ---------------------------------------------------------------------------
+    def inversion_config(self) -> InversionConfig:
+        """The engine's typed config (already validated by load_spec)."""
+        return _build_inversion_config(self.manifest.inversion)
+
+    def _inversion_dict(self, *, hash_version: int | None = None) -> dict[str, Any]:
+        """The inversion section; with ``hash_version``, as that version of the spec hash reads it."""
+        d = self.manifest.inversion.model_dump(mode="json")
+        d["batch_size"] = self.batch_size
+        if hash_version is None:
+            return d
+        for name, before in FIELDS_ADDED_LATER.items():  # at the behaviour from before it: not hashed
+            if d.get(name) == before:
+                del d[name]
+        if hash_version >= 2 and d["method"] == "dense":
+            for name in SMI_ONLY_FIELDS:
+                d.pop(name, None)
+        return d
+
+    def _teacher_identity(self) -> dict[str, Any]:
+        if _is_checkpoint(self.teacher_spec):
+            return {"kind": "checkpoint", "sha256": self.checkpoint_sha256}
+        return {"kind": "toy" if self.teacher_spec == "toy" else "timm", "id": self.teacher.teacher_id}
+
+    def hashed_fields(self, version: int = HASH_VERSION) -> dict[str, Any]:
+        """Exactly the fields that determine the corpus bytes (the input of :meth:`spec_hash`)."""
+        if version not in HASH_VERSIONS_ACCEPTED:
+            raise ValueError(f"version: expected one of {HASH_VERSIONS_ACCEPTED}, got {version!r}")
+        return {
+            "hash_version": version,
+            "teacher": self._teacher_identity(),
+            "classes": list(self.classes),
+            "images_per_class": self.images_per_class,
+            "images_per_shard": self.images_per_shard,
+            "inversion": self._inversion_dict(hash_version=version),
+            "image_format": self.image_format,
+            "seed": self.seed,
+            "dtype": self.dtype,
+        }
+
+    def spec_hash(self, version: int = HASH_VERSION) -> str:
+        """sha256 of the canonical JSON of :meth:`hashed_fields` (not output, resources, hub, name)."""
+        canon = json.dumps(self.hashed_fields(version), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+    def matches_hash(self, recorded: str | None) -> bool:
+        """Whether a corpus recorded with spec hash ``recorded`` is this spec's, under any accepted version."""
+        return recorded is not None and any(recorded == self.spec_hash(v) for v in HASH_VERSIONS_ACCEPTED)
+
+    def resolved(self) -> dict[str, Any]:
+        """Fully resolved, JSON-able spec: defaults filled in, teacher, class list and names, hash."""
+        t = self.teacher
+        hub = self.hub.model_dump(mode="json") if self.hub else None
+        if hub is not None and hub["license"] is None:
+            hub["license"] = self.license
+        return {
+            "name": self.name,
+            "source": self.source.name if self.source else None,  # no absolute paths: manifest.json is published
+            "teacher": {
+                "spec": Path(self.teacher_spec).name if _is_checkpoint(self.teacher_spec) else self.teacher_spec,
+                "id": t.teacher_id,
+                "checkpoint_sha256": self.checkpoint_sha256,
+                "num_classes": t.num_classes,
+                "img_size": list(t.img_size),
+                "patch_size": list(t.patch_size),
+                "mean": list(t.mean),
+                "std": list(t.std),
+                "license": t.license,
+                "embed_dim": t.embed_dim,
+                "depth": t.depth,
+                "num_heads": t.num_heads,
+                "mlp_ratio": t.mlp_ratio,
+                "num_prefix_tokens": t.num_prefix_tokens,
+            },
+            "classes": list(self.classes),
+            "class_names": list(self.class_names),
+            "images_per_class": self.images_per_class,
+            "images_per_shard": self.images_per_shard,
+            "shards_per_class": self.shards_per_class,
+            "num_shards": self.num_shards,
+            "num_images": self.num_images,
+            "inversion": self._inversion_dict(),
+            "image_format": self.image_format,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "device": self.device,
+            "resources": self.resources.model_dump(mode="json"),
+            "hub": hub,
+            "license": self.license,
+            "spec_hash": self.spec_hash(),
+        }
+
+    def with_output(self, path: str | os.PathLike[str]) -> RunSpec:
+        """A copy writing to ``path`` (``--out``: relative to the working directory; same spec hash)."""
+        return dataclasses.replace(self, output=Path(os.path.abspath(Path(path).expanduser())))
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | os.PathLike[str]) -> RunSpec:
+    """Read, parse and validate a manifest file; every problem raises a one-line ``UserError``."""
+    path = Path(path)
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{label}: cannot read manifest: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise UserError(f"{label}: invalid YAML: {_yaml_message(exc)}") from None
+    return spec_from_dict(data, base_dir=path.parent, label=label, default_name=path.stem, source=path.absolute())
+
+
+def spec_from_dict(
+    data: Any,
+    *,
+    base_dir: str | os.PathLike[str] = ".",
+    label: str = "manifest",
+    default_name: str | None = None,
+    source: Path | None = None,
+) -> RunSpec:
+    """Validate already-parsed manifest data; relative paths resolve against ``base_dir``."""
+    if data is None:
+        raise UserError(f"{label}: manifest is empty")
+    if not isinstance(data, dict):
+        raise UserError(f"{label}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{label}: {_format_validation_error(exc)}") from None
+    engine_error = _engine_error(manifest)
+    if engine_error:
+        raise UserError(f"{label}: {engine_error}")
+    base = Path(base_dir).absolute().resolve()
+    name = manifest.name or default_name or "run"
+    output = _resolve_output(manifest.output or f"{name}-out", base, label)
+    teacher_spec = _resolve_teacher(manifest.teacher, base, label)
+    try:
+        info = _describe_teacher(teacher_spec)
+    except UserError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{label}: {msg if msg.startswith('teacher') else 'teacher: ' + msg}") from None
+    if len(info.class_names) != info.num_classes:
+        log.warning("teacher %s has %d class names for %d classes; using class_<id>",
+                    info.teacher_id, len(info.class_names), info.num_classes)
+    classes = _resolve_classes(manifest.classes, info.num_classes, label)
+    log.debug("%s: teacher %s, %d classes, output %s", label, info.teacher_id, len(classes), output)
+    return RunSpec(
+        manifest=manifest,
+        name=name,
+        teacher_spec=teacher_spec,
+        teacher=info,
+        classes=classes,
+        output=output,
+        source=source,
+    )
+
+
+def _describe_teacher(teacher_spec: str) -> TeacherInfo:
+    return describe_teacher(teacher_spec)
+
+
+def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
+    """The engine's config; raises the engine's ``ValueError`` (``field: message``) when invalid."""
+    schedule = StopSchedule(iterations=tuple(inv.schedule.iterations), ratios=tuple(inv.schedule.ratios))
+    return InversionConfig(
+        iterations=inv.iterations,
+        lr=inv.lr,
+        betas=(inv.betas[0], inv.betas[1]),
+        selection=SelectionConfig(kind="dense" if inv.method == "dense" else "smi", schedule=schedule,
+                                  stopped=inv.stopped_patches, saliency=inv.saliency),
+        loss=LossWeights(**inv.loss.model_dump()),
+        augment=AugmentConfig(**inv.augment.model_dump()),
+        keep_best=inv.keep_best,
+    )
+
+
+def _engine_error(manifest: Manifest) -> str | None:
+    """The engine's validation of ``inversion`` as one ``inversion.<field>: ...`` line, or None."""
+    try:
+        _build_inversion_config(manifest.inversion)
+    except ValueError as exc:
+        return f"inversion.{str(exc).splitlines()[0]}"
+    return None
+
+
+def _is_checkpoint(teacher_spec: str) -> bool:
+    return teacher_spec != "toy" and not teacher_spec.startswith("timm:")
+
+
+def _resolve_teacher(teacher: str, base: Path, label: str) -> str:
+    if teacher == "toy":
+        return teacher
+    if teacher.startswith("timm:"):
+        if not teacher[len("timm:"):].strip():
+            raise UserError(f"{label}: teacher: 'timm:' needs a model name, e.g. timm:deit_base_patch16_224")
+        return teacher
+    path = Path(teacher).expanduser()
+    path = path if path.is_absolute() else base / path
+    path = Path(os.path.normpath(path))
+    if not path.is_file():
+        raise UserError(f"{label}: teacher: checkpoint file not found: {path} (or use timm:NAME or toy)")
+    return str(path)
+
+
+def _resolve_output(raw: str, base: Path, label: str) -> Path:
+    """Absolute paths are taken as they are; relative ones must stay inside the manifest's folder."""
+    p = Path(raw).expanduser()
+    if p.is_absolute():
+        return Path(os.path.normpath(p))
+    lexical = Path(os.path.normpath(base / p))
+    if base not in lexical.parents:
+        raise UserError(
+            f"{label}: output: relative path {raw!r} must name a folder inside the manifest's folder {base} "
+            "(use an absolute path to write elsewhere)"
+        )
+    real = lexical.resolve()
+    if base not in real.parents:
+        raise UserError(
+            f"{label}: output: {raw!r} resolves through a symlink to {real}, outside the manifest's folder {base}"
+        )
+    return lexical
+
+
+def _resolve_classes(classes: Any, num_classes: int, label: str) -> tuple[int, ...]:
+    if classes == "all":
+        return tuple(range(num_classes))
+    if isinstance(classes, ClassRange):
+        if classes.stop > num_classes:
+            raise UserError(
+                f"{label}: classes.stop: must be <= the teacher's {num_classes} classes, got {classes.stop}"
+            )
+        return tuple(range(classes.start, classes.stop))
+    bad = [c for c in classes if c >= num_classes]
+    if bad:
+        raise UserError(
+            f"{label}: classes: class id {bad[0]} is outside the teacher's range 0..{num_classes - 1}"
+        )
+    return tuple(sorted(classes))
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def _show(v: Any, limit: int = 60) -> str:
+    s = repr(v)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _type_name(v: Any) -> str:
+    """``integer 5``, ``string 'x'``, ``null``: a value with its YAML type, for messages."""
+    if v is None:
+        return "null"
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
+    return f"{names.get(type(v), type(v).__name__)} {_show(v)}"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found at ``loc`` (for did-you-mean suggestions)."""
+    model: Any = Manifest
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    """The first pydantic error as ``field.path: message`` on one line."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    where = ".".join(str(p) for p in loc)
+    if kind == "extra_forbidden":
+        parent, key = loc[:-1], str(loc[-1])
+        hint = difflib.get_close_matches(key, _fields_at(parent), n=1)
+        msg = f"unknown field '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        return f"{'.'.join(map(str, parent))}: {msg}" if parent else msg
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    if kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+        return f"{where}: {msg}" if where else msg
+    if kind in ("int_type", "float_type", "bool_type", "string_type", "list_type", "model_type", "dict_type"):
+        expected = {
+            "int_type": "an integer",
+            "float_type": "a number",
+            "bool_type": "true or false",
+            "string_type": "a string",
+            "list_type": "a list",
+            "model_type": "a mapping of fields",
+            "dict_type": "a mapping of fields",
+        }[kind]
+        return f"{where}: expected {expected}, got {_type_name(value)}"
+    if kind == "greater_than":
+        return f"{where}: must be > {ctx['gt']}, got {_show(value)}"
+    if kind == "greater_than_equal":
+        return f"{where}: must be >= {ctx['ge']}, got {_show(value)}"
+    if kind == "less_than":
+        return f"{where}: must be < {ctx['lt']}, got {_show(value)}"
+    if kind == "literal_error":
+        return f"{where}: expected {ctx.get('expected')}, got {_show(value)}"
+    if kind in ("too_short", "too_long"):
+        n = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        return f"{where}: expected {n} items, got {ctx.get('actual_length')}"
+    if kind == "finite_number":
+        return f"{where}: must be a finite number, got {_show(value)}"
+    if kind == "invalid_key":
+        return f"{where}: field names must be strings, got {_type_name(value)}"
+    if kind == "string_too_short":
+        return f"{where}: must not be empty"
+    return f"{where}: {err['msg']}, got {_show(value)}"
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and reads ``1e-4`` as a float (YAML 1.2 style)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)

@@ -1,0 +1,141 @@
+"""Loading a corpus back: webdataset pipeline, DataLoader workers, node splitting, Hugging Face datasets."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from pipeline.corpus.loader import iter_samples, load_corpus
+from pipeline.errors import CorpusError
+
+torch.set_num_threads(1)
+
+
+def expected(layout) -> dict[str, tuple[np.ndarray, int, np.ndarray, np.ndarray]]:
+    return {r["key"]: (r["image"], r["label"], r["soft_label"], r["kept_mask"]) for r in iter_samples(layout.root)}
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def test_pipeline_yields_images_and_labels(corpus) -> None:
+    ref = expected(corpus)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "shardshuffle"/"nodesplitter" warnings
+        items = list(load_corpus(corpus.root))
+    assert len(items) == len(ref) == 12
+    by_pixels = {to_uint8(img).tobytes(): lab for img, lab in items}
+    for image, label, _, _ in ref.values():
+        assert by_pixels[image.tobytes()] == label
+    image, label = items[0]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and image.is_contiguous()
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0 and isinstance(label, int)
+    assert load_corpus(corpus.root).num_samples == 12
+
+
+def test_multiworker_dataloader_with_extras(make_corpus, tmp_path: Path) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=3, shards_per_class=2, per_shard=3)
+    ref = expected(layout)
+    ds = load_corpus(layout.root, soft_labels=True, kept_mask=True, shuffle_shards=True, shuffle_buffer=4, seed=3)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+    seen = []
+    for images, labels, soft, mask in loader:
+        assert images.shape[1:] == (3, 16, 16) and soft.dtype == torch.float32 and mask.dtype == torch.bool
+        for i in range(len(labels)):
+            seen.append((to_uint8(images[i]).tobytes(), int(labels[i]), soft[i].numpy(), mask[i].numpy()))
+    assert len(seen) == 18  # every sample exactly once across both workers
+    by_pixels = {img.tobytes(): (lab, s, m) for img, lab, s, m in ref.values()}
+    assert len({s[0] for s in seen}) == 18
+    for pixels, label, soft, mask in seen:
+        ref_label, ref_soft, ref_mask = by_pixels[pixels]
+        assert label == ref_label and np.array_equal(mask, ref_mask) and mask.shape == (4, 4)
+        np.testing.assert_array_equal(soft, ref_soft)
+
+
+def test_shuffling_is_seeded_and_changes_with_epoch(make_corpus, tmp_path: Path) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=4, shards_per_class=2, per_shard=2)
+
+    def labels(ds) -> list[int]:
+        return [lab for _, lab in ds]
+
+    plain = labels(load_corpus(layout.root))
+    assert plain == sorted(plain)
+    a = load_corpus(layout.root, shuffle_shards=True, shuffle_buffer=3, seed=1)
+    b = load_corpus(layout.root, shuffle_shards=True, shuffle_buffer=3, seed=1)
+    first = labels(a)
+    assert first == labels(b) and sorted(first) == plain and first != plain
+    second = labels(a)  # next epoch in the same process
+    a.set_epoch(0)
+    assert labels(a) == first and second != first
+
+
+def test_split_by_node(make_corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=4, per_shard=2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    parts = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        parts.append([lab for _, lab in load_corpus(layout.root, shuffle_shards=True, seed=5)])
+    assert len(parts[0]) == len(parts[1]) == 4 and sorted(parts[0] + parts[1]) == [0, 0, 1, 1, 2, 2, 3, 3]
+    monkeypatch.setenv("RANK", "1")
+    assert len(list(load_corpus(layout.root, split_by_node=False))) == 8
+
+
+def test_pending_shards_are_skipped_and_errors(make_corpus, tmp_path: Path) -> None:
+    layout = make_corpus(tmp_path / "c", pending=[1])
+    assert sorted({lab for _, lab in load_corpus(layout.root)}) == [0, 2]
+    with pytest.raises(CorpusError, match="no manifest.json"):
+        load_corpus(tmp_path)
+    empty = make_corpus(tmp_path / "e", pending=[0, 1, 2])
+    with pytest.raises(CorpusError, match="no complete shard"):
+        load_corpus(empty.root)
+
+
+def test_error_handler(corpus) -> None:
+    tar = (corpus.root / corpus.tar(1))
+    data = bytearray(tar.read_bytes())
+    start = data.index(b"\x89PNG")  # corrupt the first image of shard 1
+    data[start : start + 8] = b"XXXXXXXX"
+    tar.write_bytes(bytes(data))
+    with pytest.raises(Exception):
+        list(load_corpus(corpus.root))
+    items = list(load_corpus(corpus.root, handler=wds.ignore_and_continue))
+    assert len(items) == 11
+
+
+def _check_hf(ds, layout) -> None:
+    ref = expected(layout)
+    assert len(ds) == 12 and {"png", "cls", "logits.npy", "json"} <= set(ds.column_names)
+    for row in ds:
+        image, label, soft, mask = ref[row["__key__"]]
+        np.testing.assert_array_equal(np.asarray(row["png"].convert("RGB")), image)
+        assert row["cls"] == label and row["json"]["label"] == label
+        np.testing.assert_array_equal(np.asarray(row["logits.npy"], dtype=np.float32), soft)
+
+
+def test_hf_datasets_webdataset_builder(corpus, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset(
+        "webdataset", data_files={"train": str(corpus.root / "data/*.tar")}, split="train",
+        cache_dir=str(tmp_path / "hf-cache"),
+    )
+    _check_hf(ds, corpus)
+    assert str(ds.features["logits.npy"].feature.dtype) == "float16"  # decoded without pickle
+
+
+def test_hf_datasets_folder_needs_the_card(corpus, tmp_path: Path) -> None:
+    """Without README configs, `datasets` sees equal numbers of .tar/.parquet/.json files and prefers parquet."""
+    datasets = pytest.importorskip("datasets")
+    plain = datasets.load_dataset(str(corpus.root), split="train", cache_dir=str(tmp_path / "a"))
+    assert "png" not in plain.column_names and "image_sha256" in plain.column_names  # metadata/ parquet won
+    (corpus.root / corpus.readme).write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/*.tar\n---\n"
+    )
+    ds = datasets.load_dataset(str(corpus.root), split="train", cache_dir=str(tmp_path / "b"))
+    _check_hf(ds, corpus)

@@ -1,0 +1,112 @@
+"""Shard planning (pipeline.run.plan): order, shard math, seeds, FLOP/byte estimates and speed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import pipeline.run.spec as spec_mod
+from pipeline.run.plan import (
+    FWD_BWD_FACTOR,
+    ShardTask,
+    plan_shards,
+    shard_seed,
+    summarize,
+    token_phases,
+    vit_forward_flops,
+)
+from pipeline.run.spec import RunSpec, load_spec
+from tests.run.fake_teacher import fake_describe
+
+
+@pytest.fixture(autouse=True)
+def fake_teacher(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spec_mod, "_describe_teacher", fake_describe)
+
+
+def make_spec(tmp_path: Path, **fields: Any) -> RunSpec:
+    data = {"teacher": "toy", "images_per_class": 10, "images_per_shard": 4, "output": "out",
+            "inversion": {"iterations": 200, "schedule": {"iterations": [20, 40, 80, 120], "ratios": [0.3] * 4}}}
+    data.update(fields)
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
+
+
+def test_shard_math_and_order(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, classes=[2, 5])
+    tasks = plan_shards(spec)
+    assert [t.shard_id for t in tasks] == list(range(6))
+    assert [t.label for t in tasks] == [2, 2, 2, 5, 5, 5]
+    assert [t.count for t in tasks] == [4, 4, 2] * 2
+    assert [t.first_index for t in tasks] == [0, 4, 8] * 2
+    assert tasks[0].class_name == "toy_2" and tasks[3].class_name == "toy_5"
+    assert all(isinstance(t, ShardTask) for t in tasks)
+
+
+def test_shard_bigger_than_class(tmp_path: Path) -> None:
+    tasks = plan_shards(make_spec(tmp_path, images_per_class=3, images_per_shard=8))
+    assert len(tasks) == 10 and {t.count for t in tasks} == {3}
+
+
+def test_seeds_deterministic_and_distinct(tmp_path: Path) -> None:
+    a, b = plan_shards(make_spec(tmp_path)), plan_shards(make_spec(tmp_path))
+    assert a == b
+    seeds = [t.seed for t in a]
+    assert len(set(seeds)) == len(seeds) and all(0 <= s < 2**63 for s in seeds)
+    other = plan_shards(make_spec(tmp_path, seed=1))
+    assert not set(seeds) & {t.seed for t in other}
+    # a shard's seed depends on (seed, class, shard index in class) only, not on the other classes
+    subset = plan_shards(make_spec(tmp_path, classes=[3]))
+    assert [t.seed for t in subset] == [t.seed for t in a if t.label == 3]
+    assert shard_seed(0, 3, 1) == shard_seed(0, 3, 1) != shard_seed(0, 1, 3)
+
+
+def test_token_phases_match_engine(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    phases = token_phases(spec)
+    assert phases == [(20, 64), (20, 45), (40, 32), (40, 23), (80, 17)]
+    cfg = spec.inversion_config()
+    assert [k for _, k in phases[1:]] == cfg.selection.schedule.kept_counts(64)
+    selection = pytest.importorskip("smi_core.selection")
+    per_iter = selection.tokens_per_iteration(cfg.selection, 64, cfg.iterations)
+    assert [kept for n, kept in phases for _ in range(n)] == per_iter
+
+
+def test_forward_flops_formula(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)  # toy: D=64, L=4, m=2, 8x8 patches of 4x4, 1 prefix token, 10 classes
+    d, t = 64, 64 + 1
+    expected = 2 * 64 * 48 * d + 4 * (2 * t * 4 * d * d + 4 * t * t * d + 4 * t * d * 128) + 2 * d * 10
+    assert vit_forward_flops(spec, 64) == expected
+
+
+def test_summary(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    s = summarize(spec, plan_shards(spec))
+    assert (s["shards"], s["images"], s["classes"], s["images_per_shard"]) == (30, 100, 10, 4)
+    per_image = sum(FWD_BWD_FACTOR * n * vit_forward_flops(spec, k) for n, k in token_phases(spec))
+    assert s["flops"] == 100 * per_image and s["flops"] < s["flops_dense"]
+    dense = make_spec(tmp_path, inversion={"method": "dense", "iterations": 200})
+    assert summarize(dense, plan_shards(dense))["flops"] == s["flops_dense"]
+    assert s["bytes"] > 100 * 32 * 32 * 3 and s["gpu_hours"] > 0 and s["cpu_core_hours"] > s["gpu_hours"]
+    assert s["spec_hash"] == spec.spec_hash() and "H100" in s["assumptions"]["gpu"]
+
+
+@pytest.mark.parametrize("per_shard", [1000, 100])
+def test_imagenet_scale_plan_is_fast(tmp_path: Path, per_shard: int) -> None:
+    """Contract from the issue: planning 1,000 x 1,000 (DeiT-Base) takes < 2 s including spec loading."""
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump({"teacher": "timm:deit_base_patch16_224", "images_per_class": 1000,
+                                    "images_per_shard": per_shard, "dtype": "bfloat16"}))
+    start = time.perf_counter()
+    spec = load_spec(path)
+    tasks = plan_shards(spec)
+    s = summarize(spec, tasks)
+    elapsed = time.perf_counter() - start
+    assert s["images"] == 1_000_000 and s["shards"] == 1000 * (1000 // per_shard)
+    assert s["kept_patches"] == [196, 138, 97, 68, 48]
+    assert elapsed < 2.0, f"planning took {elapsed:.2f} s"

@@ -1,0 +1,161 @@
+"""The run command end to end on local Ray with a tiny checkpoint teacher (no toy-teacher training)."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+
+from pipeline.cli import main
+from pipeline.corpus.layout import CorpusLayout
+from pipeline.corpus.verify import verify_corpus
+from pipeline.run.spec import load_spec
+from pipeline.teachers.checkpoint import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCH_KWARGS = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **ARCH_KWARGS).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)
+    path = tmp_path_factory.mktemp("teacher") / "tiny.safetensors"
+    save_checkpoint(model, path, arch="vit_tiny_patch16_224", model_kwargs=ARCH_KWARGS,
+                    class_names=["alpha", "beta", "gamma", "delta"], license="apache-2.0")
+    return path
+
+
+def write_manifest(tmp_path: Path, teacher: Path, **overrides) -> Path:
+    spec = {
+        "name": "tiny",
+        "teacher": str(teacher),
+        "classes": "all",
+        "images_per_class": 3,
+        "images_per_shard": 2,
+        "inversion": {"method": "smi", "iterations": 12, "batch_size": 2,
+                      "schedule": {"iterations": [2, 4, 6, 8], "ratios": [0.3, 0.3, 0.3, 0.3]}},
+        "seed": 7,
+        "device": "cpu",
+        "resources": {"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
+    }
+    spec.update(overrides)
+    path = tmp_path / f"manifest-{len(list(tmp_path.glob('manifest-*')))}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def tar_digests(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "data").glob("*.tar"))}
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_run_status_rerun_and_changed_spec(tmp_path, teacher_file, capsys):
+    manifest = write_manifest(tmp_path, teacher_file)
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 0
+    report = last_json(capsys.readouterr().out)
+    assert report["ok"] and report["completed_shards"] == 8 and report["completed_images"] == 12
+    assert verify_corpus(out).ok
+    # the card written at completion makes the bare folder load as images, not as parquet metadata
+    import datasets
+
+    ds = datasets.load_dataset(str(out), split="train")
+    assert len(ds) == 12 and {"png", "cls"} <= set(ds.column_names)
+    assert sorted(ds["cls"]) == sorted([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    assert main(["status", str(out), "--json"]) == 0
+    status = last_json(capsys.readouterr().out)
+    assert status["complete_shards"] == 8 and status["pending_shards"] == 0 and status["images"] == 12
+    before = tar_digests(out)
+    # a second run finds everything complete and changes nothing
+    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 0
+    again = last_json(capsys.readouterr().out)
+    assert again["skipped_shards"] == 8 and again["completed_shards"] == 0
+    assert tar_digests(out) == before
+    # more workers and a fresh folder: the same bytes
+    out2 = tmp_path / "out2"
+    assert main(["run", str(manifest), "--out", str(out2), "--workers", "1"]) == 0
+    assert tar_digests(out2) == before
+    capsys.readouterr()
+    # a changed spec is refused, nothing touched
+    changed = write_manifest(tmp_path, teacher_file, images_per_class=4)
+    assert main(["run", str(changed), "--out", str(out)]) == 2
+    assert "different spec" in capsys.readouterr().err
+    assert tar_digests(out) == before
+    # a corpus recorded under spec hash version 1 resumes, and its manifest takes the current hash
+    spec = load_spec(manifest)
+    layout = CorpusLayout(out)
+    recorded = json.loads((layout.root / layout.manifest).read_text())
+    (layout.root / layout.manifest).write_text(json.dumps({**recorded, "spec_hash": spec.spec_hash(1)}))
+    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["skipped_shards"] == 8
+    assert tar_digests(out) == before  # complete: left as it was
+    sorted((layout.root / layout.stats_dir).glob("*.json"))[0].unlink()  # one shard loses its resume marker
+    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["completed_shards"] == 1
+    assert json.loads((layout.root / layout.manifest).read_text())["spec_hash"] == spec.spec_hash() != spec.spec_hash(1)
+    assert tar_digests(out) == before
+
+
+def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, teacher_file):
+    manifest = write_manifest(tmp_path, teacher_file, images_per_class=8, images_per_shard=2,
+                              inversion={"method": "smi", "iterations": 60, "batch_size": 2,
+                                         "schedule": {"iterations": [5, 10, 20, 30], "ratios": [0.3] * 4}})
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    assert main(["run", str(manifest), "--out", str(reference)]) == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(interrupted)],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    stats_dir = interrupted / "stats"
+    while time.time() < deadline and proc.poll() is None:
+        if stats_dir.exists() and len(list(stats_dir.glob("*.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(stats_dir.glob("*.json")))
+    assert 0 < done < 16
+    assert main(["run", str(manifest), "--out", str(interrupted)]) == 0
+    assert tar_digests(interrupted) == tar_digests(reference)
+    assert verify_corpus(interrupted).ok
+
+
+def test_worker_crash_mid_shard_is_retried(tmp_path, teacher_file, monkeypatch, capsys):
+    manifest = write_manifest(tmp_path, teacher_file)
+    monkeypatch.setenv("SMI_SYNTH_INJECT_FAULT", f"crash:3:1:{tmp_path / 'faults'}")
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 0
+    report = last_json(capsys.readouterr().out)
+    assert report["ok"] and report["completed_shards"] == 8
+    assert (tmp_path / "faults" / "fired-3-0").exists()  # the crash really happened
+    assert verify_corpus(out).ok
+
+
+def test_shard_that_always_fails_is_reported_and_the_rest_finish(tmp_path, teacher_file, monkeypatch, capsys):
+    manifest = write_manifest(tmp_path, teacher_file)
+    monkeypatch.setenv("SMI_SYNTH_INJECT_FAULT", f"raise:2:always:{tmp_path / 'faults'}")
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 1
+    captured = capsys.readouterr()
+    report = last_json(captured.out)
+    assert report["failed_shards"] == [2] and report["completed_shards"] == 7
+    assert "injected fault" in report["failures"]["2"]
+    layout = CorpusLayout(out)
+    assert not (layout.root / layout.stats(2)).exists() and not (layout.root / layout.tar(2)).exists()
+    assert all((layout.root / layout.stats(i)).exists() for i in range(8) if i != 2)

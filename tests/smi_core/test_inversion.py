@@ -1,0 +1,211 @@
+import pytest
+import timm
+import torch
+from torch import nn
+
+from smi_core import (
+    InversionConfig,
+    LossWeights,
+    SelectionConfig,
+    StopSchedule,
+    invert,
+    tokens_per_iteration,
+)
+from smi_core.inversion import patch_mask_to_pixels
+from smi_core.losses import BNStatisticsPrior
+from smi_core.vit import vit_geometry
+from tests.smi_core.vit_models import tiny_vit
+
+SCHEDULE = StopSchedule((4, 8, 12), (0.3, 0.3, 0.3))
+
+
+def _config(kind="smi", iterations=20, **kw):
+    return InversionConfig(iterations=iterations, selection=SelectionConfig(kind, SCHEDULE), **kw)
+
+
+def _run(model, config, seed=0, targets=(1, 2, 3), **kw):
+    return invert(model, torch.tensor(targets), config, torch.Generator().manual_seed(seed), **kw)
+
+
+def test_result_shapes_ranges_and_counts():
+    model = tiny_vit("vit")
+    r = _run(model, _config())
+    geo = vit_geometry(model)
+    assert r.images.shape == r.masked_images.shape == (3, 3, 32, 32)
+    assert 0 <= r.images.min() and r.images.max() <= 1
+    assert r.kept_mask.shape == (3, geo.num_patches) and r.kept_mask.dtype == torch.bool
+    assert r.logits.shape == (3, 7) and r.loss.shape == r.confidence.shape == (3,)
+    assert r.iterations == 20 and r.flops > 0 and r.seconds > 0
+    assert torch.equal(r.masked_images, r.images * r.pixel_mask)
+    assert torch.equal(r.pixel_mask, patch_mask_to_pixels(r.kept_mask, geo))
+    probs = torch.softmax(r.logits, 1)[torch.arange(3), r.labels]
+    torch.testing.assert_close(r.confidence, probs)
+    assert r.kept_indices(0) == torch.nonzero(r.kept_mask[0]).flatten().tolist()
+
+
+def test_same_seed_is_bit_identical_and_other_seed_differs():
+    model = tiny_vit("deit")
+    a, b = _run(model, _config()), _run(model, _config())
+    for name in ("images", "kept_mask", "logits", "loss"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert not torch.equal(a.images, _run(model, _config(), seed=1).images)
+
+
+def test_stopped_patches_get_no_gradient_and_never_change():
+    model = tiny_vit("registers")
+    geo = vit_geometry(model)
+    states = []
+    config = _config(loss=LossWeights(tv_l1=0.1, tv_l2=0.1, l2=0.01), keep_best=False)
+    _run(model, config, observer=lambda s: states.append((s.kept.clone(), s.pixels.clone(), s.grad.clone())))
+    # kept counts seen by each forward follow the schedule exactly
+    assert [k.shape[1] for k, _, _ in states] == tokens_per_iteration(config.selection, geo.num_patches, 20)
+    for t in SCHEDULE.iterations:
+        kept_after = torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, states[t][0], True)
+        stopped = ~patch_mask_to_pixels(kept_after, geo).expand(-1, 3, -1, -1)
+        assert stopped.any()
+        frozen = states[t - 1][1][stopped]  # values after the step that preceded the stop
+        for _, pixels, grad in states[t:]:
+            assert torch.count_nonzero(grad[stopped]) == 0
+            assert torch.equal(pixels[stopped], frozen)
+    # kept sets only shrink: once stopped, a patch never comes back
+    for (k0, _, _), (k1, _, _) in zip(states, states[1:]):
+        m0 = torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, k0, True)
+        assert bool(m0.gather(1, k1).all())
+
+
+def test_stopped_patches_under_the_prior_option_are_smoothed_but_never_seen_by_the_teacher():
+    model = tiny_vit("vit")
+    geo = vit_geometry(model)
+    selection = SelectionConfig("smi", SCHEDULE, stopped="prior")
+    config = InversionConfig(iterations=20, selection=selection, loss=LossWeights(tv_l2=0.5), keep_best=False)
+    states = []
+    smoothed = _run(model, config, observer=lambda s: states.append((s.kept.clone(), s.pixels.clone(), s.grad.clone())))
+    assert [k.shape[1] for k, _, _ in states] == tokens_per_iteration(selection, geo.num_patches, 20)
+    last = SCHEDULE.iterations[-1]
+    kept_after = torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, states[last][0], True)
+    stopped = ~patch_mask_to_pixels(kept_after, geo).expand(-1, 3, -1, -1)
+    _, before, _ = states[last - 1]
+    _, after, grad = states[-1]
+    assert torch.count_nonzero(grad[stopped]) > 0  # the TV prior still reaches them
+    assert not torch.equal(after[stopped], before[stopped])
+    pinned = _run(model, InversionConfig(iterations=20, selection=SelectionConfig("smi", SCHEDULE),
+                                         loss=LossWeights(tv_l2=0.5), keep_best=False))
+    tv = lambda x: (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., 1:] - x[..., :-1]).pow(2).mean()  # noqa: E731
+    assert tv(smoothed.images) < tv(pinned.images)
+    with pytest.raises(ValueError, match="selection.stopped"):
+        SelectionConfig("smi", SCHEDULE, stopped="thawed")
+
+
+def test_accumulated_saliency_with_one_forward_before_the_stop_is_the_instant_one():
+    """A stop at iteration 1 sees one forward either way: the sum must map tokens back through roll and flip."""
+    model = tiny_vit("deit")
+    runs = {}
+    for saliency in ("instant", "accumulated"):
+        selection = SelectionConfig("smi", StopSchedule((1,), (0.5,)), saliency=saliency)
+        config = InversionConfig(iterations=6, selection=selection)  # default augment: roll and flip
+        runs[saliency] = _run(model, config, seed=3)
+    assert torch.equal(runs["instant"].kept_mask, runs["accumulated"].kept_mask)
+    assert torch.equal(runs["instant"].images, runs["accumulated"].images)
+    many = InversionConfig(iterations=20, selection=SelectionConfig("smi", SCHEDULE, saliency="accumulated"))
+    a, b = _run(model, many), _run(model, many)
+    assert torch.equal(a.kept_mask, b.kept_mask) and torch.equal(a.images, b.images)
+    assert a.kept_mask.sum(1).tolist() == [SCHEDULE.kept_counts(vit_geometry(model).num_patches)[-1]] * 3
+
+
+def test_last_iterate_without_keep_best_is_the_final_image():
+    model = tiny_vit("vit")
+    states = []
+    r = _run(model, _config(keep_best=False), observer=lambda s: states.append(s.pixels.clone()))
+    mean, std = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1), torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    torch.testing.assert_close(r.images, (states[-1] * std + mean).clamp(0, 1))
+
+
+def test_best_iterate_is_a_real_copy_and_not_the_last():
+    model = tiny_vit("vit")
+    snapshots, losses = [], []
+    # a large step size makes the objective oscillate, so the best iterate is an earlier one
+    config = _config(iterations=30, lr=2.0)
+    previous = {"pixels": None}
+
+    def observe(s):
+        # the loss belongs to the iterate BEFORE this step
+        snapshots.append(previous["pixels"] if previous["pixels"] is not None else None)
+        losses.append(s.loss.clone())
+        previous["pixels"] = s.pixels.clone()
+
+    r = _run(model, config, observer=observe)
+    final_phase = SCHEDULE.iterations[-1]
+    loss = torch.stack(losses)[final_phase:]  # (T - final_phase, B): the best is sought there
+    best_iter = loss.argmin(0) + final_phase
+    assert (best_iter != config.iterations - 1).any(), best_iter
+    torch.testing.assert_close(r.loss, loss.min(0).values)
+    mean, std = torch.tensor(model.pretrained_cfg["mean"]).view(3, 1, 1), torch.tensor(model.pretrained_cfg["std"]).view(3, 1, 1)
+    assert r.kept_mask.sum(1).tolist() == [SCHEDULE.kept_counts(16)[-1]] * 3  # carries the final mask
+    for i, t in enumerate(best_iter.tolist()):
+        expected = (snapshots[t][i] * std + mean).clamp(0, 1)
+        torch.testing.assert_close(r.images[i], expected, atol=0, rtol=0)
+
+
+def test_pixels_stay_in_the_valid_range_of_the_normalisation():
+    model = tiny_vit("vit")
+    model.pretrained_cfg = {**model.pretrained_cfg, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    states = []
+    _run(model, _config(lr=5.0), observer=lambda s: states.append(s.pixels.clone()))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    for p in states:
+        img = p * std + mean
+        assert img.min() >= -1e-6 and img.max() <= 1 + 1e-6
+
+
+def test_inversion_learns_the_target():
+    """Dense and sparse inversion both raise the teacher's confidence well above chance."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=48,
+                              depth=2, num_heads=3, num_classes=7).eval().requires_grad_(False)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)  # timm heads start near zero; make the logits input-sensitive
+    for kind in ("dense", "smi"):
+        r = _run(model, _config(kind, iterations=60, lr=0.1))
+        assert r.confidence.min() > 0.9, (kind, r.confidence)
+
+
+def test_dense_policy_on_a_model_without_class_token_and_smi_refuses():
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=48,
+                              depth=1, num_heads=3, num_classes=5, class_token=False, global_pool="avg").eval()
+    r = _run(model, _config("dense", iterations=3), targets=(0, 4))
+    assert r.kept_mask.all()
+    with pytest.raises(ValueError, match="selection.kind"):
+        _run(model, _config("smi"), targets=(0,))
+
+
+def test_random_policy_and_priors_and_bf16_autocast_run():
+    model = tiny_vit("deit3_no_embed_class")
+    r = _run(model, _config("random", loss=LossWeights(tv_l1=1e-3, l2=1e-4, patch_entropy=0.1), keep_best=False))
+    assert r.kept_mask.sum(1).tolist() == [SCHEDULE.kept_counts(16)[-1]] * 3
+    r = _run(model, _config("smi", iterations=14), autocast_dtype=torch.bfloat16)
+    assert torch.isfinite(r.loss).all()
+
+
+def test_bn_prior_from_a_cnn():
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    model = tiny_vit("vit")
+    r = _run(model, _config(loss=LossWeights(bn_prior=0.1)), bn_prior=BNStatisticsPrior(cnn))
+    assert torch.isfinite(r.loss).all()
+    assert not any(m._forward_hooks for m in cnn.modules())  # hooks removed after every use
+    with pytest.raises(ValueError, match="loss.bn_prior"):
+        _run(model, _config(loss=LossWeights(bn_prior=0.1)))
+
+
+@pytest.mark.parametrize(
+    "targets, match", [((7,), "targets"), ((-1,), "targets")]
+)
+def test_bad_targets(targets, match):
+    with pytest.raises(ValueError, match=match):
+        _run(tiny_vit("vit"), _config(), targets=targets)
+
+
+def test_non_vit_and_bad_image_size_raise_value_error():
+    with pytest.raises(ValueError, match="model"):
+        _run(nn.Sequential(nn.Conv2d(3, 3, 1)), _config())
+    with pytest.raises(ValueError, match="img_size"):
+        _run(tiny_vit("dynamic_size"), _config(), img_size=(30, 30))
