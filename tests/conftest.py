@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.corpus.index import ShardTask
 from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.writer import ShardSample, write_shard
-from pipeline.run.plan import ShardTask
 
 TOY_SPEC = {"name": "toy-corpus", "teacher": "toy", "method": "smi"}
 

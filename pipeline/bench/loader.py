@@ -18,13 +18,12 @@ import numpy as np
 import torch
 
 from pipeline.console import emit_json
-from pipeline.corpus.index import refresh_index, write_manifest
+from pipeline.corpus.index import ShardTask, refresh_index, write_manifest
 from pipeline.corpus.layout import CorpusLayout, as_layout, sample_key
 from pipeline.corpus.loader import corpus_shards, load_corpus
 from pipeline.corpus.sample import PNG_COMPRESS_LEVEL, ShardSample, decode_image
 from pipeline.corpus.tar_io import read_tar
 from pipeline.corpus.writer import write_shard
-from pipeline.run.plan import ShardTask
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.corpus.layout import CorpusLayout, as_layout, shard_name
 from pipeline.errors import CorpusError
-from pipeline.run.plan import ShardTask
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One row of the shard table (planned by ``pipeline.run.plan``): a class shard of ``count`` images
+    of class ``label``, per-class indices from ``first_index``."""
+
+    shard_id: int
+    label: int
+    class_name: str
+    first_index: int
+    count: int
+    seed: int
+
 
 MANIFEST_FORMAT = "smi-synth-corpus"
 MANIFEST_VERSION = 1

@@ -61,18 +61,22 @@ class CorpusLayout:
 
     @staticmethod
     def tar(shard_id: int) -> str:
+        """``data/train-000042.tar``: the shard's WebDataset tar."""
         return f"{DATA_DIR}/{shard_name(shard_id)}.tar"
 
     @staticmethod
     def parquet(shard_id: int) -> str:
+        """``metadata/train-000042.parquet``: one row per sample."""
         return f"{METADATA_DIR}/{shard_name(shard_id)}.parquet"
 
     @staticmethod
     def stats(shard_id: int) -> str:
+        """``stats/train-000042.json``: the completion marker, written last."""
         return f"{STATS_DIR}/{shard_name(shard_id)}.json"
 
     @staticmethod
     def preview(file_name: str) -> str:
+        """``preview/FILE``: a contact sheet."""
         return f"{PREVIEW_DIR}/{file_name}"
 
 

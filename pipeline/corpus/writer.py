@@ -61,7 +61,6 @@ def _parquet_bytes(samples: Sequence[ShardSample], image_digests: Sequence[str])
             ("kept_patches", pa.int32()),
             ("confidence", pa.float64()),
             ("final_loss", pa.float64()),
-            ("generation_seconds", pa.float64()),
         ]
     )
     columns = {
@@ -76,7 +75,6 @@ def _parquet_bytes(samples: Sequence[ShardSample], image_digests: Sequence[str])
         "kept_patches": [len(s.kept_patches) for s in samples],
         "confidence": [float(s.confidence) for s in samples],
         "final_loss": [float(s.final_loss) for s in samples],
-        "generation_seconds": [float(s.generation_seconds) for s in samples],
     }
     table = pa.table(columns, schema=schema)
     buf = io.BytesIO()

@@ -71,14 +71,17 @@ def corpus_stats(layout: CorpusLayout, manifest: dict) -> CorpusStats:
     done_set = set(done)
     labels = {int(e["label"]) for e in manifest["shards"] if int(e["shard_id"]) in done_set}
     images = tar_bytes = parquet_bytes = 0
-    sums = {"confidence": 0.0, "kept_patches": 0.0, "generation_seconds": 0.0}
+    sums = {"confidence": 0.0, "kept_patches": 0.0}
     counts = dict.fromkeys(sums, 0)
-    image_size = None
+    image_size, seconds, timed = None, 0.0, 0
     for sid in done:
         stats = read_stats(layout, sid)
         images += int(stats.get("samples", 0))
         tar_bytes += int(stats.get("tar_bytes", 0))
         parquet_bytes += int(stats.get("parquet_bytes", 0))
+        if "generation_seconds" in stats:
+            seconds += float(stats["generation_seconds"])
+            timed += int(stats.get("samples", 0))
         if image_size is None and "image_size" in stats:
             image_size = (int(stats["image_size"][0]), int(stats["image_size"][1]))
         name = layout.parquet(sid)
@@ -93,7 +96,7 @@ def corpus_stats(layout: CorpusLayout, manifest: dict) -> CorpusStats:
             counts[col] += len(values)
     mean = {c: (sums[c] / counts[c] if counts[c] else None) for c in sums}
     return CorpusStats(len(done), images, len(labels), tar_bytes, parquet_bytes, mean["confidence"],
-                       mean["kept_patches"], mean["generation_seconds"], image_size)
+                       mean["kept_patches"], seconds / timed if timed else None, image_size)
 
 
 def _teacher(spec: dict) -> tuple[str, str | None]:
@@ -257,7 +260,7 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None) -> 
         f"| `KEY.{SOFT_LABEL_MEMBER}` | the teacher's logits (float16 `.npy`, no pickle) |",
         "",
         "`metadata/train-NNNNNN.parquet` has one row per sample (key, label, class_name, seed, shard, size, "
-        "image sha256, kept patch count, confidence, final loss, generation seconds); "
+        "image sha256, kept patch count, confidence, final loss; timings are in the stats); "
         "`stats/train-NNNNNN.json` has each shard's sample count, byte size and sha256; `manifest.json` "
         "holds the full generation spec; `shardindex.json` is a wids shard index.",
         "",

@@ -5,24 +5,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from pipeline.console import emit_json
+from pipeline.corpus.index import ShardTask
 from pipeline.run.spec import RunSpec, load_spec
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """One class shard: ``count`` images of class ``label`` with per-class indices from ``first_index``."""
-
-    shard_id: int
-    label: int
-    class_name: str
-    first_index: int
-    count: int
-    seed: int
-
 
 # --- estimate assumptions (stated in every summary) ----------------------------------------------
 FWD_BWD_FACTOR = 2  # one inversion step = forward + backward to the pixels only (no weight gradients), as smi_core runs it

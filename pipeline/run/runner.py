@@ -20,6 +20,7 @@ from importlib import metadata
 
 from pipeline.console import emit_json, progress
 from pipeline.corpus.index import (
+    ShardTask,
     complete_shard_ids,
     read_manifest,
     refresh_index,
@@ -30,7 +31,7 @@ from pipeline.corpus.writer import remove_incomplete, remove_stray_temporaries
 from pipeline.errors import UserError
 from pipeline.hub.card import write_card
 from pipeline.run.faults import FaultPlan
-from pipeline.run.plan import ShardTask, plan_shards
+from pipeline.run.plan import plan_shards
 from pipeline.run.spec import RunSpec, load_spec
 from pipeline.run.worker import ShardWorker, WorkerConfig
 from pipeline.teachers.toy import load_or_build_toy_teacher

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -35,7 +35,6 @@ from pydantic import (
 from pipeline.checks import is_int
 from pipeline.checksums import file_sha256
 from pipeline.errors import UserError
-from pipeline.teachers.loading import TeacherInfo, describe_teacher
 from smi_core.config import (
     AugmentConfig,
     InversionConfig,
@@ -43,6 +42,9 @@ from smi_core.config import (
     SelectionConfig,
     StopSchedule,
 )
+
+if TYPE_CHECKING:
+    from pipeline.teachers.loading import TeacherInfo
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +460,8 @@ def spec_from_dict(
 
 
 def _describe_teacher(teacher_spec: str) -> TeacherInfo:
+    from pipeline.teachers.loading import describe_teacher  # lazy: `import pipeline.run.spec` loads no torch
+
     return describe_teacher(teacher_spec)
 
 

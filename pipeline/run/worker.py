@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.corpus.index import ShardTask
 from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.sample import ShardSample
 from pipeline.corpus.writer import warm_up, write_shard
 from pipeline.run.faults import FaultPlan
-from pipeline.run.plan import ShardTask
 from pipeline.teachers.loading import load_teacher
 from smi_core import InversionConfig, InversionResult, invert
 

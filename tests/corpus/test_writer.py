@@ -15,7 +15,12 @@ import pytest
 
 from pipeline.corpus import storage
 from pipeline.corpus import writer as shard_writer
-from pipeline.corpus.index import read_manifest, refresh_index, write_manifest
+from pipeline.corpus.index import (
+    ShardTask,
+    read_manifest,
+    refresh_index,
+    write_manifest,
+)
 from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.loader import iter_samples
 from pipeline.corpus.writer import (
@@ -27,7 +32,6 @@ from pipeline.corpus.writer import (
     write_shard,
 )
 from pipeline.errors import CorpusError
-from pipeline.run.plan import ShardTask
 
 TASK = ShardTask(shard_id=1, label=2, class_name="class2", first_index=8, count=4, seed=77)
 
@@ -275,3 +279,15 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"shards": []}')
     with pytest.raises(CorpusError, match="not an smi-synth corpus"):
         read_manifest(tmp_path)
+
+
+def test_shard_bytes_do_not_depend_on_timings(tmp_path: Path, make_samples) -> None:
+    """Tar and parquet bytes are a function of the samples' content; timings live in the stats only."""
+    a, b = CorpusLayout(tmp_path / "a"), CorpusLayout(tmp_path / "b")
+    fast = make_samples(TASK)
+    slow = [dataclasses.replace(s, generation_seconds=s.generation_seconds * 7 + 3) for s in fast]
+    stats_a = write_shard(a, 1, fast, num_classes=3)
+    stats_b = write_shard(b, 1, slow, num_classes=3)
+    for name in (a.tar(1), a.parquet(1)):
+        assert (a.root / name).read_bytes() == (b.root / name).read_bytes()
+    assert stats_a["generation_seconds"] != stats_b["generation_seconds"]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.corpus.index import ShardTask
 from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.writer import write_shard
-from pipeline.run.plan import ShardTask
 from pipeline.run.worker import samples_from_result
 from smi_core.result import InversionResult
 
