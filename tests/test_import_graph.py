@@ -107,3 +107,11 @@ def test_function_local_import_counts(tmp_path: Path) -> None:
     src.parent.mkdir()
     src.write_text("def f():\n    from pipeline.y import g\n    return g\n")
     assert _edges("pipeline.x", src, {"pipeline.x": src, "pipeline.y": src}) == {"pipeline.y"}
+
+
+def test_corpus_imports_no_other_subpackage() -> None:
+    graph = import_graph()
+    others = ("pipeline.run", "pipeline.teachers", "pipeline.evaluate", "pipeline.hub", "pipeline.bench")
+    leaks = sorted((m, d) for m, deps in graph.items() if m.startswith("pipeline.corpus")
+                   for d in deps if d.startswith(others))
+    assert leaks == []
