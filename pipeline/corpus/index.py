@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.corpus.layout import CorpusLayout, as_layout, shard_name
@@ -98,7 +98,7 @@ def _write(layout: CorpusLayout, manifest: dict) -> None:
     done = [e for e in manifest["shards"] if e.get("complete")]
     manifest["complete_shards"] = len(done)
     manifest["complete_images"] = sum(int(e.get("samples", 0)) for e in done)
-    name = str(manifest.get("spec", {}).get("name") or layout.root.resolve().name)
+    name = str(manifest.get("spec", {}).get("name") or PurePosixPath(str(layout.root)).name)
     layout.storage.write_atomic(layout.manifest, _dump(manifest))
     layout.storage.write_atomic(layout.shardindex, _dump(_shardindex(manifest, name)))
 

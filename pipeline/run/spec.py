@@ -460,7 +460,9 @@ def spec_from_dict(
 
 
 def _describe_teacher(teacher_spec: str) -> TeacherInfo:
-    from pipeline.teachers.loading import describe_teacher  # lazy: `import pipeline.run.spec` loads no torch
+    from pipeline.teachers.loading import (
+        describe_teacher,  # lazy: `import pipeline.run.spec` loads no torch
+    )
 
     return describe_teacher(teacher_spec)
 
