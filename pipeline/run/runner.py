@@ -72,6 +72,7 @@ class RunReport:
     inversion_seconds: float = 0.0  # summed over workers
     write_seconds: float = 0.0  # summed over workers
     retries: int = 0  # shard attempts re-queued after a failure
+    shards_per_worker: list[int] = field(default_factory=list)  # in worker start order (grown pools too)
 
     @property
     def ok(self) -> bool:
@@ -86,7 +87,8 @@ class RunReport:
             "failed_shards": sorted(self.failed_shards), "failures": {str(k): v for k, v in self.failed_shards.items()},
             "workers": self.workers, "device": self.device, "wall_seconds": self.wall_seconds,
             "startup_seconds": self.startup_seconds, "inversion_seconds": self.inversion_seconds,
-            "write_seconds": self.write_seconds,
+            "write_seconds": self.write_seconds, "retries": self.retries,
+            "shards_per_worker": self.shards_per_worker,
             "images_per_second": self.completed_images / self.wall_seconds if self.wall_seconds else 0.0,
             "images_per_second_per_worker": (
                 self.completed_images / self.inversion_seconds if self.inversion_seconds else 0.0
@@ -272,6 +274,7 @@ def _dispatch(ray, make_actor, count: int, pending: list[ShardTask], registry, l
         bar.close()
     report.failed_shards.update(outcome.failed)
     report.retries, report.workers = outcome.retries, max(report.workers, outcome.actors_started)
+    report.shards_per_worker = outcome.shards_per_actor
     for shard, reason in sorted(outcome.failed.items()):
         log.warning("shard %d failed: %s", shard, reason)
 

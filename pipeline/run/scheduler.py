@@ -77,6 +77,7 @@ class ScheduleOutcome:
     retries: int = 0
     deadline_kills: int = 0
     actors_started: int = 0
+    shards_per_actor: list[int] = field(default_factory=list)  # completed shards, in actor start order
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -119,6 +120,7 @@ def schedule(
         actors.append(actor)
         refs[actor.handle.ready.remote()] = ("ready", len(actors) - 1)
         outcome.actors_started += 1
+        outcome.shards_per_actor.append(0)
 
     def requeue(task: ShardTask, reason: str) -> None:
         attempts[task.shard_id] = attempts.get(task.shard_id, 0) + 1
@@ -196,6 +198,7 @@ def schedule(
                 actor.state, actor.probes = "idle", 0
                 continue
             task, actor.task, actor.state = actor.task, None, "idle"
+            outcome.shards_per_actor[index] += 1
             on_done(task, result)
     outcome.failed.update({t.shard_id: "no worker could be reached" for t in queue if t.shard_id not in outcome.failed})
     return outcome

@@ -103,6 +103,8 @@ class ShardWorker:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
+        if config.fault is not None:
+            config.fault.maybe_fire_at_start()
         if config.threads:
             torch.set_num_threads(int(config.threads))
         self.device = torch.device(config.device)
