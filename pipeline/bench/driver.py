@@ -8,7 +8,9 @@ shard; no tars: only the driver's bookkeeping is measured), then times, in one p
   per-shard ``refresh_index`` (re-read and rewrite the whole index after every shard) on a sample;
 - ``status_s``: ``smi-synth status`` (manifest, one stats listing, every stats file);
 - ``resume_scan_s``: a resume's preparation (refuse-or-accept the folder, clear leftovers of pending
-  shards, rewrite the manifest from the stats).
+  shards, rewrite the manifest from the stats);
+- ``dispatch_ms`` (``--dispatch N``): the scheduler's own time per shard on a local Ray instance, with
+  actors that answer at once (token registration, dispatch, result, bookkeeping).
 
     .venv/bin/python -m pipeline.bench.driver --shards 4000,40000 --json
 """
@@ -94,9 +96,44 @@ def bench_driver(root: Path, shards: int) -> dict[str, Any]:
     }
 
 
+class _InstantWorker:
+    """A Ray actor that 'generates' a shard at once: what is left is the driver's own cost."""
+
+    def ready(self) -> int:
+        return 1
+
+    def run_attempt(self, task: ShardTask, token: str, registry: Any, assigned: None = None) -> dict:
+        return _stats(task.shard_id)
+
+
+def bench_dispatch(shards: int, workers: int = 2) -> dict[str, Any]:
+    import ray
+
+    from pipeline.run.scheduler import AttemptRegistry, schedule
+
+    ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR")
+    try:
+        actor_cls = ray.remote(_InstantWorker).options(num_cpus=1)
+        registry = ray.remote(AttemptRegistry).options(num_cpus=0).remote()
+        tasks = [ShardTask(i, i // 4, f"class{i // 4}", 0, PER_SHARD, i) for i in range(shards)]
+        with tempfile.TemporaryDirectory() as tmp:
+            layout, _ = build(Path(tmp) / "corpus", shards, complete_fraction=0.0)
+            index = IndexWriter(layout)
+            start = time.perf_counter()
+            outcome = schedule(ray, actor_cls.remote, workers, tasks, registry=registry,
+                               on_done=lambda t, st: index.mark_complete(t.shard_id, st))
+            index.flush()
+            seconds = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    assert not outcome.failed
+    return {"shards": shards, "workers": workers, "dispatch_ms": 1000 * seconds / shards}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench.driver", description=__doc__.splitlines()[0])
     parser.add_argument("--shards", default="4000,40000", help="comma list of planned shard counts")
+    parser.add_argument("--dispatch", type=int, default=0, help="also time the scheduler on this many shards")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     results = []
@@ -106,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         print(f"{n} shards: driver {r['per_shard_ms']:.3f} ms/shard (old refresh {r['old_refresh_per_shard_ms']:.1f} "
               f"ms/shard), status {r['status_s']:.2f} s, resume scan {r['resume_scan_s']:.2f} s")
+    dispatch = bench_dispatch(args.dispatch) if args.dispatch else None
+    if dispatch:
+        print(f"scheduler: {dispatch['dispatch_ms']:.2f} ms per shard over {dispatch['shards']} instant shards")
     if args.json:
-        emit_json({"results": results})
+        emit_json({"results": results, "dispatch": dispatch})
     return 0
 
 
