@@ -1,7 +1,8 @@
 """Sparse model inversion: optimise pixels so a frozen ViT predicts the targets, stopping patches on a schedule.
 
 ``invert`` is the engine. It optimises the image in the teacher's normalised space with Adam, draws
-every random choice (initial noise, roll/flip, random stopping) from the generator passed in, runs
+every random choice (initial noise, roll/flip, optional zoom and colour shift, random stopping) from
+the generator passed in, runs
 the teacher on the kept patches only, freezes stopped patches exactly (no gradient, values pinned;
 or, with ``selection.stopped == "prior"``, leaves them to the image priors alone),
 clips to the normalisation's valid range after each step, and keeps a real copy of each sample's
@@ -39,7 +40,8 @@ class IterationState:
     """What an observer sees after each iteration. Tensors are live: clone what you keep."""
 
     iteration: int
-    kept: torch.Tensor  # (B, K) canonical patch indices the forward of this iteration saw
+    kept: torch.Tensor  # (B, K) canonical patch indices the forward of this iteration saw (with a zoom: the
+    # kept set, while the forward saw the K view tokens that cover it best)
     pixels: torch.Tensor  # (B, 3, H, W) normalised image after this iteration's step
     grad: torch.Tensor  # (B, 3, H, W) gradient this iteration's step used
     loss: torch.Tensor  # (B,) per-sample objective of the iterate before the step
