@@ -86,7 +86,7 @@ def suite_teacher(name: str) -> SuiteTeacher:
                             toy_model_config(), None, False)
     if name == "glyphs196":
         return SuiteTeacher(name, "DejaVu letters with distortions, clutter and noise", glyphs_data.CLASS_NAMES,
-                            _vit(glyphs_data.IMAGE_SIZE, glyphs_data.NUM_CLASSES), TrainRecipe(steps=1200), False)
+                            _vit(glyphs_data.IMAGE_SIZE, glyphs_data.NUM_CLASSES), TrainRecipe(steps=1200, lr=2e-3), False)
     if name == "digits64":
         return SuiteTeacher(name, "scikit-learn's real handwritten digits, upscaled", digits_data.CLASS_NAMES,
                             _vit(digits_data.IMAGE_SIZE, digits_data.NUM_CLASSES), TrainRecipe(steps=1000), True)
