@@ -358,7 +358,7 @@ def _csv(value: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: tiny teachers (own cache under OUT), 3 classes x 4 images, 12 iterations, 10 steps")
+                   help="smoke run: tiny teachers (5 steps, own cache under OUT), 3 classes x 4 images, 12 iterations, 6 steps")
     p.add_argument("--out", type=Path, help="results folder (default: a temporary folder, removed)")
     p.add_argument("--teachers", default=",".join(suite.TEACHERS), help=f"some of {', '.join(suite.TEACHERS)}")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (inversion and student)")
@@ -396,9 +396,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.corpora or set(args.corpora) - set(CORPORA):
         p.error(f"--corpora: expected some of {', '.join(CORPORA)}, got {args.corpora}")
     if args.quick:
-        args.classes, args.per_class, args.iterations, args.steps = 3, 4, 12, 10
-        args.teacher_steps = args.teacher_steps or 10
-        args.eval_images = args.eval_images or 150
+        args.classes, args.per_class, args.iterations, args.steps = 3, 4, 12, 6
+        args.teacher_steps = args.teacher_steps or 5
+        args.eval_images = args.eval_images or 90
     for flag, value, low in (("--classes", args.classes, 1), ("--per-class", args.per_class, 1),
                              ("--iterations", args.iterations, 2), ("--steps", args.steps, 1),
                              ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1),
