@@ -5,6 +5,12 @@ and stray temporaries), starts one actor per GPU (or CPU actors sized to the mac
 teacher once, hands out pending shards, retries failed ones and keeps manifest.json current as
 shards complete. Workers write their shards themselves; a shard's stats file, written last, is the
 only completion marker, so a killed run resumes exactly.
+
+Provenance: before any shard is handed out, every worker's record (teacher weights, engine, package
+versions, device, GPU model; :mod:`pipeline.run.provenance`) is compared with the one manifest.json
+recorded when the corpus's first shards were made (or, for a new corpus, with the first worker's).
+A difference is refused with a message naming it, unless ``allow_provenance_mismatch`` (``run
+--allow-provenance-mismatch``), which records it in manifest.json (``spec.provenance_mismatches``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pipeline.errors import UserError
 from pipeline.hub.card import write_card
 from pipeline.run.faults import FaultPlan
 from pipeline.run.plan import plan_shards
+from pipeline.run.provenance import mismatches
 from pipeline.run.spec import RunSpec, load_spec
 from pipeline.run.worker import ShardWorker, WorkerConfig
 from pipeline.teachers.toy import load_or_build_toy_teacher
@@ -94,9 +101,12 @@ def check_resumable(spec: RunSpec, layout: CorpusLayout) -> set[int]:
     if layout.storage.exists(layout.manifest):
         existing = read_manifest(layout)
         if not spec.matches_hash(existing.get("spec_hash")):
+            recorded = (existing.get("spec") or {}).get("hashed_fields")
+            diffs = spec.hash_differences(recorded) if isinstance(recorded, dict) else []
+            named = f": {'; '.join(diffs[:4])}" + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "") if diffs else ""
             raise UserError(
                 f"{layout.root} holds a corpus of a different spec (spec hash {str(existing.get('spec_hash'))[:12]}, "
-                f"this manifest {spec.spec_hash()[:12]}); refusing to resume into it: use another --out"
+                f"this manifest {spec.spec_hash()[:12]}){named}; refusing to resume into it: use another --out"
             )
         return set(complete_shard_ids(layout, existing))
     if not layout.storage.is_empty():
@@ -104,27 +114,77 @@ def check_resumable(spec: RunSpec, layout: CorpusLayout) -> set[int]:
     return set()
 
 
-def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execution: dict) -> None:
+def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execution: dict,
+                provenance: dict | None = None, *, allow_provenance_mismatch: bool = False) -> None:
     """Clear stray temporaries and incomplete shards, then (re)write manifest.json.
 
     ``execution`` (device kind and dtype) is recorded; resuming a corpus that already has complete
-    shards on another kind of device is refused, since CPU and GPU arithmetic give different bytes.
+    shards on another kind of device is refused, since CPU and GPU arithmetic give different bytes
+    (allowed with ``allow_provenance_mismatch``, and recorded). ``provenance`` (from
+    :func:`check_provenance`) is written into the spec as ``provenance`` and
+    ``provenance_mismatches``. The package version recorded when the first shards were made is kept.
     """
     layout = CorpusLayout(spec.output)
-    if complete and layout.storage.exists(layout.manifest):
-        recorded = read_manifest(layout).get("spec", {}).get("execution")
-        if recorded and recorded != execution:
+    existing = read_manifest(layout) if complete and layout.storage.exists(layout.manifest) else {}
+    recorded_spec = existing.get("spec") or {}
+    provenance = dict(provenance or {})
+    recorded = recorded_spec.get("execution")
+    if recorded and recorded != execution:
+        if not allow_provenance_mismatch:
             raise UserError(
                 f"{layout.root} was generated with {recorded}; this run would use {execution}, which gives "
-                f"different bytes: run it where the corpus was started, or use another --out"
+                f"different bytes: run it where the corpus was started, use another --out, or pass "
+                f"--allow-provenance-mismatch to mix them (recorded in manifest.json)"
             )
+        provenance.setdefault("provenance_mismatches", list(recorded_spec.get("provenance_mismatches") or []))
+        provenance["provenance_mismatches"].append(
+            {"complete_shards_before": len(complete), "differences": [f"execution: {recorded} -> {execution}"]})
+        execution = recorded  # the corpus's own execution stays its reference
     for path in remove_stray_temporaries(layout):
         log.info("removed stray temporary %s", path)
     for task in tasks:
         if task.shard_id not in complete:
             remove_incomplete(layout, task.shard_id)
-    resolved = {**spec.resolved(), "execution": execution}
-    write_manifest(layout, spec=resolved, spec_hash=spec.spec_hash(), package_version=package_version(), tasks=tasks)
+    resolved = {**spec.resolved(), "execution": execution, **provenance}
+    version = existing.get("package_version") if complete else None
+    write_manifest(layout, spec=resolved, spec_hash=spec.spec_hash(), package_version=version or package_version(),
+                   tasks=tasks)
+
+
+def check_provenance(records: list[dict | None], layout: CorpusLayout, complete: set[int],
+                     allow: bool = False) -> dict:
+    """Compare the workers' provenance records with the corpus's; return what manifest.json records.
+
+    The reference is the record manifest.json kept from the corpus's first shards when some shards
+    are complete, else the first worker's. ``None`` records (workers that did not start) are skipped.
+    Raises UserError naming the first differences unless ``allow``; then the difference is recorded.
+    """
+    records = [r for r in records if r is not None]
+    recorded_spec: dict = {}
+    if complete and layout.storage.exists(layout.manifest):
+        recorded_spec = read_manifest(layout).get("spec") or {}
+    reference = recorded_spec.get("provenance") if complete else None
+    history = list(recorded_spec.get("provenance_mismatches") or [])
+    if not records:
+        return {"provenance": reference, "provenance_mismatches": history} if reference else {}
+    if reference is None:
+        reference = records[0]
+    diffs: list[str] = []
+    for record in records:
+        diffs += [d for d in mismatches(reference, record) if d not in diffs]
+    if diffs and not allow:
+        what = "this corpus's first shards were made with" if complete else "the first worker has"
+        raise UserError(
+            f"{layout.root}: provenance mismatch ({what} other ones than this run's workers): {'; '.join(diffs[:4])}"
+            + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "")
+            + "; mixing them can change bytes. Run where the corpus was started (same versions, device and "
+            "GPU model), use another --out, or pass --allow-provenance-mismatch to mix them (recorded in manifest.json)"
+        )
+    if diffs:
+        log.warning("provenance mismatch allowed: %s", "; ".join(diffs))
+        history.append({"complete_shards_before": len(complete), "differences": diffs,
+                        "records": [r for r in records if mismatches(reference, r)][:4]})
+    return {"provenance": reference, "provenance_mismatches": history}
 
 
 def _ray_init(address: str | None):
@@ -178,7 +238,8 @@ def prebuild_toy_teacher(show_progress: bool = True) -> dict:
 
 
 def run_corpus(
-    spec: RunSpec, *, address: str | None = None, workers: int | None = None, show_progress: bool = True
+    spec: RunSpec, *, address: str | None = None, workers: int | None = None, show_progress: bool = True,
+    allow_provenance_mismatch: bool = False,
 ) -> RunReport:
     """Generate every pending shard of ``spec`` into ``spec.output``; see the module docstring."""
     start = time.perf_counter()
@@ -200,7 +261,6 @@ def run_corpus(
         device, count, options = _worker_layout(spec, ray, workers)
         dtype = spec.dtype if device == "cuda" else "float32"
         threads = None if device == "cuda" else max(1, int(options["num_cpus"]))
-        prepare_out(spec, tasks, complete, {"device": device, "dtype": dtype, "threads_per_worker": threads})
         count = min(count, len(pending))
         report.workers, report.device = count, device
         config = WorkerConfig(
@@ -211,12 +271,30 @@ def run_corpus(
         )
         actor_cls = ray.remote(ShardWorker).options(max_restarts=-1, max_task_retries=0, **options)
         actors = [actor_cls.remote(config) for _ in range(count)]
+        recorded = check_provenance(_provenance_records(ray, actors), layout, complete, allow_provenance_mismatch)
+        prepare_out(spec, tasks, complete, {"device": device, "dtype": dtype, "threads_per_worker": threads},
+                    recorded, allow_provenance_mismatch=allow_provenance_mismatch)
         report.startup_seconds = time.perf_counter() - start
         _dispatch(ray, actors, pending, layout, report, show_progress)
     finally:
         ray.shutdown()
     _finish(layout, report, start)
     return report
+
+
+def _provenance_records(ray, actors) -> list[dict | None]:
+    """Each actor's provenance record once its teacher is loaded; ``None`` for one that failed to start
+    (the dispatcher deals with it as before)."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    records: list[dict | None] = []
+    for actor in actors:
+        try:
+            records.append(ray.get(actor.provenance.remote()))
+        except (RayActorError, RayTaskError) as exc:
+            log.warning("worker did not start: %s", _failure_reason(exc))
+            records.append(None)
+    return records
 
 
 def _finish(layout: CorpusLayout, report: RunReport, start: float) -> None:
@@ -331,7 +409,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.manifest)
     if args.out:
         spec = spec.with_output(args.out)
-    report = run_corpus(spec, address=args.address, workers=args.workers, show_progress=sys.stderr.isatty())
+    report = run_corpus(spec, address=args.address, workers=args.workers, show_progress=sys.stderr.isatty(),
+                        allow_provenance_mismatch=getattr(args, "allow_provenance_mismatch", False))
     print(format_report(report), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         emit_json(report.as_dict())
