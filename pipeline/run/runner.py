@@ -11,6 +11,8 @@ versions, device, GPU model; :mod:`pipeline.run.provenance`) is compared with th
 recorded when the corpus's first shards were made (or, for a new corpus, with the first worker's).
 A difference is refused with a message naming it, unless ``allow_provenance_mismatch`` (``run
 --allow-provenance-mismatch``), which records it in manifest.json (``spec.provenance_mismatches``).
+Shards whose stats show another provenance anyway (an actor restarted on another node) are deleted
+and reported as failed once the dispatch ends, so the next run regenerates them.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from pipeline.corpus.index import (
     ShardTask,
     complete_shard_ids,
     read_manifest,
+    read_stats,
     refresh_index,
     write_manifest,
 )
 from pipeline.corpus.layout import CorpusLayout
-from pipeline.corpus.writer import remove_incomplete, remove_stray_temporaries
+from pipeline.corpus.writer import remove_incomplete, remove_shard, remove_stray_temporaries
 from pipeline.errors import UserError
 from pipeline.hub.card import write_card
 from pipeline.run.faults import FaultPlan
@@ -276,10 +279,36 @@ def run_corpus(
                     recorded, allow_provenance_mismatch=allow_provenance_mismatch)
         report.startup_seconds = time.perf_counter() - start
         _dispatch(ray, actors, pending, layout, report, show_progress)
+        if not allow_provenance_mismatch:  # e.g. an actor restarted on a node unlike the others
+            reject_foreign_shards(layout, [t.shard_id for t in pending], recorded.get("provenance"), report)
     finally:
         ray.shutdown()
     _finish(layout, report, start)
     return report
+
+
+def reject_foreign_shards(layout: CorpusLayout, shard_ids: list[int], reference: dict | None,
+                          report: RunReport) -> list[int]:
+    """Unmark and delete shards of ``shard_ids`` whose stats' provenance differs from ``reference``;
+    they count as failed (the next run regenerates them). Returns their ids."""
+    if not reference:
+        return []
+    rejected = []
+    for sid in shard_ids:
+        try:
+            stats = read_stats(layout, sid)
+        except (OSError, ValueError):
+            continue  # not complete
+        diffs = mismatches(reference, stats.get("provenance") or {})
+        if diffs:
+            remove_shard(layout, sid)
+            report.failed_shards[sid] = f"provenance mismatch: {'; '.join(diffs[:2])}"
+            report.completed_shards -= 1
+            report.completed_images -= int(stats.get("samples", 0))
+            rejected.append(sid)
+    if rejected:
+        refresh_index(layout, shard_ids=rejected)
+    return rejected
 
 
 def _provenance_records(ray, actors) -> list[dict | None]:

@@ -218,3 +218,22 @@ def test_provenance_mismatch_on_resume_is_refused_then_allowed_and_recorded(tmp_
     err = capsys.readouterr().err
     assert "different spec" in err and "engine_version: 1 -> 2" in err
     assert digests(out, ".") == before
+
+
+def test_shards_made_by_a_worker_unlike_the_reference_are_rejected(make_corpus, corpus_tasks, make_samples,
+                                                                   tmp_path):
+    """A worker that passed the start-up check can be restarted elsewhere; its shards are caught afterwards."""
+    from pipeline.corpus.writer import write_shard
+    from pipeline.run.runner import RunReport, reject_foreign_shards
+
+    layout = make_corpus(tmp_path / "c", num_classes=3, shards_per_class=1, per_shard=2)
+    reference = {"device": "cuda", "gpu": "NVIDIA H200", "host": "a", "packages": {"torch": "2.14.1"}}
+    records = [reference, {**reference, "host": "b"}, {**reference, "gpu": "NVIDIA A100", "host": "c"}]
+    for task, record in zip(corpus_tasks(layout), records):
+        write_shard(layout, task.shard_id, make_samples(task), num_classes=3, extra_stats={"provenance": record})
+    report = RunReport(out=str(layout.root), shards=3, images=6, completed_shards=3, completed_images=6)
+    assert reject_foreign_shards(layout, [0, 1, 2], reference, report) == [2]
+    assert report.failed_shards == {2: "provenance mismatch: gpu: NVIDIA H200 -> NVIDIA A100"}
+    assert (report.completed_shards, report.completed_images) == (2, 4)
+    assert not (layout.root / layout.stats(2)).exists() and not (layout.root / layout.tar(2)).exists()
+    assert (layout.root / layout.tar(1)).exists()  # another host alone changes no byte
