@@ -176,9 +176,10 @@ def check_provenance(records: list[dict | None], layout: CorpusLayout, complete:
     for record in records:
         diffs += [d for d in mismatches(reference, record) if d not in diffs]
     if diffs and not allow:
-        what = "this corpus's first shards were made with" if complete else "the first worker has"
+        what = ("this run's workers differ from those that made the corpus's first shards" if complete
+                else "this run's workers differ from each other")
         raise UserError(
-            f"{layout.root}: provenance mismatch ({what} other ones than this run's workers): {'; '.join(diffs[:4])}"
+            f"{layout.root}: provenance mismatch: {what}: {'; '.join(diffs[:4])}"
             + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "")
             + "; mixing them can change bytes. Run where the corpus was started (same versions, device and "
             "GPU model), use another --out, or pass --allow-provenance-mismatch to mix them (recorded in manifest.json)"
