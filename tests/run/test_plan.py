@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+import pipeline.run.runner  # noqa: F401 - imported now, so it binds the real plan_shards, not a test's stand-in
 import pipeline.run.spec as spec_mod
 from pipeline.errors import UserError
 from pipeline.run.plan import (
@@ -153,6 +154,7 @@ def test_huge_count_manifest_is_refused_at_once_naming_the_field_and_limit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str) -> None:
     """The issue's manifest: images_per_class 1e12. Nothing is enumerated, nothing started or written."""
     monkeypatch.setattr("pipeline.run.plan.plan_shards", _never_enumerate)
+    monkeypatch.setattr("pipeline.run.runner.plan_shards", _never_enumerate)
     path = tmp_path / "huge.yaml"
     path.write_text(yaml.safe_dump({"teacher": "toy", "images_per_class": 1_000_000_000_000,
                                     "images_per_shard": 1000, "output": "out"}))
