@@ -467,6 +467,9 @@ def spec_from_dict(
     engine_error = _engine_error(manifest)
     if engine_error:
         raise UserError(f"{label}: {engine_error}")
+    known = manifest.classes  # sizes are checked before the teacher is described (which imports timm)
+    _check_sizes(manifest, len(known) if isinstance(known, list) else
+                 known.stop - known.start if isinstance(known, ClassRange) else None, label)
     base = Path(base_dir).absolute().resolve()
     name = manifest.name or default_name or "run"
     output = _resolve_output(manifest.output or f"{name}-out", base, label)
@@ -561,9 +564,19 @@ def _resolve_output(raw: str, base: Path, label: str) -> Path:
     return lexical
 
 
-def _check_sizes(manifest: Manifest, num_classes: int, label: str) -> None:
-    """Refuse more than :data:`MAX_SHARDS` shards, naming the field to change (arithmetic only)."""
+def _check_sizes(manifest: Manifest, num_classes: int | None, label: str) -> None:
+    """Refuse more than :data:`MAX_SHARDS` shards, naming the field to change (arithmetic only).
+
+    ``num_classes=None`` (``classes: all`` before the teacher is described) checks one class's shards.
+    """
     ipc, ips = manifest.images_per_class, manifest.images_per_shard
+    if num_classes is None:
+        per_class = -(-ipc // ips)
+        if per_class > MAX_SHARDS:
+            raise UserError(f"{label}: images_per_shard: {ipc:,} images per class in shards of {ips:,} make "
+                            f"{per_class:,} shards per class; a corpus has at most {MAX_SHARDS:,} (files per "
+                            f"folder): use images_per_shard >= {-(-ipc // MAX_SHARDS):,}")
+        return
     shards = num_classes * -(-ipc // ips)
     if shards <= MAX_SHARDS:
         return

@@ -149,19 +149,31 @@ def test_plan_of_the_largest_corpus_enumerates_nothing(tmp_path: Path, monkeypat
     assert (s["images"], s["shards"], s["classes"]) == (10**10, MAX_SHARDS, 1000)
 
 
+def _never_describe(spec: str) -> None:
+    raise AssertionError("the teacher was described (timm imported) before the sizes were checked")
+
+
 @pytest.mark.parametrize("command", ["plan", "run"])
+@pytest.mark.parametrize("counts,expected", [
+    ((1_000_000_000_000, 1000), "images_per_class: must be <= 10,000,000 (sample keys hold a 7-digit per-class "
+                                "index), got 1,000,000,000,000"),
+    ((1_000_000, 2), "images_per_shard: 1,000,000 images per class in shards of 2 make 500,000 shards per class; "
+                     "a corpus has at most 10,000 (files per folder): use images_per_shard >= 100"),
+], ids=["images_per_class", "shards"])
 def test_huge_count_manifest_is_refused_at_once_naming_the_field_and_limit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str) -> None:
-    """The issue's manifest: images_per_class 1e12. Nothing is enumerated, nothing started or written."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str,
+        counts: tuple[int, int], expected: str) -> None:
+    """The issue's manifest (images_per_class 1e12) and a shard count over the limit: refused from the
+    manifest's numbers alone: no teacher described, nothing enumerated, started or written."""
+    monkeypatch.setattr(spec_mod, "_describe_teacher", _never_describe)
     monkeypatch.setattr("pipeline.run.plan.plan_shards", _never_enumerate)
     monkeypatch.setattr("pipeline.run.runner.plan_shards", _never_enumerate)
     path = tmp_path / "huge.yaml"
-    path.write_text(yaml.safe_dump({"teacher": "toy", "images_per_class": 1_000_000_000_000,
-                                    "images_per_shard": 1000, "output": "out"}))
+    path.write_text(yaml.safe_dump({"teacher": "timm:deit_base_patch16_224", "images_per_class": counts[0],
+                                    "images_per_shard": counts[1], "output": "out"}))
     assert main([command, str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert "huge.yaml: images_per_class: must be <= 10,000,000" in err and "1,000,000,000,000" in err
+    assert err == f"smi-synth {command}: error: {path}: {expected}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.yaml"]
 
 

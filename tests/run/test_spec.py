@@ -128,9 +128,14 @@ RAW_CASES = [
      "(and 2 more problems)\n"),
     ("absurd images_per_class", "teacher: toy\nimages_per_class: 1000000000000\nimages_per_shard: 2\n",
      "images_per_class: must be <= 10,000,000 (sample keys hold a 7-digit per-class index), got 1,000,000,000,000"),
-    ("too many shards", "teacher: toy\nimages_per_class: 1000000\nimages_per_shard: 2\n",
-     "images_per_shard: 10 classes x 1,000,000 images in shards of 2 make 5,000,000 shards; a corpus has at most "
-     "10,000 (files per folder): use images_per_shard >= 1,000"),
+    ("too many shards", "teacher: toy\nimages_per_class: 10000\nimages_per_shard: 2\n",
+     "images_per_shard: 10 classes x 10,000 images in shards of 2 make 50,000 shards; a corpus has at most "
+     "10,000 (files per folder): use images_per_shard >= 10"),
+    ("too many shards per class", "teacher: toy\nimages_per_class: 1000000\nimages_per_shard: 2\n",
+     "images_per_shard: 1,000,000 images per class in shards of 2 make 500,000 shards per class; a corpus has at "
+     "most 10,000 (files per folder): use images_per_shard >= 100"),
+    ("too many shards in a range", "teacher: toy\nclasses: {start: 0, stop: 4}\nimages_per_class: 10000\n"
+     "images_per_shard: 2\n", "images_per_shard: 4 classes x 10,000 images in shards of 2 make 20,000 shards"),
 ]
 
 
