@@ -36,7 +36,11 @@ from pipeline.corpus.index import (
     write_manifest,
 )
 from pipeline.corpus.layout import CorpusLayout
-from pipeline.corpus.writer import remove_incomplete, remove_shard, remove_stray_temporaries
+from pipeline.corpus.writer import (
+    remove_incomplete,
+    remove_shard,
+    remove_stray_temporaries,
+)
 from pipeline.errors import UserError
 from pipeline.hub.card import write_card
 from pipeline.run.faults import FaultPlan

@@ -21,8 +21,8 @@ from pipeline.corpus.index import ShardTask
 from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.sample import ShardSample
 from pipeline.corpus.writer import warm_up, write_shard
-from pipeline.run.provenance import collect as collect_provenance
 from pipeline.run.faults import FaultPlan
+from pipeline.run.provenance import collect as collect_provenance
 from pipeline.teachers.loading import load_teacher
 from smi_core import InversionConfig, InversionResult, invert
 from smi_core.version import ENGINE_VERSION

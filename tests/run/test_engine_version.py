@@ -15,7 +15,13 @@ import hashlib
 import timm
 import torch
 
-from smi_core import ENGINE_VERSION, InversionConfig, SelectionConfig, StopSchedule, invert
+from smi_core import (
+    ENGINE_VERSION,
+    InversionConfig,
+    SelectionConfig,
+    StopSchedule,
+    invert,
+)
 
 # sha256 of the uint8 pixels, kept-patch mask and float16 logits of the inversion below, on the CPU
 PINNED = {1: "69c283b9d086e5dc6963ebfc461cf90fdf48e045a7056df37cd29c204abf5628"}

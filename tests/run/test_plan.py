@@ -12,22 +12,20 @@ import yaml
 
 import pipeline.run.runner  # noqa: F401 - imported now, so it binds the real plan_shards, not a test's stand-in
 import pipeline.run.spec as spec_mod
+from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.run.plan import (
     FWD_BWD_FACTOR,
+    PARQUET_FILE_BYTES,
+    STATS_FILE_BYTES,
+    TAR_END_BYTES,
     ShardTask,
     plan_shards,
+    sample_bytes,
     shard_seed,
     summarize,
     token_phases,
     vit_forward_flops,
-)
-from pipeline.cli import main
-from pipeline.run.plan import (
-    PARQUET_FILE_BYTES,
-    STATS_FILE_BYTES,
-    TAR_END_BYTES,
-    sample_bytes,
 )
 from pipeline.run.spec import MAX_SHARDS, RunSpec, load_spec
 from pipeline.teachers.loading import TeacherInfo
