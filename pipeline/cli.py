@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (overrides the manifest's)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
     p.add_argument("--workers", type=int, help="number of inversion actors")
+    p.add_argument("--allow-provenance-mismatch", action="store_true",
+                   help="resume even though package versions, device, GPU model or teacher weights differ from "
+                        "the corpus's (bytes may differ; recorded in manifest.json)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("status", help="complete / pending shards of a corpus")
@@ -67,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", required=True)
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be added, replaced and deleted on the Hub; writes nothing anywhere")
+    p.add_argument("--delete-stale", action="store_true",
+                   help="delete remote shards, metadata, stats and previews (corpus-layout names only) that "
+                        "this corpus does not have")
 
     p = sub.add_parser("distill", help="data-free knowledge distillation from a corpus")
     p.add_argument("out")

@@ -20,6 +20,7 @@ _EXPORTS = {
     "ViTGeometry": "smi_core.vit",
     "forward_subset": "smi_core.vit",
     "vit_geometry": "smi_core.vit",
+    "ENGINE_VERSION": "smi_core.version",
 }
 
 __all__ = sorted(_EXPORTS)

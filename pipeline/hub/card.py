@@ -60,6 +60,20 @@ class CorpusStats:
     mean_kept_patches: float | None
     mean_seconds: float | None
     image_size: tuple[int, int] | None
+    made_with: tuple[tuple[str, int], ...] = ()  # (provenance line, shards) over the shards' stats
+    hosts: int = 0  # distinct hosts named in the shards' provenance
+
+
+_PACKAGES = ("smi-synth", "torch", "timm", "numpy", "pillow", "pyarrow")
+
+
+def provenance_line(record: dict) -> str:
+    """A provenance record (stats ``provenance``) as one line: device and model, dtype, versions."""
+    packages = record.get("packages") if isinstance(record.get("packages"), dict) else {}
+    where = record.get("gpu") or record.get("cpu") or "unknown model"
+    versions = ", ".join(f"{n} {packages[n]}" for n in _PACKAGES if n in packages)
+    extra = f", CUDA {record['cuda']}" if record.get("cuda") else ""
+    return f"{record.get('device', '?')} ({where}{extra}), {record.get('dtype', '?')}; {versions}"
 
 
 def corpus_stats(layout: CorpusLayout, manifest: dict) -> CorpusStats:
@@ -74,8 +88,15 @@ def corpus_stats(layout: CorpusLayout, manifest: dict) -> CorpusStats:
     sums = {"confidence": 0.0, "kept_patches": 0.0}
     counts = dict.fromkeys(sums, 0)
     image_size, seconds, timed = None, 0.0, 0
+    made_with: dict[str, int] = {}
+    hosts: set[str] = set()
     for sid in done:
         stats = read_stats(layout, sid)
+        record = stats.get("provenance")
+        line = provenance_line(record) if isinstance(record, dict) else "not recorded (made before smi-synth recorded provenance)"
+        made_with[line] = made_with.get(line, 0) + 1
+        if isinstance(record, dict) and record.get("host"):
+            hosts.add(str(record["host"]))
         images += int(stats.get("samples", 0))
         tar_bytes += int(stats.get("tar_bytes", 0))
         parquet_bytes += int(stats.get("parquet_bytes", 0))
@@ -96,7 +117,8 @@ def corpus_stats(layout: CorpusLayout, manifest: dict) -> CorpusStats:
             counts[col] += len(values)
     mean = {c: (sums[c] / counts[c] if counts[c] else None) for c in sums}
     return CorpusStats(len(done), images, len(labels), tar_bytes, parquet_bytes, mean["confidence"],
-                       mean["kept_patches"], seconds / timed if timed else None, image_size)
+                       mean["kept_patches"], seconds / timed if timed else None, image_size,
+                       tuple(sorted(made_with.items(), key=lambda kv: (-kv[1], kv[0]))), len(hosts))
 
 
 def _teacher(spec: dict) -> tuple[str, str | None]:
@@ -105,6 +127,27 @@ def _teacher(spec: dict) -> tuple[str, str | None]:
     if isinstance(t, dict):
         return str(t.get("id") or t.get("spec") or "unknown"), t.get("license")
     return str(t or "unknown"), None
+
+
+def _provenance_rows(spec: dict, stats: CorpusStats) -> list[str]:
+    """Generation-table rows on what made the corpus: resolved teacher, weights, engine, software, hardware."""
+    t = spec.get("teacher") if isinstance(spec.get("teacher"), dict) else {}
+    recorded = spec.get("provenance") if isinstance(spec.get("provenance"), dict) else {}
+    weights = (recorded.get("teacher") or {}).get("weights_sha256") if isinstance(recorded.get("teacher"), dict) else None
+    rows = []
+    if t.get("resolved_id") and t.get("resolved_id") != t.get("id"):
+        rows.append(f"| Teacher resolved to | `{t['resolved_id']}` (pretrained tag `{t.get('pretrained_tag')}`) |")
+    rows.append(f"| Teacher weights sha256 | {f'`{weights}`' if weights else 'not recorded'} |")
+    rows.append(f"| Engine version | {spec.get('engine_version', 'not recorded')} |")
+    for line, shards in stats.made_with:
+        rows.append(f"| Made with | {line} ({shards} shard{'s' if shards != 1 else ''}) |")
+    if stats.hosts:
+        rows.append(f"| Hosts | {stats.hosts} |")
+    mixed = spec.get("provenance_mismatches") or []
+    if mixed:
+        diffs = "; ".join(d for m in mixed for d in m.get("differences", []))
+        rows.append(f"| Provenance mismatches allowed on resume | {len(mixed)}: {diffs} |")
+    return rows
 
 
 def _inversion(spec: dict) -> dict:
@@ -164,8 +207,11 @@ def _shard_brace(n: int) -> str:
     return f"{{{shard_name(0).split('-')[1]}..{shard_name(max(n - 1, 0)).split('-')[1]}}}"
 
 
-def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None) -> str:
-    """The full README.md text. ``repo_id`` defaults to the manifest's ``hub.repo_id``, else ``NS/NAME``."""
+def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, preview: bool | None = None) -> str:
+    """The full README.md text. ``repo_id`` defaults to the manifest's ``hub.repo_id``, else ``NS/NAME``.
+
+    ``preview``: whether to show ``preview/overview.png`` (default: whether the corpus has it).
+    """
     layout = as_layout(root)
     manifest = read_manifest(layout)
     spec = manifest.get("spec") or {}
@@ -216,6 +262,7 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None) -> 
         f"| Seed | {spec.get('seed', 'n/a')} |",
         f"| Spec hash | `{manifest.get('spec_hash', 'n/a')}` |",
         f"| smi-synth version | {manifest.get('package_version', 'n/a')} |",
+        *_provenance_rows(spec, stats),
         "",
         "The corpus licence covers the generated files; the teacher's own licence and terms of use may "
         "also apply to outputs derived from it.",
@@ -240,7 +287,7 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None) -> 
         f"| Total bytes (shards + metadata) | {_human_bytes(stats.tar_bytes + stats.parquet_bytes)} |",
         "",
     ]
-    if layout.storage.is_file(layout.preview(OVERVIEW_NAME)):
+    if preview if preview is not None else layout.storage.is_file(layout.preview(OVERVIEW_NAME)):
         out += ["## Preview", "",
                 f"One row per class (at most {OVERVIEW_MAX_CLASSES}, evenly spaced). Dimmed, desaturated "
                 "patches were stopped early by SMI; the yellow line borders the patches that kept evolving.", "",
@@ -261,7 +308,8 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None) -> 
         "",
         "`metadata/train-NNNNNN.parquet` has one row per sample (key, label, class_name, seed, shard, size, "
         "image sha256, kept patch count, confidence, final loss; timings are in the stats); "
-        "`stats/train-NNNNNN.json` has each shard's sample count, byte size and sha256; `manifest.json` "
+        "`stats/train-NNNNNN.json` has each shard's sample count, byte size, sha256 and provenance (package "
+        "versions, device, GPU model, host, teacher weights sha256); `manifest.json` "
         "holds the full generation spec; `shardindex.json` is a wids shard index.",
         "",
         "## Loading",

@@ -7,9 +7,17 @@ last). Before uploading, the remote tree is listed and files already on the Hub 
 content are skipped, so re-running after an interruption neither re-sends nor re-commits them; LFS
 objects that were uploaded but not yet committed are not re-sent either (the Hub's LFS batch answer
 has no upload action for objects it already holds). huggingface_hub retries 429/5xx on each request;
-a commit that still fails transiently is retried here as a whole. Remote files under data/,
-metadata/, stats/ and preview/ that the corpus does not have (an earlier, different corpus) are
-deleted in the last commit, so ``datasets`` never mixes in stale shards; other files are left alone.
+a commit that still fails transiently is retried here as a whole.
+
+Publish touches only its own files. A remote file is *stale* when its name is one the corpus layout
+produces (``data/train-NNNNNN.tar``, ``metadata/train-NNNNNN.parquet``, ``stats/train-NNNNNN.json``,
+``preview/class-NNNNN.png``, ``preview/overview.png``: :func:`is_layout_name`) and this corpus does not
+have it (an earlier, different corpus); stale files are deleted in the last commit only with
+``delete_stale`` (``--delete-stale``), and otherwise reported, since ``datasets`` would load stale
+tars along with the new ones. Every other remote file (``data/train-00000-of-00001.parquet`` of a
+``push_to_hub`` upload, notes, code) is never deleted or overwritten unless the corpus has a file of
+the same name. ``dry_run`` lists what would be added, replaced and deleted (it reads the remote tree
+when the Hub can be reached) and writes nothing, locally or remotely: the card is rendered in memory.
 
 Why not ``upload_large_folder``: huggingface_hub 2.x removed it. Its successor, ``upload_folder``'s
 streamed multi-commit pipeline, runs only over Xet (``hf_xet``); without Xet ``upload_folder`` makes
@@ -35,12 +43,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.corpus.index import read_manifest, read_stats
-from pipeline.corpus.layout import CorpusLayout, as_layout
+from pipeline.corpus.layout import (
+    DATA_DIR,
+    METADATA_DIR,
+    PREVIEW_DIR,
+    README,
+    STATS_DIR,
+    CorpusLayout,
+    as_layout,
+)
 from pipeline.corpus.storage import CorpusStorage
 from pipeline.corpus.verify import verify_corpus
 from pipeline.errors import UserError
-from pipeline.hub.card import write_card
-from pipeline.hub.preview import expected_previews, write_previews
+from pipeline.hub.card import render_card, write_card
+from pipeline.hub.preview import OVERVIEW_NAME, expected_previews, write_previews
 from pipeline.run.spec import REPO_ID
 
 log = logging.getLogger(__name__)
@@ -54,7 +70,10 @@ COMMIT_ATTEMPTS = 4  # per batch, on transient failures (after huggingface_hub's
 RETRY_BASE_SECONDS = 1.0
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 TOP_LEVEL = ("manifest.json", "shardindex.json", "README.md")  # committed last, README.md very last
-MANAGED_FOLDERS = ("data", "metadata", "stats", "preview")  # remote files here that the corpus lacks are deleted
+LAYOUT_NAME = re.compile(  # the names a corpus layout produces: the only remote files publish may delete
+    rf"^(?:{DATA_DIR}/train-\d{{6,}}\.tar|{METADATA_DIR}/train-\d{{6,}}\.parquet|{STATS_DIR}/train-\d{{6,}}\.json"
+    rf"|{PREVIEW_DIR}/class-\d{{5,}}\.png|{PREVIEW_DIR}/{re.escape(OVERVIEW_NAME)})$"
+)
 _TOKENISH = re.compile(r"(Bearer\s+)\S+|\bhf_[A-Za-z0-9]{8,}")
 
 
@@ -71,11 +90,17 @@ class PlannedFile:
     size: int
     sha256: str | None = None  # known from stats (tar, parquet): no second read of the file
     unit: str = ""  # files of the same unit (one shard) go into the same commit
+    content: bytes | None = None  # in-memory content (a dry run's card), instead of the stored file
 
     @property
     def local(self) -> Path:
         """The local file the Hub client uploads."""
         return self.storage.local_path(self.path)
+
+
+def is_layout_name(path: str) -> bool:
+    """Whether ``path`` (in the repo) is a name the corpus layout produces (shard files, previews)."""
+    return LAYOUT_NAME.match(path) is not None
 
 
 @dataclass
@@ -91,7 +116,12 @@ class PublishReport:
     commits: list[str] = field(default_factory=list)  # commit URLs created by this run
     uploaded: list[str] = field(default_factory=list)  # paths committed by this run
     skipped: list[str] = field(default_factory=list)  # paths already identical on the Hub
-    deleted: list[str] = field(default_factory=list)  # stale remote files in data/ metadata/ stats/ preview/
+    deleted: list[str] = field(default_factory=list)  # stale remote files deleted (only with delete_stale)
+    added: list[str] = field(default_factory=list)  # planned paths the Hub does not have
+    replaced: list[str] = field(default_factory=list)  # planned paths the Hub has with other content
+    stale: list[str] = field(default_factory=list)  # stale remote files left in place (no delete_stale)
+    generated: list[str] = field(default_factory=list)  # dry run: previews publish would write first
+    remote_note: str = ""  # dry run: why the remote tree is unknown or empty, if it is
 
     @property
     def total_bytes(self) -> int:
@@ -121,13 +151,20 @@ def check_ready(layout: CorpusLayout) -> dict:
     return manifest
 
 
-def plan_files(layout: CorpusLayout, manifest: dict) -> list[PlannedFile]:
-    """Files to upload, in upload order: shards (tar, parquet, stats), previews, then the top level."""
+def plan_files(layout: CorpusLayout, manifest: dict, card: str | None = None) -> list[PlannedFile]:
+    """Files to upload, in upload order: shards (tar, parquet, stats), previews, then the top level.
+
+    ``card``: README.md's text, uploaded from memory (a dry run writes no README.md).
+    """
     files: list[PlannedFile] = []
 
     storage = layout.storage
 
     def add(name: str, sha256: str | None = None, unit: str = "") -> None:
+        if name == README and card is not None:
+            data = card.encode("utf-8")
+            files.append(PlannedFile(name, storage, len(data), hashlib.sha256(data).hexdigest(), name, data))
+            return
         files.append(PlannedFile(name, storage, storage.size(name), sha256, unit or name))
 
     for entry in sorted(manifest["shards"], key=lambda e: int(e["shard_id"])):
@@ -141,7 +178,7 @@ def plan_files(layout: CorpusLayout, manifest: dict) -> list[PlannedFile]:
         if storage.is_file(layout.preview(name)):
             add(layout.preview(name))
     for name in TOP_LEVEL:
-        if storage.is_file(name):
+        if storage.is_file(name) or (name == README and card is not None):
             add(name)
     return files
 
@@ -189,6 +226,9 @@ def plan_commits(files: list[PlannedFile], files_per_commit: int = FILES_PER_COM
 
 def _git_blob_sha1(f: PlannedFile) -> str:
     h = hashlib.sha1(b"blob %d\0" % f.size, usedforsecurity=False)
+    if f.content is not None:
+        h.update(f.content)
+        return h.hexdigest()
     with f.storage.open(f.path) as stream:
         while chunk := stream.read(1 << 20):
             h.update(chunk)
@@ -202,6 +242,35 @@ def _unchanged(f: PlannedFile, remote: Any) -> bool:
     if remote.lfs is not None:
         return remote.lfs.sha256 == (f.sha256 or f.storage.sha256(f.path))
     return remote.blob_id == _git_blob_sha1(f)
+
+
+def classify(report: PublishReport, remote: dict[str, Any], delete_stale: bool) -> list[PlannedFile]:
+    """Fill ``report``'s added / replaced / skipped (unchanged) / deleted / stale lists against the
+    remote tree ``remote`` (path -> RepoFile); return the files to upload."""
+    todo: list[PlannedFile] = []
+    for f in report.files:
+        if f.path not in remote:
+            report.added.append(f.path)
+        elif _unchanged(f, remote[f.path]):
+            report.skipped.append(f.path)
+            continue
+        else:
+            report.replaced.append(f.path)
+        todo.append(f)
+    planned = {f.path for f in report.files} | {f"{PREVIEW_DIR}/{n}" for n in report.generated}
+    stale = sorted(p for p in remote if p not in planned and is_layout_name(p))
+    if delete_stale:
+        report.deleted = stale
+    else:
+        report.stale = stale
+    return todo
+
+
+def _stale_warning(report: PublishReport) -> str:
+    n = len(report.stale)
+    return (f"{n} remote file{'s' if n > 1 else ''} named like a corpus's but not in this one (e.g. "
+            f"{report.stale[0]}) stay{'s' if n == 1 else ''} in place; `datasets` will load stale tars along with "
+            f"these: pass --delete-stale to delete them")
 
 
 def _status(exc: BaseException) -> int | None:
@@ -317,7 +386,7 @@ def _span(batch: list[PlannedFile]) -> str:
 
 
 def _upload(report: PublishReport, private: bool, token: str | None, files_per_commit: int,
-            emit: Callable[[str], None]) -> None:
+            emit: Callable[[str], None], delete_stale: bool = False) -> None:
     up = _Uploader(report.repo_id, report.revision, private, token, emit)
     secrets = [up.token or ""]
     done = 0
@@ -325,14 +394,9 @@ def _upload(report: PublishReport, private: bool, token: str | None, files_per_c
     try:
         report.url = up.prepare()
         remote = up.remote_files()
-        todo: list[PlannedFile] = []
-        for f in report.files:
-            if _unchanged(f, remote.get(f.path)):
-                report.skipped.append(f.path)
-            else:
-                todo.append(f)
-        planned = {f.path for f in report.files}
-        report.deleted = sorted(p for p in remote if p.split("/")[0] in MANAGED_FOLDERS and p not in planned)
+        todo = classify(report, remote, delete_stale)
+        if report.stale:
+            emit(_stale_warning(report))
         batches = plan_commits(todo, files_per_commit) or ([[]] if report.deleted else [])
         emit(f"{len(report.skipped)} files already on the Hub; uploading {len(todo)} files "
              f"({sum(f.size for f in todo)} bytes) in {len(batches)} commits"
@@ -355,6 +419,30 @@ def _upload(report: PublishReport, private: bool, token: str | None, files_per_c
                            f"to resume (committed files are skipped)") from None
 
 
+def _remote_for_dry_run(report: PublishReport, token: str | None) -> dict[str, Any]:
+    """The remote tree, read only (anonymously when no token is configured); ``{}`` with a note
+    when the repo or branch does not exist (or is not visible), or the Hub is offline."""
+    from huggingface_hub import HfApi, RepoFile, constants, get_token
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        report.remote_note = "HF_HUB_OFFLINE is set: the remote tree was not read, every file is listed as added"
+        return {}
+    token = token or get_token()
+    api = HfApi(token=token or None, library_name="smi-synth")
+    try:
+        tree = api.list_repo_tree(report.repo_id, repo_type="dataset", revision=report.revision, recursive=True)
+        return {item.path: item for item in tree if isinstance(item, RepoFile)}
+    except RepositoryNotFoundError:
+        report.remote_note = (f"dataset {report.repo_id} does not exist" + ("" if token else " (or is private: no token)")
+                              + "; publish would create it")
+    except RevisionNotFoundError:
+        report.remote_note = f"branch {report.revision} does not exist; publish would create it"
+    except Exception as exc:  # noqa: BLE001 - re-raised without the token
+        raise PublishError(f"dry run: cannot list {report.repo_id}: {scrub(_describe(exc), [token or ''])}") from None
+    return {}
+
+
 # ---------------------------------------------------------------------------------------------- api
 
 
@@ -365,11 +453,16 @@ def publish(
     private: bool = False,
     revision: str | None = None,
     dry_run: bool = False,
+    delete_stale: bool = False,
     token: str | None = None,
     files_per_commit: int = FILES_PER_COMMIT,
     on_event: Callable[[str], None] | None = None,
 ) -> PublishReport:
-    """Verify, write card (and previews if missing), then upload unless ``dry_run``; see module doc."""
+    """Verify, write card (and previews if missing), then upload; see the module doc.
+
+    ``dry_run``: verify, render the card in memory, read the remote tree and classify every file;
+    nothing is written locally or remotely.
+    """
     emit = on_event or (lambda msg: log.info("%s", msg))
     if not REPO_ID.match(repo_id or ""):
         raise UserError(f"--repo-id must look like 'namespace/name', got {repo_id!r}")
@@ -379,15 +472,25 @@ def publish(
     emit(f"verifying {layout.root} (sha256 of every shard)")
     manifest = check_ready(layout)
     emit(f"verified {len(manifest['shards'])} shards")
-    if not all(layout.storage.is_file(layout.preview(name)) for name in expected_previews(layout, manifest)):
+    missing = [n for n in expected_previews(layout, manifest) if not layout.storage.is_file(layout.preview(n))]
+    if dry_run:
+        card = render_card(layout, repo_id, preview=True)  # publish writes any missing preview first
+        files = plan_files(layout, manifest, card=card)
+        check_hub_limits(files)
+        report = PublishReport(repo_id, revision, True, files, card, generated=missing)
+        remote = _remote_for_dry_run(report, token)
+        classify(report, remote, delete_stale)
+        generated = [layout.preview(n) for n in missing]
+        report.replaced += [p for p in generated if p in remote]
+        report.added += [p for p in generated if p not in remote]
+        return report
+    if missing:
         emit(f"wrote {len(write_previews(layout))} preview sheets")
     card = write_card(layout, repo_id)
     files = plan_files(layout, manifest)
     check_hub_limits(files)
     report = PublishReport(repo_id, revision, dry_run, files, card)
-    if dry_run:
-        return report
-    _upload(report, private, token, files_per_commit, emit)
+    _upload(report, private, token, files_per_commit, emit, delete_stale)
     return report
 
 
@@ -403,17 +506,29 @@ def cmd_publish(args: argparse.Namespace) -> int:
         disable_progress_bars()  # per-file bars are noise in logs; our own lines remain
 
     report = publish(args.out, args.repo_id, private=args.private, revision=args.revision,
-                     dry_run=args.dry_run, on_event=progress)
+                     dry_run=args.dry_run, delete_stale=getattr(args, "delete_stale", False), on_event=progress)
     if report.dry_run:
-        print(f"dry run: would upload {len(report.files)} files ({report.total_bytes} bytes) "
-              f"to dataset {report.repo_id}" + (f" (branch {report.revision})" if report.revision else ""))
-        for f in report.files:
-            print(f"{f.size:>14}  {f.path}")
+        sizes = {f.path: f.size for f in report.files}
+        where = f"dataset {report.repo_id}" + (f" (branch {report.revision})" if report.revision else "")
+        print(f"dry run: {where}: {len(report.added)} to add, {len(report.replaced)} to replace, "
+              f"{len(report.skipped)} unchanged, {len(report.deleted)} to delete; nothing was written or sent")
+        if report.remote_note:
+            print(f"note: {report.remote_note}")
+        generated = {f"preview/{n}" for n in report.generated}
+        for action, paths in (("add", report.added), ("replace", report.replaced), ("unchanged", report.skipped)):
+            for path in paths:
+                size = "(generated)" if path in generated else str(sizes[path])
+                print(f"{action:<9} {size:>14}  {path}")
+        for path in report.deleted:
+            print(f"{'delete':<9} {'':>14}  {path}")
+        if report.stale:
+            print(f"note: {_stale_warning(report)}")
         print("\n--- README.md ---")
         print(report.card)
         return 0
     print(f"uploaded {len(report.uploaded)} files in {len(report.commits)} commits, "
           f"{len(report.skipped)} already up to date"
-          + (f", removed {len(report.deleted)} stale files" if report.deleted else ""))
+          + (f", removed {len(report.deleted)} stale files" if report.deleted else "")
+          + (f", left {len(report.stale)} stale files in place (--delete-stale removes them)" if report.stale else ""))
     print(report.url)
     return 0

@@ -36,7 +36,11 @@ def shard_seed(global_seed: int, label: int, shard_index: int) -> int:
 
 
 def plan_shards(spec: RunSpec) -> list[ShardTask]:
-    """All shards, class-major then shard, ids ``0..N-1``; each is a contiguous chunk of one class."""
+    """All shards, class-major then shard, ids ``0..N-1``; each is a contiguous chunk of one class.
+
+    At most :data:`~pipeline.run.spec.MAX_SHARDS` (load_spec refuses more); :func:`summarize` needs none
+    of them.
+    """
     per_class, ips, ipc = spec.shards_per_class, spec.images_per_shard, spec.images_per_class
     tasks: list[ShardTask] = []
     for label, name in zip(spec.classes, spec.class_names):
@@ -124,8 +128,8 @@ class PlanSummary(TypedDict):
     assumptions: dict[str, Any]
 
 
-def summarize(spec: RunSpec, tasks: list[ShardTask]) -> PlanSummary:
-    """Totals of a plan.
+def summarize(spec: RunSpec) -> PlanSummary:
+    """Totals of a plan, computed arithmetically from the spec (no shard is enumerated).
 
     FLOPs: images x :func:`flops_per_image` (see :func:`vit_forward_flops`; FWD_BWD_FACTOR x forward per step is
     the training convention and an upper bound: the teacher's weights need no gradients).
@@ -136,14 +140,11 @@ def summarize(spec: RunSpec, tasks: list[ShardTask]) -> PlanSummary:
     Hours: FLOPs / (peak x utilisation) of the reference GPU at the spec's dtype, and FLOPs / per-core
     CPU throughput.
     """
-    images = sum(t.count for t in tasks)
+    images, shards = spec.num_images, spec.num_shards
     per_image, dense_per_image = flops_per_image(spec), flops_per_image(spec, dense=True)
-    by_label: dict[int, int] = {}
-    for t in tasks:
-        by_label[t.label] = by_label.get(t.label, 0) + t.count
     phases = token_phases(spec)
-    size = sum(n * sample_bytes(spec, label, phases[-1][1]) for label, n in by_label.items())
-    size += len(tasks) * (TAR_END_BYTES + PARQUET_FILE_BYTES + STATS_FILE_BYTES)
+    size = sum(spec.images_per_class * sample_bytes(spec, label, phases[-1][1]) for label in spec.classes)
+    size += shards * (TAR_END_BYTES + PARQUET_FILE_BYTES + STATS_FILE_BYTES)
     flops = images * per_image
     gpu_rate = GPU_PEAK_FLOPS[spec.dtype] * GPU_UTILISATION
     return PlanSummary(
@@ -151,9 +152,9 @@ def summarize(spec: RunSpec, tasks: list[ShardTask]) -> PlanSummary:
         teacher=spec.teacher.teacher_id,
         spec_hash=spec.spec_hash(),
         method=spec.method,
-        classes=len({t.label for t in tasks}),
+        classes=len(spec.classes),
         images=images,
-        shards=len(tasks),
+        shards=shards,
         images_per_class=spec.images_per_class,
         images_per_shard=spec.images_per_shard,
         shards_per_class=spec.shards_per_class,
@@ -220,8 +221,7 @@ def _table(s: PlanSummary, spec: RunSpec) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     """``smi-synth plan MANIFEST [--json]``: print the plan's totals; writes nothing."""
     spec = load_spec(args.manifest)
-    tasks = plan_shards(spec)
-    summary = summarize(spec, tasks)
+    summary = summarize(spec)
     print(_table(summary, spec))
     if getattr(args, "json", False):
         emit_json(dict(summary))

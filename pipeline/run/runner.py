@@ -5,6 +5,14 @@ and stray temporaries), starts one actor per GPU (or CPU actors sized to the mac
 teacher once, hands out pending shards, retries failed ones and keeps manifest.json current as
 shards complete. Workers write their shards themselves; a shard's stats file, written last, is the
 only completion marker, so a killed run resumes exactly.
+
+Provenance: before any shard is handed out, every worker's record (teacher weights, engine, package
+versions, device, GPU model; :mod:`pipeline.run.provenance`) is compared with the one manifest.json
+recorded when the corpus's first shards were made (or, for a new corpus, with the first worker's).
+A difference is refused with a message naming it, unless ``allow_provenance_mismatch`` (``run
+--allow-provenance-mismatch``), which records it in manifest.json (``spec.provenance_mismatches``).
+Shards whose stats show another provenance anyway (an actor restarted on another node) are deleted
+and reported as failed once the dispatch ends, so the next run regenerates them.
 """
 
 from __future__ import annotations
@@ -24,16 +32,19 @@ from pipeline.corpus.index import (
     ShardTask,
     complete_shard_ids,
     read_manifest,
+    read_stats,
+    refresh_index,
     write_manifest,
 )
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.lease import CorpusLease
-from pipeline.corpus.writer import clean_for_resume
+from pipeline.corpus.writer import clean_for_resume, remove_shard
 from pipeline.errors import UserError
 from pipeline.hub.card import write_card
 from pipeline.run.cluster import check_fit, workers_that_fit
 from pipeline.run.faults import FaultPlan
 from pipeline.run.plan import plan_shards
+from pipeline.run.provenance import mismatches
 from pipeline.run.scheduler import (
     AttemptRegistry,
     RayShardWorker,
@@ -108,9 +119,12 @@ def check_resumable(spec: RunSpec, layout: CorpusLayout) -> set[int]:
     if layout.storage.exists(layout.manifest):
         existing = read_manifest(layout)
         if not spec.matches_hash(existing.get("spec_hash")):
+            recorded = (existing.get("spec") or {}).get("hashed_fields")
+            diffs = spec.hash_differences(recorded) if isinstance(recorded, dict) else []
+            named = f": {'; '.join(diffs[:4])}" + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "") if diffs else ""
             raise UserError(
                 f"{layout.root} holds a corpus of a different spec (spec hash {str(existing.get('spec_hash'))[:12]}, "
-                f"this manifest {spec.spec_hash()[:12]}); refusing to resume into it: use another --out"
+                f"this manifest {spec.spec_hash()[:12]}){named}; refusing to resume into it: use another --out"
             )
         return set(complete_shard_ids(layout, existing))
     if not layout.storage.is_empty():
@@ -118,25 +132,74 @@ def check_resumable(spec: RunSpec, layout: CorpusLayout) -> set[int]:
     return set()
 
 
-def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execution: dict) -> None:
+def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execution: dict,
+                provenance: dict | None = None, *, allow_provenance_mismatch: bool = False) -> None:
     """Clear stray temporaries and incomplete shards, then (re)write manifest.json.
 
     ``execution`` (device kind and dtype) is recorded; resuming a corpus that already has complete
-    shards on another kind of device is refused, since CPU and GPU arithmetic give different bytes.
+    shards on another kind of device is refused, since CPU and GPU arithmetic give different bytes
+    (allowed with ``allow_provenance_mismatch``, and recorded). ``provenance`` (from
+    :func:`check_provenance`) is written into the spec as ``provenance`` and
+    ``provenance_mismatches``. The package version recorded when the first shards were made is kept.
     """
     layout = CorpusLayout(spec.output)
-    existing = read_manifest(layout) if layout.storage.exists(layout.manifest) else None
-    if complete and existing is not None:
-        recorded = existing.get("spec", {}).get("execution")
-        if recorded and recorded != execution:
+    existing = read_manifest(layout) if complete and layout.storage.exists(layout.manifest) else {}
+    recorded_spec = existing.get("spec") or {}
+    provenance = dict(provenance or {})
+    recorded = recorded_spec.get("execution")
+    if recorded and recorded != execution:
+        if not allow_provenance_mismatch:
             raise UserError(
                 f"{layout.root} was generated with {recorded}; this run would use {execution}, which gives "
-                f"different bytes: run it where the corpus was started, or use another --out"
+                f"different bytes: run it where the corpus was started, use another --out, or pass "
+                f"--allow-provenance-mismatch to mix them (recorded in manifest.json)"
             )
+        provenance.setdefault("provenance_mismatches", list(recorded_spec.get("provenance_mismatches") or []))
+        provenance["provenance_mismatches"].append(
+            {"complete_shards_before": len(complete), "differences": [f"execution: {recorded} -> {execution}"]})
+        execution = recorded  # the corpus's own execution stays its reference
     clean_for_resume(layout, [t.shard_id for t in tasks if t.shard_id not in complete])
-    resolved = {**spec.resolved(), "execution": execution}
-    write_manifest(layout, spec=resolved, spec_hash=spec.spec_hash(), package_version=package_version(), tasks=tasks,
-                   previous=existing)
+    resolved = {**spec.resolved(), "execution": execution, **provenance}
+    version = existing.get("package_version") if complete else None
+    write_manifest(layout, spec=resolved, spec_hash=spec.spec_hash(), package_version=version or package_version(),
+                   tasks=tasks, previous=existing or None)
+
+
+def check_provenance(records: list[dict | None], layout: CorpusLayout, complete: set[int],
+                     allow: bool = False) -> dict:
+    """Compare the workers' provenance records with the corpus's; return what manifest.json records.
+
+    The reference is the record manifest.json kept from the corpus's first shards when some shards
+    are complete, else the first worker's. ``None`` records (workers that did not start) are skipped.
+    Raises UserError naming the first differences unless ``allow``; then the difference is recorded.
+    """
+    records = [r for r in records if r is not None]
+    recorded_spec: dict = {}
+    if complete and layout.storage.exists(layout.manifest):
+        recorded_spec = read_manifest(layout).get("spec") or {}
+    reference = recorded_spec.get("provenance") if complete else None
+    history = list(recorded_spec.get("provenance_mismatches") or [])
+    if not records:
+        return {"provenance": reference, "provenance_mismatches": history} if reference else {}
+    if reference is None:
+        reference = records[0]
+    diffs: list[str] = []
+    for record in records:
+        diffs += [d for d in mismatches(reference, record) if d not in diffs]
+    if diffs and not allow:
+        what = ("this run's workers differ from those that made the corpus's first shards" if complete
+                else "this run's workers differ from each other")
+        raise UserError(
+            f"{layout.root}: provenance mismatch: {what}: {'; '.join(diffs[:4])}"
+            + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "")
+            + "; mixing them can change bytes. Run where the corpus was started (same versions, device and "
+            "GPU model), use another --out, or pass --allow-provenance-mismatch to mix them (recorded in manifest.json)"
+        )
+    if diffs:
+        log.warning("provenance mismatch allowed: %s", "; ".join(diffs))
+        history.append({"complete_shards_before": len(complete), "differences": diffs,
+                        "records": [r for r in records if mismatches(reference, r)][:4]})
+    return {"provenance": reference, "provenance_mismatches": history}
 
 
 def _ray_init(address: str | None):
@@ -144,7 +207,8 @@ def _ray_init(address: str | None):
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
-    if address is None:
+    if address is None:  # a fresh local instance, never another session's cluster found on this host
+        address = "local"
         kwargs.update(num_cpus=os.cpu_count() or 1, object_store_memory=256 * 1024 * 1024)
     try:
         ray.init(address=address, **kwargs)
@@ -198,7 +262,7 @@ def prebuild_toy_teacher(show_progress: bool = True) -> dict:
 
 def run_corpus(
     spec: RunSpec, *, address: str | None = None, workers: int | None = None, show_progress: bool = True,
-    policy: SchedulePolicy | None = None,
+    policy: SchedulePolicy | None = None, allow_provenance_mismatch: bool = False,
 ) -> RunReport:
     """Generate every pending shard of ``spec`` into ``spec.output``; see the module docstring.
 
@@ -223,8 +287,8 @@ def run_corpus(
         device, count, options, room = _worker_layout(spec, ray, workers)
         dtype = spec.dtype if device == "cuda" else "float32"
         threads = None if device == "cuda" else max(1, int(options["num_cpus"]))
+        execution = {"device": device, "dtype": dtype, "threads_per_worker": threads}
         with CorpusLease.acquire(layout, f"smi-synth run {spec.name}") as lease:
-            prepare_out(spec, tasks, complete, {"device": device, "dtype": dtype, "threads_per_worker": threads})
             count = min(count, len(pending))
             report.workers, report.device = count, device
             config = WorkerConfig(
@@ -235,15 +299,42 @@ def run_corpus(
             )
             actor_cls = ray.remote(RayShardWorker).options(max_restarts=-1, max_task_retries=0, **options)
             registry = ray.remote(AttemptRegistry).options(num_cpus=0).remote()
+            gate = _ProvenanceGate(ray, spec, tasks, complete, execution, allow_provenance_mismatch)
             report.startup_seconds = time.perf_counter() - start
             _dispatch(ray, lambda: actor_cls.remote(config), count, pending, registry, layout, report,
-                      show_progress, room, policy)
+                      show_progress, room, policy, gate)
+            if not allow_provenance_mismatch:  # e.g. an actor restarted on a node unlike the others
+                reject_foreign_shards(layout, [t.shard_id for t in pending], gate.reference, report)
             if lease.lost:
                 raise RunError(f"{layout.root}: another writer took the corpus lease during this run")
     finally:
         ray.shutdown()
     _finish(layout, report, start)
     return report
+
+
+def reject_foreign_shards(layout: CorpusLayout, shard_ids: list[int], reference: dict | None,
+                          report: RunReport) -> list[int]:
+    """Unmark and delete shards of ``shard_ids`` whose stats' provenance differs from ``reference``;
+    they count as failed (the next run regenerates them). Returns their ids."""
+    if not reference:
+        return []
+    rejected = []
+    for sid in shard_ids:
+        try:
+            stats = read_stats(layout, sid)
+        except (OSError, ValueError):
+            continue  # not complete
+        diffs = mismatches(reference, stats.get("provenance") or {})
+        if diffs:
+            remove_shard(layout, sid)
+            report.failed_shards[sid] = f"provenance mismatch: {'; '.join(diffs[:2])}"
+            report.completed_shards -= 1
+            report.completed_images -= int(stats.get("samples", 0))
+            rejected.append(sid)
+    if rejected:
+        refresh_index(layout, shard_ids=rejected)
+    return rejected
 
 
 def _finish(layout: CorpusLayout, report: RunReport, start: float) -> None:
@@ -254,14 +345,47 @@ def _finish(layout: CorpusLayout, report: RunReport, start: float) -> None:
     report.wall_seconds = time.perf_counter() - start
 
 
+class _ProvenanceGate:
+    """Admits workers as they become ready: the first one's provenance is checked against the corpus
+    (:func:`check_provenance`) and OUT is prepared before any shard is handed out; a later worker that
+    differs from that reference (a restart on an unlike node) gets no shards, unless mismatches are
+    allowed."""
+
+    def __init__(self, ray, spec: RunSpec, tasks: list[ShardTask], complete: set[int], execution: dict,
+                 allow: bool) -> None:
+        self.ray, self.spec, self.tasks, self.complete, self.execution, self.allow = (
+            ray, spec, tasks, complete, execution, allow)
+        self.reference: dict | None = None
+        self.prepared = False
+
+    def __call__(self, handle) -> bool:
+        record = self.ray.get(handle.provenance.remote())
+        if not self.prepared:
+            layout = CorpusLayout(self.spec.output)
+            recorded = check_provenance([record], layout, self.complete, self.allow)
+            prepare_out(self.spec, self.tasks, self.complete, self.execution, recorded,
+                        allow_provenance_mismatch=self.allow)
+            self.reference, self.prepared = recorded.get("provenance") or record, True
+            return True
+        diffs = mismatches(self.reference, record)
+        if diffs and not self.allow:
+            log.warning("a worker differs from the corpus's provenance (%s); it gets no shards", "; ".join(diffs[:2]))
+            return False
+        return True
+
+
 def _dispatch(ray, make_actor, count: int, pending: list[ShardTask], registry, layout: CorpusLayout,
-              report: RunReport, show: bool, room, policy: SchedulePolicy | None) -> None:
+              report: RunReport, show: bool, room, policy: SchedulePolicy | None, gate: _ProvenanceGate) -> None:
     """Schedule the pending shards (:mod:`pipeline.run.scheduler`); mark each completed shard in the
-    in-memory index, flushed to manifest.json and shardindex.json on a timer and at the end."""
-    index = IndexWriter(layout)
+    in-memory index (opened once OUT is prepared), flushed to manifest.json and shardindex.json on a
+    timer and at the end."""
+    index: IndexWriter | None = None
     bar = progress(sum(t.count for t in pending), "images", unit="img", disable=not show)
 
     def on_done(task: ShardTask, stats: dict) -> None:
+        nonlocal index
+        if index is None:
+            index = IndexWriter(layout)
         index.mark_complete(task.shard_id, stats)
         report.completed_shards += 1
         report.completed_images += int(stats["samples"])
@@ -272,11 +396,12 @@ def _dispatch(ray, make_actor, count: int, pending: list[ShardTask], registry, l
 
     try:
         outcome = schedule(ray, make_actor, count, pending, registry=registry, on_done=on_done,
-                           policy=policy or SchedulePolicy(), room=room)
+                           policy=policy or SchedulePolicy(), room=room, on_ready=gate)
     except WorkerStartError as exc:
         raise RunError(str(exc)) from None
     finally:
-        index.flush()
+        if index is not None:
+            index.flush()
         bar.close()
     report.failed_shards.update(outcome.failed)
     report.retries, report.workers = outcome.retries, max(report.workers, outcome.actors_started)
@@ -307,7 +432,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.manifest)
     if args.out:
         spec = spec.with_output(args.out)
-    report = run_corpus(spec, address=args.address, workers=args.workers, show_progress=sys.stderr.isatty())
+    report = run_corpus(spec, address=args.address, workers=args.workers, show_progress=sys.stderr.isatty(),
+                        allow_provenance_mismatch=getattr(args, "allow_provenance_mismatch", False))
     print(format_report(report), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         emit_json(report.as_dict())

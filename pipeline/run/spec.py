@@ -43,6 +43,7 @@ from smi_core.config import (
     SelectionConfig,
     StopSchedule,
 )
+from smi_core.version import ENGINE_VERSION
 
 if TYPE_CHECKING:
     from pipeline.teachers.loading import TeacherInfo
@@ -50,16 +51,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when the hashed fields change. Version 2 leaves the SMI-only fields out of dense runs' hashes
-# (a dense inversion ignores them). A corpus made under an older version still resumes (see
-# RunSpec.matches_hash); a resume with shards left to generate rewrites its manifest with the
-# current hash, a complete corpus is left as it is.
-HASH_VERSION = 2
-HASH_VERSIONS_ACCEPTED = (1, 2)
-# inversion fields added after HASH_VERSION 1, with the value that reproduces the behaviour from before
-# them: at that value a field is left out of the hash, so corpora made before it keep their spec hash
+# (a dense inversion ignores them). Version 3 adds the engine version (smi_core.version) and names a
+# timm teacher by the pretrained tag timm resolves it to (timm:NAME -> timm:NAME.TAG). A corpus made
+# under an older version still resumes while the engine is the one those versions stood for
+# (LEGACY_ENGINE_VERSION; see RunSpec.matches_hash); a resume with shards left to generate rewrites its
+# manifest with the current hash, a complete corpus is left as it is.
+HASH_VERSION = 3
+HASH_VERSIONS_ACCEPTED = (1, 2, 3)
+LEGACY_ENGINE_VERSION = 1  # the engine of every corpus hashed before version 3 recorded it
 FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant"}
 SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
+# Size limits, checked arithmetically before anything is enumerated (see _check_sizes):
+MAX_IMAGES_PER_CLASS = 10_000_000  # sample keys hold a 7-digit per-class index (c00042-i0000123)
+MAX_SHARDS = 10_000  # one tar per shard in data/, and the layout stays within 10,000 files per folder
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Number = Annotated[float, Strict()]  # ints are accepted and stored as floats; strings and bools are not
@@ -202,6 +207,14 @@ class Manifest(_Model):
             return ClassRange(start=v["start"], stop=v["stop"])
         raise ValueError(f"expected 'all', a list of class ids or {{start, stop}}, got {_show(v)}")
 
+    @field_validator("images_per_class")
+    @classmethod
+    def _images_per_class(cls, v: int) -> int:
+        if v > MAX_IMAGES_PER_CLASS:
+            raise ValueError(f"must be <= {MAX_IMAGES_PER_CLASS:,} (sample keys hold a 7-digit per-class "
+                             f"index), got {v:,}")
+        return v
+
     @model_validator(mode="after")
     def _batch(self) -> Manifest:
         b = self.inversion.batch_size
@@ -319,18 +332,21 @@ class RunSpec:
                 d.pop(name, None)
         return d
 
-    def _teacher_identity(self) -> dict[str, Any]:
+    def _teacher_identity(self, version: int) -> dict[str, Any]:
         if _is_checkpoint(self.teacher_spec):
             return {"kind": "checkpoint", "sha256": self.checkpoint_sha256}
-        return {"kind": "toy" if self.teacher_spec == "toy" else "timm", "id": self.teacher.teacher_id}
+        if self.teacher_spec == "toy":
+            return {"kind": "toy", "id": self.teacher.teacher_id}
+        # from version 3 a timm teacher is named with its resolved pretrained tag, not as written
+        return {"kind": "timm", "id": self.teacher.identity if version >= 3 else self.teacher.teacher_id}
 
     def hashed_fields(self, version: int = HASH_VERSION) -> dict[str, Any]:
         """Exactly the fields that determine the corpus bytes (the input of :meth:`spec_hash`)."""
         if version not in HASH_VERSIONS_ACCEPTED:
             raise ValueError(f"version: expected one of {HASH_VERSIONS_ACCEPTED}, got {version!r}")
-        return {
+        fields: dict[str, Any] = {
             "hash_version": version,
-            "teacher": self._teacher_identity(),
+            "teacher": self._teacher_identity(version),
             "classes": list(self.classes),
             "images_per_class": self.images_per_class,
             "images_per_shard": self.images_per_shard,
@@ -339,6 +355,9 @@ class RunSpec:
             "seed": self.seed,
             "dtype": self.dtype,
         }
+        if version >= 3:
+            fields["engine_version"] = ENGINE_VERSION
+        return fields
 
     def spec_hash(self, version: int = HASH_VERSION) -> str:
         """sha256 of the canonical JSON of :meth:`hashed_fields` (not output, resources, hub, name)."""
@@ -346,8 +365,18 @@ class RunSpec:
         return hashlib.sha256(canon.encode()).hexdigest()
 
     def matches_hash(self, recorded: str | None) -> bool:
-        """Whether a corpus recorded with spec hash ``recorded`` is this spec's, under any accepted version."""
-        return recorded is not None and any(recorded == self.spec_hash(v) for v in HASH_VERSIONS_ACCEPTED)
+        """Whether a corpus recorded with spec hash ``recorded`` is this spec's.
+
+        The current version always counts; versions 1 and 2 (which hashed neither the engine version
+        nor a timm teacher's resolved tag) only while the engine is still :data:`LEGACY_ENGINE_VERSION`.
+        """
+        versions = [v for v in HASH_VERSIONS_ACCEPTED if v >= 3 or ENGINE_VERSION == LEGACY_ENGINE_VERSION]
+        return recorded is not None and any(recorded == self.spec_hash(v) for v in versions)
+
+    def hash_differences(self, recorded: dict[str, Any]) -> list[str]:
+        """``field: recorded -> this spec`` for each hashed field that differs from ``recorded``
+        (a manifest's ``hashed_fields``), dotted for nested ones; empty when they agree."""
+        return _differences(recorded, self.hashed_fields(int(recorded.get("hash_version", HASH_VERSION))))
 
     def resolved(self) -> dict[str, Any]:
         """Fully resolved, JSON-able spec: defaults filled in, teacher, class list and names, hash."""
@@ -361,6 +390,8 @@ class RunSpec:
             "teacher": {
                 "spec": Path(self.teacher_spec).name if _is_checkpoint(self.teacher_spec) else self.teacher_spec,
                 "id": t.teacher_id,
+                "resolved_id": t.identity,
+                "pretrained_tag": t.pretrained_tag,
                 "checkpoint_sha256": self.checkpoint_sha256,
                 "num_classes": t.num_classes,
                 "img_size": list(t.img_size),
@@ -389,6 +420,8 @@ class RunSpec:
             "resources": self.resources.model_dump(mode="json"),
             "hub": hub,
             "license": self.license,
+            "engine_version": ENGINE_VERSION,
+            "hashed_fields": self.hashed_fields(),
             "spec_hash": self.spec_hash(),
         }
 
@@ -438,6 +471,9 @@ def spec_from_dict(
     engine_error = _engine_error(manifest)
     if engine_error:
         raise UserError(f"{label}: {engine_error}")
+    known = manifest.classes  # sizes are checked before the teacher is described (which imports timm)
+    _check_sizes(manifest, len(known) if isinstance(known, list) else
+                 known.stop - known.start if isinstance(known, ClassRange) else None, label)
     base = Path(base_dir).absolute().resolve()
     name = manifest.name or default_name or "run"
     output = _resolve_output(manifest.output or f"{name}-out", base, label)
@@ -451,6 +487,7 @@ def spec_from_dict(
         log.warning("teacher %s has %d class names for %d classes; using class_<id>",
                     info.teacher_id, len(info.class_names), info.num_classes)
     classes = _resolve_classes(manifest.classes, info.num_classes, label)
+    _check_sizes(manifest, len(classes), label)
     log.debug("%s: teacher %s, %d classes, output %s", label, info.teacher_id, len(classes), output)
     return RunSpec(
         manifest=manifest,
@@ -535,6 +572,43 @@ def _resolve_output(raw: str, base: Path, label: str) -> Path | str:
     return lexical
 
 
+def _check_sizes(manifest: Manifest, num_classes: int | None, label: str) -> None:
+    """Refuse more than :data:`MAX_SHARDS` shards, naming the field to change (arithmetic only).
+
+    ``num_classes=None`` (``classes: all`` before the teacher is described) checks one class's shards.
+    """
+    ipc, ips = manifest.images_per_class, manifest.images_per_shard
+    if num_classes is None:
+        per_class = -(-ipc // ips)
+        if per_class > MAX_SHARDS:
+            raise UserError(f"{label}: images_per_shard: {ipc:,} images per class in shards of {ips:,} make "
+                            f"{per_class:,} shards per class; a corpus has at most {MAX_SHARDS:,} (files per "
+                            f"folder): use images_per_shard >= {-(-ipc // MAX_SHARDS):,}")
+        return
+    shards = num_classes * -(-ipc // ips)
+    if shards <= MAX_SHARDS:
+        return
+    per_class = MAX_SHARDS // num_classes  # shards each class may have
+    if per_class == 0:
+        raise UserError(f"{label}: classes: {num_classes:,} classes make at least {num_classes:,} shards "
+                        f"(one class per shard); a corpus has at most {MAX_SHARDS:,} shards (files per folder): "
+                        f"choose at most {MAX_SHARDS:,} classes")
+    raise UserError(f"{label}: images_per_shard: {num_classes:,} classes x {ipc:,} images in shards of {ips:,} "
+                    f"make {shards:,} shards; a corpus has at most {MAX_SHARDS:,} (files per folder): use "
+                    f"images_per_shard >= {-(-ipc // per_class):,}")
+
+
+def _differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for key in sorted(set(recorded) | set(current), key=str):
+            out += _differences(recorded.get(key), current.get(key), f"{prefix}{key}.")
+        return out
+    if recorded == current:
+        return []
+    return [f"{prefix.rstrip('.')}: {_show(recorded)} -> {_show(current)}"]
+
+
 def _resolve_classes(classes: Any, num_classes: int, label: str) -> tuple[int, ...]:
     if classes == "all":
         return tuple(range(num_classes))
@@ -583,9 +657,30 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+MAX_ERRORS_SHOWN = 3  # further problems are counted on the same line
+
+
 def _format_validation_error(exc: ValidationError) -> str:
-    """The first pydantic error as ``field.path: message`` on one line."""
-    err = exc.errors()[0]
+    """Every pydantic error on one line, most telling first: unknown fields (with did-you-mean) before
+    the rest, and a required field left out by a typo reported only as the typo."""
+    errors = exc.errors()
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    explained = set()  # (parent, field) a typo's did-you-mean names: its "missing" error is that typo
+    for e in unknown:
+        parent = tuple(e["loc"][:-1])
+        hint = difflib.get_close_matches(str(e["loc"][-1]), _fields_at(parent), n=1)
+        if hint:
+            explained.add((parent, hint[0]))
+    rest = [e for e in errors if e["type"] != "extra_forbidden"
+            and not (e["type"] == "missing" and (tuple(e["loc"][:-1]), str(e["loc"][-1])) in explained)]
+    messages = list(dict.fromkeys(_format_error(e) for e in unknown + rest))
+    shown = "; ".join(messages[:MAX_ERRORS_SHOWN])
+    more = len(messages) - MAX_ERRORS_SHOWN
+    return shown + (f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else "")
+
+
+def _format_error(err: Any) -> str:
+    """One pydantic error as ``field.path: message``."""
     loc = tuple(err["loc"])
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     where = ".".join(str(p) for p in loc)

@@ -2,7 +2,9 @@
 
 ``ShardWorker`` loads the teacher once and turns ``ShardTask``s into complete shards; the runner
 wraps it in a Ray actor, but it runs the same without Ray. Every batch's generator is seeded from
-(shard seed, batch index), so a shard's bytes depend only on the manifest and its id.
+(shard seed, batch index), so a shard's bytes depend only on the manifest and its id (on one kind of
+device and GPU model: see :func:`deterministic_settings`). Every shard's stats carry the worker's
+provenance record (:mod:`pipeline.run.provenance`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.sample import ShardSample
 from pipeline.corpus.writer import warm_up, write_shard
 from pipeline.run.faults import FaultPlan
+from pipeline.run.provenance import collect as collect_provenance
 from pipeline.teachers.loading import load_teacher
 from smi_core import InversionConfig, InversionResult, invert
+from smi_core.version import ENGINE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,34 @@ class WorkerConfig:
     dtype: str = "float32"  # "bfloat16": autocast on the teacher
     threads: int | None = None  # torch intra-op threads for CPU workers
     fault: FaultPlan | None = None
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to pick deterministic reductions (CUDA >= 10.2)
+
+
+def deterministic_settings(device: torch.device) -> dict:
+    """Ask for deterministic kernels on a GPU worker; return what is in force (for provenance).
+
+    CUDA: ``CUBLAS_WORKSPACE_CONFIG`` (kept if already set; it must be set before cuBLAS starts, i.e.
+    before the teacher's first matmul), ``torch.use_deterministic_algorithms(True, warn_only=True)``
+    (an op without a deterministic kernel warns rather than failing the shard), cuDNN deterministic and
+    no benchmark autotuning. Repeats on the same GPU model and software then give the same bytes;
+    another GPU model may not (other kernels). CPU workers are left as they are: their kernels are
+    already deterministic for a fixed thread count.
+    """
+    if device.type != "cuda":
+        return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+    }
 
 
 def batch_seed(shard_seed: int, batch_index: int) -> int:
@@ -108,9 +140,15 @@ class ShardWorker:
         if config.threads:
             torch.set_num_threads(int(config.threads))
         self.device = torch.device(config.device)
+        determinism = deterministic_settings(self.device)  # before the teacher's first CUDA call
         start = time.perf_counter()
         self.teacher = load_teacher(config.teacher_spec, device=self.device)
         self.load_seconds = time.perf_counter() - start
+        self.record = collect_provenance(
+            teacher_id=self.teacher.info.identity, weights_sha256=self.teacher.weights_sha256,
+            engine_version=ENGINE_VERSION, device=str(self.device), dtype=config.dtype,
+            threads=config.threads, determinism=determinism,
+        )
         self.layout = CorpusLayout(config.out)
         warm_up()  # pyarrow's one-time costs belong to start-up, not to the first shard's write
         log.info("worker %d: teacher %s on %s in %.1f s", os.getpid(), self.teacher.teacher_id, self.device, self.load_seconds)
@@ -118,6 +156,10 @@ class ShardWorker:
     def ready(self) -> int:
         """Answer once the actor is up (teacher loaded); the runner probes restarted actors with it."""
         return os.getpid()
+
+    def provenance(self) -> dict:
+        """This worker's provenance record (teacher identity and weights, engine, packages, device, host)."""
+        return dict(self.record)
 
     def run(self, task: ShardTask, guard: Callable[[], None] | None = None) -> dict:
         """Invert ``task``'s images and write the shard; the stats dict is returned once it is complete.
@@ -146,7 +188,8 @@ class ShardWorker:
         start = time.perf_counter()
         stats = write_shard(
             self.layout, task.shard_id, samples, num_classes=cfg.num_classes, image_format=cfg.image_format,
-            extra_stats={"inversion_seconds": inversion_seconds, "flops": flops, "device": str(self.device)},
+            extra_stats={"inversion_seconds": inversion_seconds, "flops": flops, "device": str(self.device),
+                         "provenance": self.record},
             guard=guard,
         )
         stats["write_seconds"] = time.perf_counter() - start

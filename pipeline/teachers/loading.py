@@ -19,11 +19,18 @@ Three kinds of teacher spec:
 :func:`describe_teacher` is cheap (builds the architecture on the ``meta`` device, reads only file
 headers, downloads nothing); :func:`load_teacher` loads weights. Every bad input is a one-line
 :class:`~pipeline.errors.UserError` naming the teacher.
+
+Identity (what determines a teacher's outputs): ``TeacherInfo.resolved_id`` names a ``timm:`` teacher
+with the pretrained tag the installed timm resolves it to (``timm:vit_base_patch16_224`` ->
+``timm:vit_base_patch16_224.augreg2_in21k_ft_in1k``), and ``Teacher.weights_sha256`` is the sha256 of
+the weights actually loaded (every tensor of the state dict: name, dtype, shape and bytes), for every
+kind of teacher.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -70,6 +77,13 @@ class TeacherInfo:
     arch: str = ""  # timm architecture name
     num_params: int = 0
     label_ids: tuple[str, ...] | None = None  # e.g. ImageNet WordNet synsets (ImageFolder folder names)
+    pretrained_tag: str | None = None  # timm teachers: the pretrained tag timm resolves the name to
+    resolved_id: str = ""  # timm teachers: "timm:ARCH.TAG"; others: teacher_id ("" reads as teacher_id)
+
+    @property
+    def identity(self) -> str:
+        """What names this teacher's weights: the resolved id (timm with its pretrained tag) or the id."""
+        return self.resolved_id or self.teacher_id
 
 
 @dataclass
@@ -85,6 +99,7 @@ class Teacher:
     std: tuple[float, ...]
     license: str | None
     info: TeacherInfo
+    weights_sha256: str = ""  # sha256 of the loaded state dict (see weights_sha256())
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] ``(N, 3, H, W)`` to the model's input normalisation."""
@@ -104,7 +119,7 @@ def describe_teacher(spec: str) -> TeacherInfo:
         return _info(model, cfg["teacher_id"], cfg["arch"], cfg["class_names"], spec)
     if kind == "timm":
         model = _meta_model(value, {}, spec)
-        return _info(model, f"{TIMM_PREFIX}{value}", value, None, spec)
+        return _info(model, f"{TIMM_PREFIX}{value}", value, None, spec, timm_tag=True)
     path = _existing(value, spec)
     config = _checkpoint_config(path, arch, spec)
     model = _meta_model(config["architecture"], _model_args(config), spec)
@@ -126,7 +141,7 @@ def load_teacher(
     elif kind == "timm":
         _meta_model(value, {}, spec)  # unknown names and non-ViTs fail here, before any download
         model = _create_pretrained(value, spec)
-        info = _info(model, f"{TIMM_PREFIX}{value}", value, None, spec)
+        info = _info(model, f"{TIMM_PREFIX}{value}", value, None, spec, timm_tag=True)
     else:
         path = _existing(value, spec)
         config = _checkpoint_config(path, arch, spec)
@@ -135,6 +150,7 @@ def load_teacher(
         _apply_pretrained_cfg(model, config)
         _load_weights(model, path, spec)
         info = _info(model, _file_id(path), config["architecture"], config.get("label_names"), spec)
+    digest = weights_sha256(model)  # before the move: hashed from host memory, whatever the device
     model = model.to(device).eval().requires_grad_(False)
     return Teacher(
         model=model,
@@ -146,7 +162,22 @@ def load_teacher(
         std=info.std,
         license=info.license,
         info=info,
+        weights_sha256=digest,
     )
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict in name order: each tensor's name, dtype, shape and raw bytes.
+
+    Two teachers with equal digests hold bit-identical weights and buffers, whatever file or download
+    they came from.
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def parse_spec(spec: str) -> tuple[str, str, str | None]:
@@ -229,8 +260,9 @@ def _check_vit(model: nn.Module, spec: str) -> None:
         )
 
 
-def _info(model: nn.Module, teacher_id: str, arch: str, names: Sequence[str] | None, spec: str) -> TeacherInfo:
-    """Read a built (possibly meta) model's metadata and dimensions."""
+def _info(model: nn.Module, teacher_id: str, arch: str, names: Sequence[str] | None, spec: str,
+          *, timm_tag: bool = False) -> TeacherInfo:
+    """Read a built (possibly meta) model's metadata and dimensions; ``timm_tag``: resolve the pretrained tag."""
     from timm.data import resolve_model_data_config
 
     num_classes = int(model.num_classes)
@@ -241,6 +273,8 @@ def _info(model: nn.Module, teacher_id: str, arch: str, names: Sequence[str] | N
     mlp = getattr(block, "mlp", None)
     fc1 = getattr(mlp, "fc1", None)
     embed_dim = int(model.embed_dim)
+    tag = str(cfg["tag"]) if timm_tag and cfg.get("tag") else None
+    resolved = f"{TIMM_PREFIX}{cfg.get('architecture') or arch.split('.', 1)[0]}.{tag}" if tag else teacher_id
     return TeacherInfo(
         teacher_id=teacher_id,
         num_classes=num_classes,
@@ -258,6 +292,8 @@ def _info(model: nn.Module, teacher_id: str, arch: str, names: Sequence[str] | N
         arch=arch,
         num_params=sum(p.numel() for p in model.parameters()),
         label_ids=label_ids,
+        pretrained_tag=tag,
+        resolved_id=resolved,
     )
 
 

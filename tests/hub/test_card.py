@@ -101,3 +101,37 @@ def test_preview_image_is_linked_only_when_present(corpus: CorpusLayout) -> None
                                        (1_000_000, "1M<n<10M"), (10**13, "n>1T")])
 def test_size_categories(n: int, bucket: str) -> None:
     assert size_category(n) == bucket
+
+
+def _provenance(torch_version: str, host: str) -> dict:
+    return {"teacher": {"id": "timm:deit_tiny_patch16_224.fb_in1k", "weights_sha256": "5e" * 32},
+            "engine_version": 1, "device": "cuda", "gpu": "NVIDIA H200", "cuda": "13.0", "dtype": "bfloat16",
+            "packages": {"smi-synth": "0.1.0", "torch": torch_version, "timm": "1.0.31"}, "host": host}
+
+
+def test_card_shows_provenance(make_corpus, make_samples, corpus_tasks, tmp_path: Path) -> None:
+    from pipeline.corpus.writer import write_shard
+
+    layout = make_corpus(tmp_path / "c", num_classes=3, shards_per_class=1, per_shard=2)
+    card = render_card(layout)  # made before provenance was recorded
+    assert "| Teacher weights sha256 | not recorded |" in card and "| Engine version | not recorded |" in card
+    assert "| Made with | not recorded (made before smi-synth recorded provenance) (3 shards) |" in card
+    first = _provenance("2.14.1+cu130", "node-a")
+    for task, torch_version, host in zip(corpus_tasks(layout), ("2.14.1+cu130", "2.14.1+cu130", "2.15.0+cu130"),
+                                         ("node-a", "node-b", "node-b")):
+        write_shard(layout, task.shard_id, make_samples(task), num_classes=3,
+                    extra_stats={"provenance": _provenance(torch_version, host)})
+    teacher = {**RESOLVED_SPEC["teacher"], "id": "timm:deit_tiny_patch16_224",
+               "resolved_id": "timm:deit_tiny_patch16_224.fb_in1k", "pretrained_tag": "fb_in1k"}
+    mismatch = {"complete_shards_before": 2, "differences": ["packages.torch: 2.14.1+cu130 -> 2.15.0+cu130"]}
+    _with_spec(layout, {**RESOLVED_SPEC, "teacher": teacher, "engine_version": 1, "provenance": first,
+                        "provenance_mismatches": [mismatch]})
+    card = render_card(layout)
+    assert "| Teacher resolved to | `timm:deit_tiny_patch16_224.fb_in1k` (pretrained tag `fb_in1k`) |" in card
+    assert f"| Teacher weights sha256 | `{'5e' * 32}` |" in card and "| Engine version | 1 |" in card
+    assert ("| Made with | cuda (NVIDIA H200, CUDA 13.0), bfloat16; smi-synth 0.1.0, torch 2.14.1+cu130, "
+            "timm 1.0.31 (2 shards) |") in card
+    assert "torch 2.15.0+cu130, timm 1.0.31 (1 shard) |" in card and "| Hosts | 2 |" in card
+    assert ("| Provenance mismatches allowed on resume | 1: packages.torch: 2.14.1+cu130 -> 2.15.0+cu130 |"
+            in card)
+    assert render_card(layout) == card

@@ -8,6 +8,7 @@ and records every request.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -189,18 +190,58 @@ def test_transient_errors_are_retried(hub: FakeHub, tmp_path: Path) -> None:
     assert_no_token(proc.stdout, proc.stderr)
 
 
-def test_stale_remote_shards_are_removed_other_files_kept(hub: FakeHub, tmp_path: Path) -> None:
+def tree_digests(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with its sha256 (to show that nothing local was written)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_requests(hub: FakeHub) -> list:
+    return [r for r in hub.requests if r.method not in ("GET", "HEAD")]
+
+
+def dry_run_lines(stdout: str, action: str) -> list[str]:
+    """Paths on the dry run's ``action`` lines (add, replace, unchanged, delete)."""
+    head = stdout.split("\n--- README.md ---")[0]
+    return sorted(line.split()[-1] for line in head.splitlines() if line.split()[:1] == [action])
+
+
+FOREIGN = {  # what an existing dataset repo may hold that is not this corpus's: never touched
+    "data/train-00000-of-00001.parquet": b"PAR1 push_to_hub layout PAR1",
+    "notes.md": b"kept",
+    "preview/custom.png": b"someone's picture",
+}
+STALE = {"data/train-000042.tar": b"old shard", "stats/train-000042.json": b"{}"}  # corpus-layout names
+
+
+def test_publish_touches_only_its_own_files(hub: FakeHub, tmp_path: Path) -> None:
     root = build_corpus(tmp_path / "corpus", num_classes=1, shards_per_class=1, per_shard=2).root
     hub.add_repo(REPO)
-    hub.put_files(REPO, {"data/train-000042.tar": b"old shard", "stats/train-000042.json": b"{}",
-                         "notes.md": b"kept"})
-    proc = run_cli(hub, tmp_path / "hf-home", str(root), "--repo-id", REPO)
+    hub.put_files(REPO, {**FOREIGN, **STALE})
+    home = tmp_path / "hf-home"
+
+    # dry run: stale corpus files are listed for deletion only with --delete-stale, foreign ones never
+    for flag, deleted in (((), []), (("--delete-stale",), sorted(STALE))):
+        proc = run_cli(hub, home, str(root), "--repo-id", REPO, "--dry-run", *flag)
+        assert proc.returncode == 0, proc.stderr
+        assert dry_run_lines(proc.stdout, "delete") == deleted
+        assert ("--delete-stale to delete them" in proc.stdout) == (not flag)
+    assert write_requests(hub) == []
+
+    proc = run_cli(hub, home, str(root), "--repo-id", REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "left 2 stale files in place (--delete-stale removes them)" in proc.stdout
+    assert "--delete-stale" in proc.stderr  # the warning, before anything was sent
+    remote = hub.files(REPO)
+    assert {p: remote[p] for p in {**FOREIGN, **STALE}} == {**FOREIGN, **STALE}
+
+    proc = run_cli(hub, home, str(root), "--repo-id", REPO, "--delete-stale")
     assert proc.returncode == 0, proc.stderr
     assert "removed 2 stale files" in proc.stdout
     remote = hub.files(REPO)
-    assert "data/train-000042.tar" not in remote and "stats/train-000042.json" not in remote
-    assert remote["notes.md"] == b"kept"
-    assert {p: b for p, b in remote.items() if p not in (".gitattributes", "notes.md")} == corpus_files(root)
+    assert not set(STALE) & set(remote)
+    assert {p: remote[p] for p in FOREIGN} == FOREIGN
+    assert {p: b for p, b in remote.items() if p not in (".gitattributes", *FOREIGN)} == corpus_files(root)
 
 
 def test_corrupt_shard_is_refused_before_any_request(hub: FakeHub, tmp_path: Path) -> None:
@@ -222,22 +263,38 @@ def test_incomplete_corpus_is_refused_before_any_request(hub: FakeHub, tmp_path:
     assert hub.requests == []
 
 
-def test_dry_run_sends_nothing(hub: FakeHub, tmp_path: Path) -> None:
+def test_dry_run_lists_the_changes_and_writes_nothing(hub: FakeHub, tmp_path: Path) -> None:
     root = build_corpus(tmp_path / "corpus", num_classes=2, shards_per_class=1, per_shard=2).root
     # What older huggingface_hub's upload_large_folder kept in the folder: neither verify nor publish mind it.
     cache = root / ".cache" / "huggingface" / "upload" / "data"
     cache.mkdir(parents=True)
     (cache / "train-000000.tar.metadata").write_text("x")
+    before = tree_digests(root)
     proc = run_cli(hub, tmp_path / "hf-home", str(root), "--repo-id", REPO, "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert hub.requests == []
+    assert hub.requests and write_requests(hub) == []  # it read the (missing) repo, wrote nothing
+    assert f"note: dataset {REPO} does not exist; publish would create it" in proc.stdout
+    assert tree_digests(root) == before  # no README.md, no previews, nothing else written locally
     assert ".cache" not in proc.stdout
-    files = corpus_files(root)
+    files = corpus_files(root)  # the shard files, manifest.json and shardindex.json
     for path, content in files.items():
-        assert f"{len(content):>14}  {path}" in proc.stdout
-    assert (root / "README.md").read_text() in proc.stdout
-    assert f'load_dataset("{REPO}", split="train")' in proc.stdout
-    assert (root / "preview" / "overview.png").is_file()
+        assert f"add       {len(content):>14}  {path}" in proc.stdout
+    card = proc.stdout.split("\n--- README.md ---\n", 1)[1]
+    assert f'load_dataset("{REPO}", split="train")' in card
+    assert f"add       {len(card[:-1].encode()):>14}  README.md" in proc.stdout  # print() added the last newline
+    assert "![overview](preview/overview.png)" in card  # the card publish would write, previews and all
+    assert "(generated)  preview/overview.png" in proc.stdout
+    assert proc.stdout.startswith(f"dry run: dataset {REPO}: {len(files) + 4} to add, 0 to replace, 0 unchanged, "
+                                  "0 to delete; nothing was written or sent")
+
+    # once published, a dry run finds everything in place; a changed shard is listed as replaced
+    assert run_cli(hub, tmp_path / "hf-home", str(root), "--repo-id", REPO).returncode == 0
+    n = len(hub.requests)
+    proc = run_cli(hub, tmp_path / "hf-home", str(root), "--repo-id", REPO, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert not [r for r in hub.requests[n:] if r.method not in ("GET", "HEAD")]
+    assert dry_run_lines(proc.stdout, "add") == dry_run_lines(proc.stdout, "replace") == []
+    assert "README.md" in dry_run_lines(proc.stdout, "unchanged")
 
 
 def test_missing_token_is_refused_before_any_request(hub: FakeHub, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -9,17 +10,25 @@ from typing import Any
 import pytest
 import yaml
 
+import pipeline.run.runner  # noqa: F401 - imported now, so it binds the real plan_shards, not a test's stand-in
 import pipeline.run.spec as spec_mod
+from pipeline.cli import main
+from pipeline.errors import UserError
 from pipeline.run.plan import (
     FWD_BWD_FACTOR,
+    PARQUET_FILE_BYTES,
+    STATS_FILE_BYTES,
+    TAR_END_BYTES,
     ShardTask,
     plan_shards,
+    sample_bytes,
     shard_seed,
     summarize,
     token_phases,
     vit_forward_flops,
 )
-from pipeline.run.spec import RunSpec, load_spec
+from pipeline.run.spec import MAX_SHARDS, RunSpec, load_spec
+from pipeline.teachers.loading import TeacherInfo
 from tests.run.fake_teacher import fake_describe
 
 
@@ -86,12 +95,12 @@ def test_forward_flops_formula(tmp_path: Path) -> None:
 
 def test_summary(tmp_path: Path) -> None:
     spec = make_spec(tmp_path)
-    s = summarize(spec, plan_shards(spec))
+    s = summarize(spec)
     assert (s["shards"], s["images"], s["classes"], s["images_per_shard"]) == (30, 100, 10, 4)
     per_image = sum(FWD_BWD_FACTOR * n * vit_forward_flops(spec, k) for n, k in token_phases(spec))
     assert s["flops"] == 100 * per_image and s["flops"] < s["flops_dense"]
     dense = make_spec(tmp_path, inversion={"method": "dense", "iterations": 200})
-    assert summarize(dense, plan_shards(dense))["flops"] == s["flops_dense"]
+    assert summarize(dense)["flops"] == s["flops_dense"]
     assert s["bytes"] > 100 * 32 * 32 * 3 and s["gpu_hours"] > 0 and s["cpu_core_hours"] > s["gpu_hours"]
     assert s["spec_hash"] == spec.spec_hash() and "H100" in s["assumptions"]["gpu"]
 
@@ -104,9 +113,73 @@ def test_imagenet_scale_plan_is_fast(tmp_path: Path, per_shard: int) -> None:
                                     "images_per_shard": per_shard, "dtype": "bfloat16"}))
     start = time.perf_counter()
     spec = load_spec(path)
-    tasks = plan_shards(spec)
-    s = summarize(spec, tasks)
+    s = summarize(spec)
     elapsed = time.perf_counter() - start
     assert s["images"] == 1_000_000 and s["shards"] == 1000 * (1000 // per_shard)
     assert s["kept_patches"] == [196, 138, 97, 68, 48]
     assert elapsed < 2.0, f"planning took {elapsed:.2f} s"
+
+
+def test_totals_are_arithmetic_and_match_the_enumerated_plan(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, classes=[2, 5, 9], images_per_class=11)
+    tasks = plan_shards(spec)
+    s = summarize(spec)
+    kept = token_phases(spec)[-1][1]
+    per_task = sum(sample_bytes(spec, t.label, kept) * t.count for t in tasks)
+    per_task += len(tasks) * (TAR_END_BYTES + PARQUET_FILE_BYTES + STATS_FILE_BYTES)
+    assert (s["images"], s["shards"], s["classes"], s["bytes"]) == (sum(t.count for t in tasks), len(tasks), 3,
+                                                                    per_task)
+
+
+def _never_enumerate(*_: Any) -> None:
+    raise AssertionError("plan enumerated the shards")
+
+
+def test_plan_of_the_largest_corpus_enumerates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """1,000 classes x 10,000,000 images (the per-class limit) in 10,000 shards: totals from arithmetic."""
+    monkeypatch.setattr("pipeline.run.plan.plan_shards", _never_enumerate)
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump({"teacher": "timm:deit_base_patch16_224", "images_per_class": 10_000_000,
+                                    "images_per_shard": 1_000_000, "output": "out"}))
+    assert main(["plan", str(path), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (s["images"], s["shards"], s["classes"]) == (10**10, MAX_SHARDS, 1000)
+
+
+def _never_describe(spec: str) -> None:
+    raise AssertionError("the teacher was described (timm imported) before the sizes were checked")
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+@pytest.mark.parametrize("counts,expected", [
+    ((1_000_000_000_000, 1000), "images_per_class: must be <= 10,000,000 (sample keys hold a 7-digit per-class "
+                                "index), got 1,000,000,000,000"),
+    ((1_000_000, 2), "images_per_shard: 1,000,000 images per class in shards of 2 make 500,000 shards per class; "
+                     "a corpus has at most 10,000 (files per folder): use images_per_shard >= 100"),
+], ids=["images_per_class", "shards"])
+def test_huge_count_manifest_is_refused_at_once_naming_the_field_and_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str,
+        counts: tuple[int, int], expected: str) -> None:
+    """The issue's manifest (images_per_class 1e12) and a shard count over the limit: refused from the
+    manifest's numbers alone: no teacher described, nothing enumerated, started or written."""
+    monkeypatch.setattr(spec_mod, "_describe_teacher", _never_describe)
+    monkeypatch.setattr("pipeline.run.plan.plan_shards", _never_enumerate)
+    monkeypatch.setattr("pipeline.run.runner.plan_shards", _never_enumerate)
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump({"teacher": "timm:deit_base_patch16_224", "images_per_class": counts[0],
+                                    "images_per_shard": counts[1], "output": "out"}))
+    assert main([command, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"smi-synth {command}: error: {path}: {expected}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.yaml"]
+
+
+def test_more_classes_than_the_shard_limit_names_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    in21k = TeacherInfo("timm:in21k", 21843, tuple(f"c{i}" for i in range(21843)), (224, 224), (0.5,) * 3,
+                        (0.5,) * 3, None, 768, 12, 12, 4.0, (16, 16), 1)
+    monkeypatch.setattr(spec_mod, "_describe_teacher", lambda spec: in21k)
+    with pytest.raises(UserError, match=r"classes: 21,843 classes make at least 21,843 shards .* at most 10,000"):
+        make_spec(tmp_path, images_per_class=1, images_per_shard=1)
+    assert make_spec(tmp_path, classes={"start": 0, "stop": 10_000}, images_per_class=5,
+                     images_per_shard=5).num_shards == 10_000

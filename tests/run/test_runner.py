@@ -14,11 +14,14 @@ import timm
 import torch
 import yaml
 
+import pipeline.run.spec as spec_mod
 from pipeline.cli import main
+from pipeline.corpus.index import read_stats
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.verify import verify_corpus
 from pipeline.run.spec import load_spec
 from pipeline.teachers.checkpoint import save_checkpoint
+from pipeline.teachers.loading import load_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH_KWARGS = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=4)
@@ -57,6 +60,12 @@ def write_manifest(tmp_path: Path, teacher: Path, **overrides) -> Path:
 
 def tar_digests(out: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "data").glob("*.tar"))}
+
+
+def digests(out: Path, *folders: str) -> dict[str, str]:
+    """sha256 of every file under ``folders`` of ``out``, by relative path."""
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted((out / folder).rglob("*")) if p.is_file()}
 
 
 def last_json(text: str) -> dict:
@@ -132,7 +141,9 @@ def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, teacher_file):
     done = len(list(stats_dir.glob("*.json")))
     assert 0 < done < 16
     assert main(["run", str(manifest), "--out", str(interrupted)]) == 0
-    assert tar_digests(interrupted) == tar_digests(reference)
+    # data/ and metadata/ byte for byte (the parquet holds no timings); 16 tars and 16 parquet files
+    expected = digests(reference, "data", "metadata")
+    assert len(expected) == 32 and digests(interrupted, "data", "metadata") == expected
     assert verify_corpus(interrupted).ok
 
 
@@ -159,3 +170,70 @@ def test_shard_that_always_fails_is_reported_and_the_rest_finish(tmp_path, teach
     layout = CorpusLayout(out)
     assert not (layout.root / layout.stats(2)).exists() and not (layout.root / layout.tar(2)).exists()
     assert all((layout.root / layout.stats(i)).exists() for i in range(8) if i != 2)
+
+
+def test_provenance_mismatch_on_resume_is_refused_then_allowed_and_recorded(tmp_path, teacher_file, capsys,
+                                                                          monkeypatch):
+    manifest = write_manifest(tmp_path, teacher_file, images_per_class=2, images_per_shard=2)
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--out", str(out)]) == 0
+    path = out / "manifest.json"
+    recorded = json.loads(path.read_text())
+    reference = recorded["spec"]["provenance"]
+    assert reference["packages"]["torch"] == torch.__version__ and reference["device"] == "cpu"
+    assert reference["teacher"]["weights_sha256"] == load_teacher(str(teacher_file)).weights_sha256
+    assert read_stats(CorpusLayout(out), 0)["provenance"] == reference  # one machine: the same record
+    # the corpus was started under another torch and smi-synth, as an upgrade between two runs leaves it
+    reference["packages"]["torch"] = "2.0.0+old"
+    recorded["package_version"] = "0.0.1"
+    path.write_text(json.dumps(recorded))
+    (out / "stats" / "train-000003.json").unlink()
+    before = digests(out, ".")
+    capsys.readouterr()
+    assert main(["run", str(manifest), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "provenance mismatch" in err, err
+    assert f"packages.torch: 2.0.0+old -> {torch.__version__}" in err and "--allow-provenance-mismatch" in err
+    assert digests(out, ".") == before  # refused before anything was touched
+
+    assert main(["run", str(manifest), "--out", str(out), "--allow-provenance-mismatch", "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["completed_shards"] == 1
+    after = json.loads(path.read_text())
+    assert after["spec"]["provenance"]["packages"]["torch"] == "2.0.0+old"  # the corpus's reference stays
+    assert after["package_version"] == "0.0.1"  # the version that made the corpus, not the last resume's
+    (mixed,) = after["spec"]["provenance_mismatches"]
+    assert mixed["differences"] == [f"packages.torch: 2.0.0+old -> {torch.__version__}"]
+    assert mixed["complete_shards_before"] == 3
+    assert read_stats(CorpusLayout(out), 3)["provenance"]["packages"]["torch"] == torch.__version__
+    card = (out / "README.md").read_text()
+    assert f"| Provenance mismatches allowed on resume | 1: packages.torch: 2.0.0+old -> {torch.__version__} |" in card
+    assert f"| Teacher weights sha256 | `{reference['teacher']['weights_sha256']}` |" in card
+    assert verify_corpus(out).ok
+
+    # a changed engine (inversion arithmetic) changes the spec hash: refused naming it, and no flag helps
+    before = digests(out, ".")
+    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", 2)
+    capsys.readouterr()
+    assert main(["run", str(manifest), "--out", str(out), "--allow-provenance-mismatch"]) == 2
+    err = capsys.readouterr().err
+    assert "different spec" in err and "engine_version: 1 -> 2" in err
+    assert digests(out, ".") == before
+
+
+def test_shards_made_by_a_worker_unlike_the_reference_are_rejected(make_corpus, corpus_tasks, make_samples,
+                                                                   tmp_path):
+    """A worker that passed the start-up check can be restarted elsewhere; its shards are caught afterwards."""
+    from pipeline.corpus.writer import write_shard
+    from pipeline.run.runner import RunReport, reject_foreign_shards
+
+    layout = make_corpus(tmp_path / "c", num_classes=3, shards_per_class=1, per_shard=2)
+    reference = {"device": "cuda", "gpu": "NVIDIA H200", "host": "a", "packages": {"torch": "2.14.1"}}
+    records = [reference, {**reference, "host": "b"}, {**reference, "gpu": "NVIDIA A100", "host": "c"}]
+    for task, record in zip(corpus_tasks(layout), records):
+        write_shard(layout, task.shard_id, make_samples(task), num_classes=3, extra_stats={"provenance": record})
+    report = RunReport(out=str(layout.root), shards=3, images=6, completed_shards=3, completed_images=6)
+    assert reject_foreign_shards(layout, [0, 1, 2], reference, report) == [2]
+    assert report.failed_shards == {2: "provenance mismatch: gpu: NVIDIA H200 -> NVIDIA A100"}
+    assert (report.completed_shards, report.completed_images) == (2, 4)
+    assert not (layout.root / layout.stats(2)).exists() and not (layout.root / layout.tar(2)).exists()
+    assert (layout.root / layout.tar(1)).exists()  # another host alone changes no byte

@@ -118,6 +118,24 @@ RAW_CASES = [
     ("empty", "", "manifest is empty"),
     ("list", "- teacher\n", "expected a mapping of fields at the top level, got list"),
     ("missing field", "teacher: toy\nimages_per_class: 4\n", "images_per_shard: required field is missing"),
+    # a typo in a required field is reported as the typo, not as the field it left missing
+    ("typo of a required field", "teacher: toy\nimgs_per_class: 4\nimages_per_shard: 2\n",
+     ": unknown field 'imgs_per_class' (did you mean 'images_per_class'?)\n"),
+    ("unknown before other errors", "teacher: toy\nimages_per_class: 0\nimages_per_shard: 2\nsede: 3\n",
+     ": unknown field 'sede' (did you mean 'seed'?); images_per_class: must be > 0, got 0\n"),
+    ("every problem on one line", "teacher: toy\nimgs_per_class: 4\nimages_per_shard: x\nseeed: 1\ndtype: f\n"
+     "image_format: jpg\n", "(did you mean 'seed'?); images_per_shard: expected an integer, got string 'x' "
+     "(and 2 more problems)\n"),
+    ("absurd images_per_class", "teacher: toy\nimages_per_class: 1000000000000\nimages_per_shard: 2\n",
+     "images_per_class: must be <= 10,000,000 (sample keys hold a 7-digit per-class index), got 1,000,000,000,000"),
+    ("too many shards", "teacher: toy\nimages_per_class: 10000\nimages_per_shard: 2\n",
+     "images_per_shard: 10 classes x 10,000 images in shards of 2 make 50,000 shards; a corpus has at most "
+     "10,000 (files per folder): use images_per_shard >= 10"),
+    ("too many shards per class", "teacher: toy\nimages_per_class: 1000000\nimages_per_shard: 2\n",
+     "images_per_shard: 1,000,000 images per class in shards of 2 make 500,000 shards per class; a corpus has at "
+     "most 10,000 (files per folder): use images_per_shard >= 100"),
+    ("too many shards in a range", "teacher: toy\nclasses: {start: 0, stop: 4}\nimages_per_class: 10000\n"
+     "images_per_shard: 2\n", "images_per_shard: 4 classes x 10,000 images in shards of 2 make 20,000 shards"),
 ]
 
 
@@ -239,7 +257,56 @@ def test_corpora_hashed_under_version_1_still_match(tmp_path: Path) -> None:
     assert dense.spec_hash() != V1_HASHES["dense"]  # version 2 changed the dense hash ...
     assert load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "smi"}}))).spec_hash(2) != V1_HASHES["smi"]
     with pytest.raises(ValueError, match="version"):
-        dense.spec_hash(3)
+        dense.spec_hash(4)
+
+
+# spec hashes of BASE under version 2 (before the engine version and timm's resolved tag were hashed) and
+# version 3; the timm pins use the stand-in DeiT teacher, which resolves to the pretrained tag fb_in1k
+V2_HASHES = {"smi": "fdfa0d0b23311cd58405bd66da9e0a8bdb6c449935d738c843fd0b3f83715428",
+             "dense": "09b31b52f7e3a10ed88fa2ca24dd299ad8ef26f5a0e177dfb36839e6b6204ea4",
+             "timm": "50495815af6fd0f6e8ade9b5ed3cd7524be00ea6a554fce021f77debe3e1b114"}
+V3_HASHES = {"smi": "9fff77c722ea94d7c2ec5c059981efac1a5d7a0a73f40104e8f0db5dd6e7bb98",
+             "dense": "0a1ff9931f6baf4f210d4ceb087e1641485609d27fc219cb9ce6527f7bca9cbd",
+             "timm": "ada7b81327920d9862031b6cba7322108c5da168b733b1bbeda9cb6a0b28c261"}
+
+
+def _pinned_specs(tmp_path: Path) -> dict[str, Any]:
+    return {"smi": load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "smi"}}))),
+            "dense": load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "dense"}}))),
+            "timm": load_spec(write(tmp_path, merged(BASE, {"teacher": "timm:deit_base_patch16_224"})))}
+
+
+def test_hash_version_3_is_pinned_and_older_corpora_still_resume(tmp_path: Path) -> None:
+    for kind, spec in _pinned_specs(tmp_path).items():
+        assert spec.spec_hash() == V3_HASHES[kind] and spec.spec_hash(2) == V2_HASHES[kind], kind
+        assert spec.hashed_fields()["engine_version"] == spec_mod.ENGINE_VERSION == 1
+        assert spec.matches_hash(V2_HASHES[kind]) and spec.matches_hash(V3_HASHES[kind])
+
+
+def test_engine_version_is_hashed_and_retires_older_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = _pinned_specs(tmp_path)
+    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", 2)  # what a change of the inversion arithmetic does
+    for kind, spec in specs.items():
+        assert spec.spec_hash() != V3_HASHES[kind], kind
+        # corpora hashed before version 3 were made by engine 1: no longer resumable under engine 2
+        assert not spec.matches_hash(V2_HASHES[kind]) and not spec.matches_hash(V3_HASHES[kind])
+        assert spec.matches_hash(spec.spec_hash())
+        recorded = {**spec.hashed_fields(), "engine_version": 1}  # as manifest.json recorded it under engine 1
+        assert spec.hash_differences(recorded) == ["engine_version: 1 -> 2"]
+
+
+def test_timm_teacher_is_hashed_by_its_resolved_pretrained_tag(tmp_path: Path) -> None:
+    bare = load_spec(write(tmp_path, merged(BASE, {"teacher": "timm:deit_base_patch16_224"})))
+    tagged = load_spec(write(tmp_path, merged(BASE, {"teacher": "timm:deit_base_patch16_224.fb_in1k"})))
+    other = load_spec(write(tmp_path, merged(BASE, {"teacher": "timm:deit_base_patch16_224.fb_in22k"})))
+    # the bare name and the tag it resolves to make the same corpus; another tag does not
+    assert bare.hashed_fields()["teacher"] == {"kind": "timm", "id": "timm:deit_base_patch16_224.fb_in1k"}
+    assert bare.spec_hash() == tagged.spec_hash() != other.spec_hash()
+    assert bare.spec_hash(2) != tagged.spec_hash(2)  # version 2 hashed the name as written
+    r = bare.resolved()["teacher"]
+    assert r["resolved_id"] == "timm:deit_base_patch16_224.fb_in1k" and r["pretrained_tag"] == "fb_in1k"
+    assert bare.hash_differences(other.hashed_fields()) == [
+        "teacher.id: 'timm:deit_base_patch16_224.fb_in22k' -> 'timm:deit_base_patch16_224.fb_in1k'"]
 
 
 def test_checkpoint_teacher_hash_follows_content(tmp_path: Path) -> None:

@@ -242,3 +242,68 @@ def test_checkpoint_bytes_are_reproducible(tmp_path: Path, tiny_vit: torch.nn.Mo
     a = save_checkpoint(tiny_vit, tmp_path / "a.safetensors", **kwargs).read_bytes()
     b = save_checkpoint(tiny_vit, tmp_path / "b.safetensors", **kwargs).read_bytes()
     assert a == b
+
+
+# --- identity: resolved pretrained tag, sha256 of the weights actually loaded -------------------------
+
+
+def test_timm_names_resolve_to_their_pretrained_tag(offline: list) -> None:
+    bare = describe_teacher("timm:vit_tiny_patch16_224")
+    assert bare.teacher_id == "timm:vit_tiny_patch16_224"  # as written (sample JSON, hash versions 1-2)
+    assert bare.pretrained_tag == "augreg_in21k_ft_in1k"  # what this timm calls the default
+    assert bare.identity == bare.resolved_id == "timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    tagged = describe_teacher("timm:vit_small_patch16_224.augreg_in1k")
+    assert tagged.identity == "timm:vit_small_patch16_224.augreg_in1k" and tagged.pretrained_tag == "augreg_in1k"
+    assert offline == []
+
+
+def _hub_snapshot(cache: Path, repo: str, model: torch.nn.Module, commit: str) -> None:
+    """A Hugging Face cache entry as a download leaves it: refs/main -> snapshots/COMMIT/model.safetensors."""
+    from safetensors.torch import save_file
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(folder / "snapshots" / commit / "model.safetensors"))
+
+
+def test_timm_pretrained_weights_are_hashed_as_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      offline: list) -> None:
+    """timm's real pretrained path, offline, from a Hub cache: the digest is of the weights it loaded."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    torch.manual_seed(3)
+    weights = timm.create_model(ARCH, pretrained=False).eval()
+    _hub_snapshot(tmp_path / "hub", "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", weights, "a" * 40)
+    teacher = load_teacher("timm:vit_tiny_patch16_224")
+    assert teacher.weights_sha256 == teacher_mod.weights_sha256(weights)
+    assert teacher.info.identity == "timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    with torch.no_grad():  # another upload under the same name: another digest
+        weights.head.bias[0] += 1e-3
+    (tmp_path / "hub" / "models--timm--vit_tiny_patch16_224.augreg_in21k_ft_in1k" / "refs" / "main").unlink()
+    _hub_snapshot(tmp_path / "hub", "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", weights, "b" * 40)
+    again = load_teacher("timm:vit_tiny_patch16_224")
+    assert again.weights_sha256 == teacher_mod.weights_sha256(weights) != teacher.weights_sha256
+    assert offline == []
+
+
+def test_weights_digest_follows_the_tensors_not_the_file(tmp_path: Path, tiny_vit: torch.nn.Module) -> None:
+    st = save_checkpoint(tiny_vit, tmp_path / "a.safetensors", arch=ARCH, model_kwargs=KWARGS,
+                         class_names=None, license=None)
+    pth = tmp_path / "b.pth"
+    torch.save({"model": tiny_vit.state_dict()}, pth)
+    (tmp_path / "b.json").write_text(json.dumps({"architecture": ARCH, "model_args": KWARGS}))
+    a, b = load_teacher(str(st)), load_teacher(str(pth))
+    assert a.weights_sha256 == b.weights_sha256 == teacher_mod.weights_sha256(tiny_vit)
+    assert len(a.weights_sha256) == 64 and a.teacher_id != b.teacher_id
+    changed = timm.create_model(ARCH, pretrained=False, **KWARGS)
+    changed.load_state_dict(tiny_vit.state_dict())
+    assert teacher_mod.weights_sha256(changed) == a.weights_sha256
+    with torch.no_grad():
+        changed.blocks[1].mlp.fc2.weight[0, 0] = torch.nextafter(changed.blocks[1].mlp.fc2.weight[0, 0],
+                                                                 torch.tensor(1.0))  # one ulp
+    assert teacher_mod.weights_sha256(changed) != a.weights_sha256
+    assert teacher_mod.weights_sha256(tiny_vit.to(torch.bfloat16)) != a.weights_sha256  # dtype counts

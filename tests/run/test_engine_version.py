@@ -1,0 +1,48 @@
+"""The engine version guard: a tiny inversion's output is pinned per ENGINE_VERSION.
+
+If this fails after a change to smi_core, the inversion arithmetic changed: bump
+``smi_core.version.ENGINE_VERSION`` (every corpus's spec hash includes it, so no corpus started under
+the old arithmetic is resumed under the new one) and pin the new digest under the new version here.
+If it fails without any change to smi_core (another torch, another CPU), the bytes of corpora made on
+this machine differ from the pinned reference too; that is what the provenance check on resume
+refuses to mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import timm
+import torch
+
+from smi_core import (
+    ENGINE_VERSION,
+    InversionConfig,
+    SelectionConfig,
+    StopSchedule,
+    invert,
+)
+
+# sha256 of the uint8 pixels, kept-patch mask and float16 logits of the inversion below, on the CPU
+PINNED = {1: "69c283b9d086e5dc6963ebfc461cf90fdf48e045a7056df37cd29c204abf5628"}
+
+
+def tiny_inversion_digest() -> str:
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, embed_dim=32,
+                              depth=2, num_heads=2, num_classes=4).eval().requires_grad_(False)
+    config = InversionConfig(iterations=12, selection=SelectionConfig(
+        kind="smi", schedule=StopSchedule(iterations=(3, 6), ratios=(0.3, 0.3))))
+    result = invert(model, torch.tensor([1, 3]), config, torch.Generator().manual_seed(7),
+                    img_size=(16, 16), mean=(0.5,) * 3, std=(0.5,) * 3)
+    h = hashlib.sha256()
+    h.update((result.images * 255).round().clamp(0, 255).to(torch.uint8).numpy().tobytes())
+    h.update(result.kept_mask.numpy().tobytes())
+    h.update(result.logits.to(torch.float16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_inversion_output_is_pinned_for_this_engine_version() -> None:
+    assert ENGINE_VERSION in PINNED, f"pin the digest of ENGINE_VERSION {ENGINE_VERSION}"
+    assert tiny_inversion_digest() == PINNED[ENGINE_VERSION], (
+        "the inversion arithmetic changed: bump smi_core.version.ENGINE_VERSION and pin the new digest")
