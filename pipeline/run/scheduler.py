@@ -101,11 +101,14 @@ def schedule(
     on_done: Callable[[ShardTask, dict], None],
     policy: SchedulePolicy = SchedulePolicy(),
     room: Callable[[], int] | None = None,
+    on_ready: Callable[[Any], bool] | None = None,
 ) -> ScheduleOutcome:
     """Run every task of ``pending`` on up to ``count`` actors made by ``make_actor``; see the module doc.
 
     ``room()``, when given, says how many actors the cluster could hold now; more are started up to
-    that (a node joined). Raises :class:`WorkerStartError` when an actor's constructor raises.
+    that (a node joined). ``on_ready(handle)`` admits an actor once it answered ``ready()`` (False: it
+    gets no work; an exception ends the schedule). Raises :class:`WorkerStartError` when an actor's
+    constructor raises.
     """
     from ray.exceptions import RayError
 
@@ -195,7 +198,8 @@ def schedule(
                 probe_later(index)
                 continue
             if kind == "ready":
-                actor.state, actor.probes = "idle", 0
+                admitted = on_ready is None or on_ready(actor.handle)
+                actor.state, actor.probes = ("idle" if admitted else "dropped"), 0
                 continue
             task, actor.task, actor.state = actor.task, None, "idle"
             outcome.shards_per_actor[index] += 1

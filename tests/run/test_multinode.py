@@ -16,7 +16,7 @@ from pipeline.corpus.verify import verify_corpus
 from pipeline.run.runner import RunReport, run_corpus
 from pipeline.run.scheduler import SchedulePolicy
 from pipeline.run.spec import load_spec
-from tests.run.test_runner import tar_digests, teacher_file, write_manifest  # noqa: F401 - fixture
+from tests.run.tiny_run import tar_digests, write_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -1,18 +1,13 @@
 """The run command end to end on local Ray with a tiny checkpoint teacher (no toy-teacher training)."""
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
-import timm
 import torch
-import yaml
 
 import pipeline.run.spec as spec_mod
 from pipeline.cli import main
@@ -20,56 +15,8 @@ from pipeline.corpus.index import read_stats
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.verify import verify_corpus
 from pipeline.run.spec import load_spec
-from pipeline.teachers.checkpoint import save_checkpoint
 from pipeline.teachers.loading import load_teacher
-
-ROOT = Path(__file__).resolve().parents[2]
-ARCH_KWARGS = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=4)
-
-
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **ARCH_KWARGS).eval()
-    with torch.no_grad():
-        model.head.weight.normal_(0, 1.0)
-    path = tmp_path_factory.mktemp("teacher") / "tiny.safetensors"
-    save_checkpoint(model, path, arch="vit_tiny_patch16_224", model_kwargs=ARCH_KWARGS,
-                    class_names=["alpha", "beta", "gamma", "delta"], license="apache-2.0")
-    return path
-
-
-def write_manifest(tmp_path: Path, teacher: Path, **overrides) -> Path:
-    spec = {
-        "name": "tiny",
-        "teacher": str(teacher),
-        "classes": "all",
-        "images_per_class": 3,
-        "images_per_shard": 2,
-        "inversion": {"method": "smi", "iterations": 12, "batch_size": 2,
-                      "schedule": {"iterations": [2, 4, 6, 8], "ratios": [0.3, 0.3, 0.3, 0.3]}},
-        "seed": 7,
-        "device": "cpu",
-        "resources": {"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
-    }
-    spec.update(overrides)
-    path = tmp_path / f"manifest-{len(list(tmp_path.glob('manifest-*')))}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def tar_digests(out: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "data").glob("*.tar"))}
-
-
-def digests(out: Path, *folders: str) -> dict[str, str]:
-    """sha256 of every file under ``folders`` of ``out``, by relative path."""
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in folders for p in sorted((out / folder).rglob("*")) if p.is_file()}
-
-
-def last_json(text: str) -> dict:
-    return json.loads(text.strip().splitlines()[-1])
+from tests.run.tiny_run import ROOT, digests, last_json, tar_digests, write_manifest
 
 
 def test_run_status_rerun_and_changed_spec(tmp_path, teacher_file, capsys):

@@ -13,7 +13,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.verify import verify_corpus
-from tests.run.test_runner import ROOT, tar_digests, teacher_file, write_manifest  # noqa: F401 - fixture
+from tests.run.tiny_run import ROOT, tar_digests, write_manifest
 
 
 def s3_digests(url: str) -> dict[str, str]:

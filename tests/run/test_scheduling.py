@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from pipeline.cli import main
@@ -15,17 +13,13 @@ from pipeline.run.cluster import check_fit, describe_nodes, workers_that_fit
 from pipeline.run.runner import run_corpus
 from pipeline.run.scheduler import SchedulePolicy, failure_reason
 from pipeline.run.spec import load_spec
-from tests.run.test_runner import teacher_file, write_manifest  # noqa: F401 - fixture
+from tests.run.tiny_run import write_manifest
 
 NODES = [
     {"Alive": True, "Resources": {"CPU": 2.0}},
     {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
     {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},
 ]
-
-
-def last_json(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_workers_that_fit_count_alive_nodes_per_resource() -> None:

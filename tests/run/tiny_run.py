@@ -1,0 +1,59 @@
+"""A tiny run for the run tests: a checkpoint teacher, a manifest around it, digests of what it wrote."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import timm
+import torch
+import yaml
+
+from pipeline.teachers.checkpoint import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCH_KWARGS = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=4)
+
+
+def write_manifest(tmp_path: Path, teacher: Path, **overrides) -> Path:
+    spec = {
+        "name": "tiny",
+        "teacher": str(teacher),
+        "classes": "all",
+        "images_per_class": 3,
+        "images_per_shard": 2,
+        "inversion": {"method": "smi", "iterations": 12, "batch_size": 2,
+                      "schedule": {"iterations": [2, 4, 6, 8], "ratios": [0.3, 0.3, 0.3, 0.3]}},
+        "seed": 7,
+        "device": "cpu",
+        "resources": {"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
+    }
+    spec.update(overrides)
+    path = tmp_path / f"manifest-{len(list(tmp_path.glob('manifest-*')))}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def tar_digests(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "data").glob("*.tar"))}
+
+
+def digests(out: Path, *folders: str) -> dict[str, str]:
+    """sha256 of every file under ``folders`` of ``out``, by relative path."""
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted((out / folder).rglob("*")) if p.is_file()}
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def make_teacher_file(folder: Path) -> Path:
+    """A 4-class tiny ViT checkpoint with a strong random head (its inversions converge fast)."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **ARCH_KWARGS).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)
+    path = folder / "tiny.safetensors"
+    save_checkpoint(model, path, arch="vit_tiny_patch16_224", model_kwargs=ARCH_KWARGS,
+                    class_names=["alpha", "beta", "gamma", "delta"], license="apache-2.0")
+    return path
