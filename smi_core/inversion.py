@@ -27,7 +27,7 @@ from smi_core.augment import (
 )
 from smi_core.config import InversionConfig
 from smi_core.flops import schedule_flops
-from smi_core.result import InversionResult
+from smi_core.result import InversionResult, expand_patch_mask
 from smi_core.selection import make_policy
 from smi_core.vit import ViTGeometry, embed_tokens, forward_blocks, vit_geometry
 
@@ -64,8 +64,7 @@ def normalization(model: nn.Module, mean: Sequence[float] | None, std: Sequence[
 
 def patch_mask_to_pixels(mask: torch.Tensor, geometry: ViTGeometry) -> torch.Tensor:
     """``(B, N)`` patch mask -> ``(B, 1, H, W)`` pixel mask."""
-    grid = mask.view(mask.shape[0], 1, *geometry.grid)
-    return grid.repeat_interleave(geometry.patch_size[0], 2).repeat_interleave(geometry.patch_size[1], 3)
+    return expand_patch_mask(mask, geometry.grid, geometry.patch_size)
 
 
 def _kept_to_mask(kept: torch.Tensor, num_patches: int) -> torch.Tensor:
@@ -243,7 +242,7 @@ def invert(
 
     final = best if config.keep_best else pixels.detach()
     final_mask = best_mask if config.keep_best else _kept_to_mask(kept, num_patches)
-    with torch.no_grad(), autocast:
+    with torch.no_grad():  # the stored soft labels: one float32 forward of the final images, not autocast
         logits = model.forward_head(forward_blocks(model, embed_tokens(model, final))[0]).float()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -254,14 +253,11 @@ def invert(
         else 0
     )
     images = (final * std_v + mean_v).clamp(0, 1)
-    pixel_mask = patch_mask_to_pixels(final_mask, geometry)
     final_loss = best_loss if config.keep_best else sample_loss
     return InversionResult(
         images=images.float().cpu(),
-        masked_images=(images * pixel_mask).float().cpu(),
         labels=targets.cpu(),
         kept_mask=final_mask.cpu(),
-        pixel_mask=pixel_mask.cpu(),
         logits=logits.cpu(),
         loss=final_loss.float().cpu(),
         confidence=torch.softmax(logits, dim=1).gather(1, targets.view(-1, 1)).squeeze(1).cpu(),

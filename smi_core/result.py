@@ -7,19 +7,24 @@ from dataclasses import dataclass
 import torch
 
 
+def expand_patch_mask(mask: torch.Tensor, grid: tuple[int, int], patch_size: tuple[int, int]) -> torch.Tensor:
+    """``(B, N)`` patch mask (row-major ``grid``) -> ``(B, 1, H, W)`` pixel mask."""
+    pixels = mask.view(mask.shape[0], 1, *grid)
+    return pixels.repeat_interleave(patch_size[0], 2).repeat_interleave(patch_size[1], 3)
+
+
 @dataclass
 class InversionResult:
     """Final (best) images of one batch and everything measured about them. All tensors on CPU.
 
-    Shapes: B samples, N patches (``grid[0] * grid[1]``), H x W pixels.
+    Shapes: B samples, N patches (``grid[0] * grid[1]``), H x W pixels. Only what a shard stores comes
+    back from the device; the pixel mask and masked images are computed on demand.
     """
 
     images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1], unmasked final image
-    masked_images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1], stopped patches zeroed (as SMI publishes)
     labels: torch.Tensor  # (B,) int64 target classes
     kept_mask: torch.Tensor  # (B, N) bool, patches still evolving at the end (row-major patch grid)
-    pixel_mask: torch.Tensor  # (B, 1, H, W) bool, kept_mask expanded to pixels
-    logits: torch.Tensor  # (B, num_classes) float32, teacher logits on the final unmasked image
+    logits: torch.Tensor  # (B, num_classes) float32, teacher logits (a float32 forward) on the final image
     loss: torch.Tensor  # (B,) float32 per-sample objective of the kept iterate
     confidence: torch.Tensor  # (B,) float32 teacher softmax probability of the target class
     grid: tuple[int, int]  # patch grid (rows, cols)
@@ -31,3 +36,11 @@ class InversionResult:
     def kept_indices(self, i: int) -> list[int]:
         """Row-major indices of the patches sample ``i`` kept."""
         return torch.nonzero(self.kept_mask[i], as_tuple=False).flatten().tolist()
+
+    def pixel_mask(self) -> torch.Tensor:
+        """``(B, 1, H, W)`` bool: ``kept_mask`` expanded to pixels."""
+        return expand_patch_mask(self.kept_mask, self.grid, self.patch_size)
+
+    def masked_images(self) -> torch.Tensor:
+        """The images with stopped patches zeroed, as the SMI paper publishes them."""
+        return self.images * self.pixel_mask()

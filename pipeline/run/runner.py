@@ -229,7 +229,11 @@ def _worker_layout(spec: RunSpec, ray, workers: int | None) -> tuple[str, int, d
     wanted = workers if workers is not None else (None if res.workers == "auto" else int(res.workers))
     label = "--workers" if workers is not None else "resources.workers"
     use_gpu = spec.device == "cuda" or (spec.device == "auto" and gpus > 0)
-    per_gpu = float(res.gpus_per_worker or 1) if use_gpu else 0.0
+    per_gpu = (1.0 if res.gpus_per_worker is None else float(res.gpus_per_worker)) if use_gpu else 0.0
+    if use_gpu and not 0 < per_gpu <= 1:
+        raise UserError(
+            f"resources.gpus_per_worker: {per_gpu:g} is not usable: a worker runs on one GPU, so give 1, or a "
+            "fraction such as 0.5 to share one GPU between workers (0 would give a CUDA worker no GPU)")
     per_cpu = float(res.cpus_per_worker or 1)
     if use_gpu and gpus < per_gpu:
         raise UserError(f"device: cuda needs {per_gpu:g} GPU(s) per worker; the Ray cluster has {gpus}")

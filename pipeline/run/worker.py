@@ -26,6 +26,8 @@ from pipeline.run.faults import FaultPlan
 from pipeline.run.provenance import collect as collect_provenance
 from pipeline.teachers.loading import load_teacher
 from smi_core import InversionConfig, InversionResult, invert
+from smi_core.flops import schedule_flops
+from smi_core.vit import vit_geometry
 from smi_core.version import ENGINE_VERSION
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,19 @@ class ShardWorker:
             threads=config.threads, determinism=determinism,
         )
         self.layout = CorpusLayout(config.out)
+        self._flops: dict[int, int] = {}  # batch size -> FLOPs of one batch's schedule (counted once)
         warm_up()  # pyarrow's one-time costs belong to start-up, not to the first shard's write
         log.info("worker %d: teacher %s on %s in %.1f s", os.getpid(), self.teacher.teacher_id, self.device, self.load_seconds)
+
+    def batch_flops(self, batch: int) -> int:
+        """FLOPs of one batch of ``batch`` images under the schedule; counted once per batch size, since
+        they depend only on the model, the schedule and the batch."""
+        if batch not in self._flops:
+            teacher, cfg = self.teacher, self.config.inversion
+            geometry = vit_geometry(teacher.model, teacher.img_size)
+            self._flops[batch] = schedule_flops(teacher.model, geometry, cfg.selection, cfg.iterations, batch,
+                                                device=self.device)
+        return self._flops[batch]
 
     def ready(self) -> int:
         """Answer once the actor is up (teacher loaded); the runner probes restarted actors with it."""
@@ -176,9 +189,10 @@ class ShardWorker:
             result = invert(
                 teacher.model, targets, cfg.inversion, generator,
                 img_size=teacher.img_size, mean=teacher.mean, std=teacher.std, autocast_dtype=autocast,
+                count_flops=False,
             )
             inversion_seconds += result.seconds
-            flops += result.flops
+            flops += self.batch_flops(n)
             samples += samples_from_result(
                 result, task, offset=offset, teacher=teacher.teacher_id, method=cfg.method,
                 seconds_per_image=result.seconds / n,

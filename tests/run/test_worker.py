@@ -26,8 +26,8 @@ def make_result(batch: int = 2, size: int = 8) -> InversionResult:
     kept = torch.zeros(batch, 4, dtype=torch.bool)
     kept[:, [0, 3]] = True
     return InversionResult(
-        images=images, masked_images=images, labels=torch.full((batch,), 2), kept_mask=kept,
-        pixel_mask=torch.ones(batch, 1, size, size, dtype=torch.bool), logits=torch.randn(batch, 3, generator=g),
+        images=images, labels=torch.full((batch,), 2), kept_mask=kept,
+        logits=torch.randn(batch, 3, generator=g),
         loss=torch.tensor([0.5, 0.25]), confidence=torch.tensor([0.9, 0.8]), grid=(2, 2), patch_size=(4, 4),
         iterations=10, flops=1, seconds=1.0,
     )
