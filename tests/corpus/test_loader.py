@@ -139,3 +139,131 @@ def test_hf_datasets_folder_needs_the_card(corpus, tmp_path: Path) -> None:
     )
     ds = datasets.load_dataset(str(corpus.root), split="train", cache_dir=str(tmp_path / "b"))
     _check_hf(ds, corpus)
+
+
+# --- training-grade loading: mixed classes, equal readers --------------------------------------------
+
+
+def _batch_classes(loader) -> list[set[int]]:
+    return [set(batch[1].tolist()) for batch in loader]
+
+
+def test_readme_recipe_gives_mixed_class_batches(make_corpus, tmp_path: Path) -> None:
+    """10 one-class shards x 2 per class; the README's DataLoader recipe (and batch 16): < 1% single-class batches."""
+    layout = make_corpus(tmp_path / "c", num_classes=10, shards_per_class=2, per_shard=24, image_size=8)
+    recipe = torch.utils.data.DataLoader(load_corpus(layout.root, shuffle_shards=True), batch_size=8, num_workers=2)
+    assert all(len(classes) > 1 for classes in _batch_classes(recipe))
+    single = total = 0
+    ds = load_corpus(layout.root, shuffle_shards=True, seed=7)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for classes in _batch_classes(torch.utils.data.DataLoader(ds, batch_size=16, num_workers=2)):
+            single += len(classes) == 1
+            total += 1
+    assert total == 3 * 480 // 16 and single / total < 0.01
+    # the same loader without mixing (one shard at a time, no buffer) is single-class throughout
+    plain = load_corpus(layout.root, shuffle_shards=True, open_shards=1, shuffle_buffer=0)
+    assert all(len(c) == 1 for c in _batch_classes(torch.utils.data.DataLoader(plain, batch_size=8)))
+
+
+def test_open_shards_mix_classes_with_a_buffer_smaller_than_a_shard(make_corpus, tmp_path: Path) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=10, shards_per_class=1, per_shard=64, image_size=8)
+    ds = load_corpus(layout.root, shuffle_shards=True, shuffle_buffer=16, open_shards=8, seed=1)
+    classes = _batch_classes(torch.utils.data.DataLoader(ds, batch_size=16))
+    assert len(classes) == 40 and sum(len(c) == 1 for c in classes) == 0
+    assert np.mean([len(c) for c in classes]) > 4  # batches draw from many of the 8 open shards
+    labels = [lab for _, lab in ds]
+    assert sorted(labels) == sorted(lab for _, lab in load_corpus(layout.root))  # still each sample once
+
+
+def _reader_keys(root, monkeypatch, world: int, workers: int, **kw) -> dict[tuple[int, int], list[str]]:
+    """Keys each (rank, worker) reader yields, simulated with webdataset's RANK/WORLD_SIZE/WORKER/NUM_WORKERS."""
+    out = {}
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("NUM_WORKERS", str(workers))
+    for rank in range(world):
+        for worker in range(workers):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("WORKER", str(worker))
+            ds = load_corpus(root, soft_labels=True, **kw).map(lambda s: s)
+            out[rank, worker] = [_key_of(s) for s in ds]
+    return out
+
+
+def _key_of(sample) -> str:
+    image, label = sample[0], sample[1]
+    return f"{label}:{to_uint8(image).tobytes().hex()[:32]}"
+
+
+@pytest.mark.parametrize("world, workers", [(3, 1), (3, 2), (2, 3), (4, 4)])
+def test_equal_epochs_for_shard_counts_that_do_not_divide(make_corpus, tmp_path, monkeypatch, world, workers) -> None:
+    """20 shards of 16 (the issue's 112/112/96 case) and uneven shard sizes: every reader the same count, all seen."""
+    layout = make_corpus(tmp_path / "c", num_classes=10, shards_per_class=2, per_shard=16, image_size=8)
+    everything = {_key_of(s) for s in load_corpus(layout.root, soft_labels=True)}
+    assert len(everything) == 320
+    for shuffle in (False, True):
+        readers = _reader_keys(layout.root, monkeypatch, world, workers, shuffle_shards=shuffle, seed=3)
+        counts = {len(v) for v in readers.values()}
+        assert len(counts) == 1, readers.keys()
+        assert set().union(*map(set, readers.values())) == everything  # every sample at least once
+        (count,) = counts
+        assert count * world * workers - 320 <= 16 * world * workers  # at most a shard of repeats per reader
+        ds = load_corpus(layout.root, shuffle_shards=shuffle, seed=3)
+        assert ds.epoch_samples(world * workers) == count
+
+
+def test_equal_epochs_with_uneven_shard_sizes(make_corpus, corpus_tasks, make_samples, tmp_path, monkeypatch) -> None:
+    from pipeline.corpus.writer import write_shard
+
+    layout = make_corpus(tmp_path / "c", num_classes=7, shards_per_class=1, per_shard=9, image_size=8)
+    task = corpus_tasks(layout)[3]  # rewrite one shard with fewer samples (the manifest count follows the stats)
+    write_shard(layout, 3, make_samples(task, num_classes=7, image_size=8)[:4], num_classes=7)
+    from pipeline.corpus.index import refresh_index
+
+    refresh_index(layout)
+    total = sum(1 for _ in load_corpus(layout.root))
+    assert total == 6 * 9 + 4
+    for epoch in range(3):
+        readers = {}
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("NUM_WORKERS", "2")
+        for rank in range(2):
+            for worker in range(2):
+                monkeypatch.setenv("RANK", str(rank))
+                monkeypatch.setenv("WORKER", str(worker))
+                ds = load_corpus(layout.root, shuffle_shards=True, seed=11)
+                ds.set_epoch(epoch)
+                readers[rank, worker] = [lab for _, lab in ds]
+        assert len({len(v) for v in readers.values()}) == 1
+        assert sorted(set().union(*map(set, readers.values()))) == list(range(7))
+
+
+def test_dataloader_workers_on_ranks_give_equal_batches(make_corpus, tmp_path, monkeypatch) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=5, shards_per_class=1, per_shard=7, image_size=8)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        ds = load_corpus(layout.root, shuffle_shards=True)
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+        per_rank.append([len(b[1]) for b in loader])
+    assert per_rank[0] == per_rank[1] and sum(per_rank[0]) == 4 * 7  # 5 shards over 4 readers: 2 shards each
+
+
+def test_resampled_shards_fixed_epoch_length(make_corpus, tmp_path, monkeypatch) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=4, shards_per_class=1, per_shard=5, image_size=8)
+    ds = load_corpus(layout.root, resample=True, epoch_length=13, seed=2)
+    first = [lab for _, lab in ds]
+    assert len(first) == 13 and len([lab for _, lab in ds]) == 13
+    ds.set_epoch(0)
+    assert [lab for _, lab in ds] == first
+    readers = _reader_keys(layout.root, monkeypatch, 3, 1, resample=True)
+    assert {len(v) for v in readers.values()} == {7}  # ceil(20 / 3) each
+    assert readers[0, 0] != readers[1, 0]
+
+
+def test_bad_loader_options(corpus) -> None:
+    with pytest.raises(ValueError, match="open_shards"):
+        load_corpus(corpus.root, open_shards=0)
+    with pytest.raises(ValueError, match="epoch_length"):
+        load_corpus(corpus.root, resample=True, epoch_length=0)
