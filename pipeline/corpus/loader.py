@@ -51,10 +51,11 @@ DEFAULT_OPEN_SHARDS = 8  # shards each worker reads at once when shuffle_shards 
 
 @dataclass(frozen=True)
 class ShardRef:
-    """A complete shard: its tar name (relative to the corpus root) and its sample count."""
+    """A complete shard: its tar name (relative to the corpus root), sample count and class (a class shard)."""
 
     name: str
     samples: int
+    label: int | None = None
 
 
 class _ToTensors:
@@ -300,7 +301,11 @@ def corpus_shard_refs(root: CorpusLayout | str | Path) -> list[ShardRef]:
     entries = [e for e in manifest["shards"] if int(e["shard_id"]) in done]
     if not entries:
         raise CorpusError(f"{layout.root} has no complete shard yet ({len(manifest['shards'])} planned)")
-    return [ShardRef(layout.tar(int(e["shard_id"])), int(e.get("samples", e.get("count", 0)))) for e in entries]
+    return [
+        ShardRef(layout.tar(int(e["shard_id"])), int(e.get("samples", e.get("count", 0))),
+                 int(e["label"]) if e.get("label") is not None else None)
+        for e in entries
+    ]
 
 
 def corpus_shards(root: CorpusLayout | str | Path) -> tuple[list[str], int]:
