@@ -160,6 +160,18 @@ def bench_loader(root: Path, *, repeats: int = 3) -> dict[str, Any]:
     }
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident set: VmHWM (Linux; ru_maxrss would carry the parent's peak over exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _peak_rss_child(root: str, shuffle_buffer: int, queue: Any) -> None:
     """In a fresh process: iterate the mixing loader once; report peak RSS (bytes) and the largest raw
     bytes the shuffle buffer held."""
@@ -178,7 +190,7 @@ def _peak_rss_child(root: str, shuffle_buffer: int, queue: Any) -> None:
 
         inner._interleave = counting
     count = sum(1 for _ in ds)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = _peak_rss_bytes()
     held = 0
     if sizes:  # the buffer holds shuffle_buffer samples at its fullest; the largest such window
         window = sum(sizes[:shuffle_buffer])
