@@ -13,7 +13,7 @@ available as ``corpus_tasks(layout)`` / ``make_samples(task, ...)`` so tests can
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import pytest
 from pipeline.corpus.index import ShardTask
 from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.writer import ShardSample, write_shard
+from tests.s3_server import S3Server, running_s3_server
 
 TOY_SPEC = {"name": "toy-corpus", "teacher": "toy", "method": "smi"}
 
@@ -80,7 +81,7 @@ def plan_tasks(num_classes: int, shards_per_class: int, per_shard: int) -> list[
 
 
 def build_corpus(
-    root: Path,
+    root: Path | str,
     *,
     num_classes: int = 3,
     shards_per_class: int = 1,
@@ -92,7 +93,7 @@ def build_corpus(
     """Write a tiny corpus under ``root`` (see module doc)."""
     from pipeline.corpus.index import refresh_index, write_manifest
 
-    layout = CorpusLayout(Path(root))
+    layout = CorpusLayout(root)  # a folder or an fsspec URL
     tasks = plan_tasks(num_classes, shards_per_class, per_shard)
     write_manifest(layout, spec={**TOY_SPEC, "num_classes": num_classes, "image_size": image_size},
                    spec_hash="test-hash", package_version="0.0.test", tasks=tasks)
@@ -141,6 +142,23 @@ def make_corpus() -> Callable[..., CorpusLayout]:
 def corpus(tmp_path: Path) -> CorpusLayout:
     """A default tiny corpus: 3 classes x 1 shard x 4 images of 16x16 PNG."""
     return build_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 API (moto's server) on 127.0.0.1 for the whole session."""
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """``s3://BUCKET/corpus`` in a fresh bucket of the session's S3 server; the AWS variables point at it."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    bucket = "t-" + zlib.crc32(request.node.nodeid.encode()).to_bytes(4, "big").hex()
+    s3_server.make_bucket(bucket)
+    return f"s3://{bucket}/corpus"
 
 
 # --- interpreter teardown ------------------------------------------------------------------------

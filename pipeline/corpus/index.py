@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.corpus.layout import CorpusLayout, as_layout, shard_name
@@ -98,7 +99,7 @@ def _write(layout: CorpusLayout, manifest: dict) -> None:
     done = [e for e in manifest["shards"] if e.get("complete")]
     manifest["complete_shards"] = len(done)
     manifest["complete_images"] = sum(int(e.get("samples", 0)) for e in done)
-    name = str(manifest.get("spec", {}).get("name") or layout.root.resolve().name)
+    name = str(manifest.get("spec", {}).get("name") or PurePosixPath(str(layout.root)).name)
     layout.storage.write_atomic(layout.manifest, _dump(manifest))
     layout.storage.write_atomic(layout.shardindex, _dump(_shardindex(manifest, name)))
 
@@ -177,3 +178,27 @@ def complete_shard_ids(layout: CorpusLayout | str | Path, manifest: dict | None 
     manifest = read_manifest(layout) if manifest is None else manifest
     present = stats_present(layout)
     return sorted(int(e["shard_id"]) for e in manifest["shards"] if f"{shard_name(int(e['shard_id']))}.json" in present)
+
+
+class IndexWriter:
+    """The run driver's manifest in memory: shards are marked complete from the stats their workers
+    return (no re-read of stats/), and manifest.json + shardindex.json are rewritten at most every
+    ``flush_every_s`` seconds and by :meth:`flush`. Only the driver writes the index."""
+
+    def __init__(self, layout: CorpusLayout, flush_every_s: float = 10.0) -> None:
+        self.layout, self.flush_every_s = layout, flush_every_s
+        self.manifest = read_manifest(layout)
+        self._entries = {int(e["shard_id"]): e for e in self.manifest["shards"]}
+        self._dirty, self._last = False, time.monotonic()
+
+    def mark_complete(self, shard_id: int, stats: dict) -> None:
+        _mark(self._entries[int(shard_id)], stats)
+        self._dirty = True
+        if time.monotonic() - self._last >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._dirty:
+            _write(self.layout, self.manifest)
+            self._dirty = False
+        self._last = time.monotonic()

@@ -1,7 +1,7 @@
 """Where every file of a corpus lives (see DESIGN.md, "Corpus layout"): relative names and sample keys.
 
 Names are POSIX paths relative to the corpus root (``data/train-000042.tar``); the corpus's
-:class:`~pipeline.corpus.storage.CorpusStorage` turns them into bytes.
+:class:`~pipeline.corpus.storage.CorpusStorage` (a local folder or any fsspec URL) turns them into bytes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.corpus.storage import CorpusStorage
+from pipeline.corpus.storage import CorpusStorage, storage_for
 
 SPLIT = "train"
 DATA_DIR, METADATA_DIR, STATS_DIR, PREVIEW_DIR = "data", "metadata", "stats", "preview"
@@ -44,12 +44,13 @@ def parse_sample_key(key: str) -> tuple[int, int]:
 class CorpusLayout:
     """The names of one corpus's files, and the storage they live in. Creates nothing."""
 
-    root: Path
+    root: Path | str  # a local folder (Path) or an object-storage URL (str)
     storage: CorpusStorage = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-        object.__setattr__(self, "storage", CorpusStorage(self.root))
+        storage = storage_for(self.root)
+        object.__setattr__(self, "root", storage.root)
+        object.__setattr__(self, "storage", storage)
 
     manifest = MANIFEST
     readme = README
@@ -81,5 +82,5 @@ class CorpusLayout:
 
 
 def as_layout(root: CorpusLayout | str | os.PathLike[str]) -> CorpusLayout:
-    """Accept a layout or a corpus root."""
-    return root if isinstance(root, CorpusLayout) else CorpusLayout(Path(root))
+    """Accept a layout or a corpus root (a folder or an fsspec URL)."""
+    return root if isinstance(root, CorpusLayout) else CorpusLayout(root)

@@ -26,6 +26,7 @@ from pipeline.corpus.layout import (
     as_layout,
     shard_name,
 )
+from pipeline.corpus.lease import CorpusLease
 from pipeline.corpus.storage import is_temporary
 from pipeline.corpus.tar_io import read_tar
 from pipeline.corpus.writer import (
@@ -160,6 +161,12 @@ def verify_corpus(
 ) -> VerifyReport:
     """Check every shard of the manifest; with ``repair`` unmark and delete bad shards (see module doc)."""
     layout = as_layout(root)
+    if repair:  # one writer per corpus: refuse before changing anything while a run holds the lease
+        read_manifest(layout)  # not a corpus: CorpusError, and no lease written into the folder
+        with CorpusLease.acquire(layout, "smi-synth verify --repair"):
+            report = verify_corpus(layout, on_shard=on_shard)
+            report.repaired = _repair(layout, report.bad_shards, report.pending_shards)
+        return report
     manifest = read_manifest(layout)
     entries = manifest["shards"]
     bad, pending, problems = [], [], []
@@ -189,16 +196,19 @@ def verify_corpus(
         pending_shards=pending,
         unexpected_files=unexpected,
     )
-    if repair:
-        removed: list[str] = []
-        for sid in bad:
-            removed += remove_shard(layout, sid)
-        for sid in pending:  # leftovers of interrupted writes (a tar without stats would still be loaded by `datasets`)
-            removed += remove_shard(layout, sid)
-        removed += remove_stray_temporaries(layout)
-        refresh_index(layout, full=True)
-        report.repaired = removed
     return report
+
+
+def _repair(layout: CorpusLayout, bad: list[int], pending: list[int]) -> list[str]:
+    """Unmark and delete the bad shards, pending leftovers and stray temporaries; refresh the index."""
+    removed: list[str] = []
+    for sid in bad:
+        removed += remove_shard(layout, sid)
+    for sid in pending:  # leftovers of interrupted writes (a tar without stats would still be loaded by `datasets`)
+        removed += remove_shard(layout, sid)
+    removed += remove_stray_temporaries(layout)
+    refresh_index(layout, full=True)
+    return removed
 
 
 def _summary(report: VerifyReport, root: str) -> str:

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.corpus.layout import CorpusLayout, shard_name
 from pipeline.corpus.sample import (
@@ -22,7 +22,7 @@ from pipeline.corpus.sample import (
     member_names,
     validate_samples,
 )
-from pipeline.corpus.storage import StagedFile
+from pipeline.corpus.storage import StagedFile, is_temporary
 from pipeline.corpus.tar_io import write_tar
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,20 @@ log = logging.getLogger(__name__)
 STATS_FORMAT_VERSION = 1
 # Order of the steps of write_shard; each is announced to _checkpoint() first (tests inject faults there).
 WRITE_STEPS = ("encode", "write_tar", "write_parquet", "commit_tar", "commit_parquet", "write_stats", "commit_stats")
+
+
+class StaleAttempt(RuntimeError):
+    """A newer attempt owns this shard (the run re-queued it); this one must not touch its files."""
+
+
+def _owns(guard: Callable[[], None] | None) -> bool:
+    if guard is None:
+        return True
+    try:
+        guard()
+        return True
+    except StaleAttempt:
+        return False
 
 
 def _checkpoint(step: str) -> None:
@@ -102,11 +116,14 @@ def write_shard(
     num_classes: int,
     image_format: str = "png",
     extra_stats: dict | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> dict:
     """Write one shard's tar, parquet and (last) stats atomically; return the stats dict.
 
     Validates and encodes everything first (ValueError, nothing written). Existing files of the shard
     are then removed (stats first). On any exception the shard has no stats and no tar/parquet.
+    ``guard`` (raising :class:`StaleAttempt`) is asked before the shard's files are first touched and
+    before its stats are committed; a stale attempt leaves the shard's files to the attempt that owns it.
     """
     validate_samples(samples, shard_id=shard_id, num_classes=num_classes, image_format=image_format)
     extra = dict(extra_stats or {})
@@ -124,6 +141,8 @@ def write_shard(
     t_encode = time.perf_counter() - t0
 
     final_tar, final_pq, final_stats = layout.tar(shard_id), layout.parquet(shard_id), layout.stats(shard_id)
+    if guard is not None:
+        guard()
     if storage.remove(final_stats):  # unmark first: stats must never describe files being replaced
         storage.sync_folder(layout.stats_dir)
         log.info("shard %d: overwriting a complete shard", shard_id)
@@ -183,11 +202,16 @@ def write_shard(
         staged.append(stats_file)
         stats_file.write((json.dumps(stats, sort_keys=True, indent=1) + "\n").encode("utf-8"))
         _checkpoint("commit_stats")
+        if guard is not None:
+            guard()
         committed.append(final_stats)
         stats_file.commit()
     except BaseException:
         for f in staged:
             f.discard()
+        if not _owns(guard):  # the owner's files carry the same bytes: leave them
+            log.warning("shard %d: a newer attempt owns it; this one stops", shard_id)
+            raise
         for name in reversed(committed):  # stats first
             storage.remove(name)
         for folder in (layout.stats_dir, layout.metadata_dir, layout.data_dir):
@@ -228,6 +252,31 @@ def remove_incomplete(layout: CorpusLayout, shard_id: int) -> list[str]:
     if layout.storage.exists(layout.stats(shard_id)):
         return []
     return remove_shard(layout, shard_id)
+
+
+def remove_incomplete_shards(layout: CorpusLayout, shard_ids: Sequence[int]) -> list[str]:
+    """For resume: delete what the shards without stats left behind (tar, parquet, temporaries).
+
+    Each folder is listed once, whatever the number of shards, so resuming stays linear in the shards.
+    """
+    storage = layout.storage
+    folders = (layout.data_dir, layout.metadata_dir, layout.stats_dir)
+    present = {folder: storage.listdir(folder) for folder in folders}
+    stats_present = set(present[layout.stats_dir])
+    by_stem: dict[str, list[str]] = {}
+    for folder, names in present.items():
+        for name in names:
+            stem = name.lstrip(".").split(".", 1)[0] if is_temporary(name) else name.split(".", 1)[0]
+            by_stem.setdefault(stem, []).append(f"{folder}/{name}")
+    removed = []
+    for sid in shard_ids:
+        stem = shard_name(sid)
+        if f"{stem}.json" in stats_present:
+            continue  # complete
+        for name in by_stem.get(stem, []):
+            if storage.remove(name):
+                removed.append(name)
+    return removed
 
 
 def find_stray_temporaries(layout: CorpusLayout) -> list[str]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.corpus.index import read_manifest
-from pipeline.corpus.storage import CorpusStorage
+from pipeline.corpus.storage import storage_for
 from pipeline.errors import CorpusError, UserError
 from pipeline.teachers.loading import load_teacher
 from pipeline.teachers.toy_data import CLASS_NAMES, make_toy_images
@@ -37,7 +37,7 @@ DEFAULT_STD = (0.5, 0.5, 0.5)
 class CorpusInfo:
     """What training/eval needs from a corpus's manifest."""
 
-    root: Path
+    root: Path | str  # a local folder, or the URL of a corpus on object storage
     teacher_spec: str | None  # as recorded ("toy", "timm:NAME", a checkpoint file name)
     num_classes: int  # the teacher's class count = soft-label length = the student's head
     img_size: int
@@ -50,8 +50,9 @@ class CorpusInfo:
 
 def corpus_info(root: str | Path) -> CorpusInfo:
     """Read a corpus's manifest; a missing folder or one that is not a corpus is a ``CorpusError``."""
-    root = Path(root)
-    if not CorpusStorage(root).is_dir():
+    storage = storage_for(root)
+    root = storage.root  # a Path for a local corpus, the URL for object storage
+    if not storage.is_dir():
         raise CorpusError(f"{root}: no such corpus folder")
     try:
         manifest = read_manifest(root)
@@ -107,7 +108,8 @@ def resolve_recorded_teacher(info: CorpusInfo) -> str | None:
     spec = info.teacher_spec
     if spec is None or spec == "toy" or spec.startswith("timm:"):
         return spec
-    for base in (info.root, info.root.parent, Path.cwd()):
+    local = [info.root, info.root.parent] if isinstance(info.root, Path) else []
+    for base in (*local, Path.cwd()):
         if (base / spec).is_file():
             return str(base / spec)
     return spec

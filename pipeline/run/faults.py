@@ -1,7 +1,8 @@
 """Deliberate failures for testing fault tolerance (``SMI_SYNTH_INJECT_FAULT``); inert unless set.
 
-Format: ``MODE:SHARD:TIMES:STATE_DIR`` with MODE ``crash`` (the worker process dies mid-shard) or
-``raise`` (the shard raises), TIMES a count or ``always``. Firing is counted with files in STATE_DIR,
+Format: ``MODE:SHARD:TIMES:STATE_DIR`` with MODE ``crash`` (the worker process dies mid-shard),
+``raise`` (the shard raises), ``hang`` (the shard never finishes) or ``start`` (the worker's
+constructor raises; SHARD is ignored), TIMES a count or ``always``. Firing is counted with files in STATE_DIR,
 so it works across the worker restarts it causes.
 """
 
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "SMI_SYNTH_INJECT_FAULT"
+MODES = ("crash", "raise", "hang", "start")
+HANG_SECONDS = 3600.0
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +41,8 @@ class FaultPlan:
             plan = cls(mode, int(shard), -1 if times == "always" else int(times), state_dir)
         except ValueError:
             raise ValueError(f"{ENV_VAR}: expected MODE:SHARD:TIMES:STATE_DIR, got {raw!r}") from None
-        if plan.mode not in ("crash", "raise"):
-            raise ValueError(f"{ENV_VAR}: mode must be crash or raise, got {plan.mode!r}")
+        if plan.mode not in MODES:
+            raise ValueError(f"{ENV_VAR}: mode must be one of {', '.join(MODES)}, got {plan.mode!r}")
         return plan
 
     def _claim(self) -> bool:
@@ -56,9 +60,16 @@ class FaultPlan:
 
     def maybe_fire(self, shard_id: int) -> None:
         """Fail here if this plan targets ``shard_id`` and has firings left."""
-        if shard_id != self.shard_id or not self._claim():
+        if self.mode == "start" or shard_id != self.shard_id or not self._claim():
             return
         log.warning("injected %s fault in shard %d", self.mode, shard_id)
         if self.mode == "crash":
             os._exit(17)
+        if self.mode == "hang":
+            time.sleep(HANG_SECONDS)
         raise InjectedFault(f"injected fault in shard {shard_id}")
+
+    def maybe_fire_at_start(self) -> None:
+        """The ``start`` mode: the worker's constructor fails (e.g. a teacher that cannot be downloaded)."""
+        if self.mode == "start" and self._claim():
+            raise InjectedFault("injected start-up fault: the teacher could not be loaded")

@@ -14,32 +14,37 @@ import logging
 import os
 import sys
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 
 from pipeline.console import emit_json, progress
-from pipeline.corpus.index import (
-    ShardTask,
-    complete_shard_ids,
-    read_manifest,
-    refresh_index,
-    write_manifest,
-)
+from pipeline.corpus.index import IndexWriter, ShardTask, complete_shard_ids, read_manifest, write_manifest
 from pipeline.corpus.layout import CorpusLayout
-from pipeline.corpus.writer import remove_incomplete, remove_stray_temporaries
+from pipeline.corpus.lease import CorpusLease
+from pipeline.corpus.writer import remove_incomplete_shards, remove_stray_temporaries
 from pipeline.errors import UserError
 from pipeline.hub.card import write_card
+from pipeline.run.cluster import check_fit, workers_that_fit
 from pipeline.run.faults import FaultPlan
 from pipeline.run.plan import plan_shards
+from pipeline.run.scheduler import (
+    AttemptRegistry,
+    RayShardWorker,
+    SchedulePolicy,
+    WorkerStartError,
+    schedule,
+)
 from pipeline.run.spec import RunSpec, load_spec
-from pipeline.run.worker import ShardWorker, WorkerConfig
+from pipeline.run.worker import WorkerConfig
 from pipeline.teachers.toy import load_or_build_toy_teacher
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3  # per shard, counting worker crashes
-MAX_PROBES = 12  # readiness probes of a failed actor (back-off 1, 2, 4 .. 30 s: about 5 minutes)
+
+
+class RunError(RuntimeError):
+    """The run cannot go on (a worker cannot start, the lease was lost); exit status 1 with this message."""
 
 
 def package_version() -> str:
@@ -66,6 +71,8 @@ class RunReport:
     startup_seconds: float = 0.0  # planning, preparing OUT, Ray and teacher start-up
     inversion_seconds: float = 0.0  # summed over workers
     write_seconds: float = 0.0  # summed over workers
+    retries: int = 0  # shard attempts re-queued after a failure
+    shards_per_worker: list[int] = field(default_factory=list)  # in worker start order (grown pools too)
 
     @property
     def ok(self) -> bool:
@@ -80,7 +87,8 @@ class RunReport:
             "failed_shards": sorted(self.failed_shards), "failures": {str(k): v for k, v in self.failed_shards.items()},
             "workers": self.workers, "device": self.device, "wall_seconds": self.wall_seconds,
             "startup_seconds": self.startup_seconds, "inversion_seconds": self.inversion_seconds,
-            "write_seconds": self.write_seconds,
+            "write_seconds": self.write_seconds, "retries": self.retries,
+            "shards_per_worker": self.shards_per_worker,
             "images_per_second": self.completed_images / self.wall_seconds if self.wall_seconds else 0.0,
             "images_per_second_per_worker": (
                 self.completed_images / self.inversion_seconds if self.inversion_seconds else 0.0
@@ -120,9 +128,7 @@ def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execu
             )
     for path in remove_stray_temporaries(layout):
         log.info("removed stray temporary %s", path)
-    for task in tasks:
-        if task.shard_id not in complete:
-            remove_incomplete(layout, task.shard_id)
+    remove_incomplete_shards(layout, [t.shard_id for t in tasks if t.shard_id not in complete])
     resolved = {**spec.resolved(), "execution": execution}
     write_manifest(layout, spec=resolved, spec_hash=spec.spec_hash(), package_version=package_version(), tasks=tasks)
 
@@ -141,22 +147,29 @@ def _ray_init(address: str | None):
     return ray
 
 
-def _worker_layout(spec: RunSpec, ray, workers: int | None) -> tuple[str, int, dict]:
-    """(device, number of actors, actor options) for this cluster and spec."""
+def _worker_layout(spec: RunSpec, ray, workers: int | None) -> tuple[str, int, dict, Callable[[], int] | None]:
+    """(device, number of actors, actor options, room) for this cluster and spec.
+
+    ``room()`` says how many actors fit the cluster now (the pool grows when nodes join); it is None
+    when the count was given explicitly. Impossible requests exit 2 at once, naming the resource.
+    """
     resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+    gpus = int(resources.get("GPU", 0))
     res = spec.resources
     wanted = workers if workers is not None else (None if res.workers == "auto" else int(res.workers))
+    label = "--workers" if workers is not None else "resources.workers"
     use_gpu = spec.device == "cuda" or (spec.device == "auto" and gpus > 0)
-    if use_gpu:
-        per = float(res.gpus_per_worker or 1)
-        if gpus < per:
-            raise UserError(f"device: cuda needs {per} GPU(s) per worker; the Ray cluster has {gpus}")
-        count = wanted or int(gpus // per)
-        return "cuda", count, {"num_gpus": per, "num_cpus": float(res.cpus_per_worker or 1)}
+    per_gpu = float(res.gpus_per_worker or 1) if use_gpu else 0.0
     per_cpu = float(res.cpus_per_worker or 1)
-    count = wanted or max(1, int(cpus // per_cpu))
-    return "cpu", count, {"num_cpus": per_cpu}
+    if use_gpu and gpus < per_gpu:
+        raise UserError(f"device: cuda needs {per_gpu:g} GPU(s) per worker; the Ray cluster has {gpus}")
+
+    def room() -> int:
+        return workers_that_fit(ray.nodes(), per_cpu, per_gpu)
+
+    count = check_fit(wanted, room(), per_cpu, per_gpu, ray.nodes(), label)
+    options = {"num_cpus": per_cpu, **({"num_gpus": per_gpu} if use_gpu else {})}
+    return ("cuda" if use_gpu else "cpu"), count, options, (room if wanted is None else None)
 
 
 def prebuild_toy_teacher(show_progress: bool = True) -> dict:
@@ -178,9 +191,13 @@ def prebuild_toy_teacher(show_progress: bool = True) -> dict:
 
 
 def run_corpus(
-    spec: RunSpec, *, address: str | None = None, workers: int | None = None, show_progress: bool = True
+    spec: RunSpec, *, address: str | None = None, workers: int | None = None, show_progress: bool = True,
+    policy: SchedulePolicy | None = None,
 ) -> RunReport:
-    """Generate every pending shard of ``spec`` into ``spec.output``; see the module docstring."""
+    """Generate every pending shard of ``spec`` into ``spec.output``; see the module docstring.
+
+    ``policy`` overrides the scheduling limits (attempts, per-shard deadline, idle timeout).
+    """
     start = time.perf_counter()
     if workers is not None and workers < 1:
         raise UserError(f"--workers: must be >= 1, got {workers}")
@@ -197,22 +214,26 @@ def run_corpus(
         prebuild_toy_teacher(show_progress)
     ray = _ray_init(address)
     try:
-        device, count, options = _worker_layout(spec, ray, workers)
+        device, count, options, room = _worker_layout(spec, ray, workers)
         dtype = spec.dtype if device == "cuda" else "float32"
         threads = None if device == "cuda" else max(1, int(options["num_cpus"]))
-        prepare_out(spec, tasks, complete, {"device": device, "dtype": dtype, "threads_per_worker": threads})
-        count = min(count, len(pending))
-        report.workers, report.device = count, device
-        config = WorkerConfig(
-            teacher_spec=spec.teacher_spec, out=str(layout.root), inversion=spec.inversion_config(),
-            method=spec.method, batch_size=spec.batch_size, image_format=spec.image_format,
-            num_classes=spec.teacher.num_classes, device=device, dtype=dtype,
-            threads=threads, fault=FaultPlan.from_env(),
-        )
-        actor_cls = ray.remote(ShardWorker).options(max_restarts=-1, max_task_retries=0, **options)
-        actors = [actor_cls.remote(config) for _ in range(count)]
-        report.startup_seconds = time.perf_counter() - start
-        _dispatch(ray, actors, pending, layout, report, show_progress)
+        with CorpusLease.acquire(layout, f"smi-synth run {spec.name}") as lease:
+            prepare_out(spec, tasks, complete, {"device": device, "dtype": dtype, "threads_per_worker": threads})
+            count = min(count, len(pending))
+            report.workers, report.device = count, device
+            config = WorkerConfig(
+                teacher_spec=spec.teacher_spec, out=str(layout.root), inversion=spec.inversion_config(),
+                method=spec.method, batch_size=spec.batch_size, image_format=spec.image_format,
+                num_classes=spec.teacher.num_classes, device=device, dtype=dtype,
+                threads=threads, fault=FaultPlan.from_env(),
+            )
+            actor_cls = ray.remote(RayShardWorker).options(max_restarts=-1, max_task_retries=0, **options)
+            registry = ray.remote(AttemptRegistry).options(num_cpus=0).remote()
+            report.startup_seconds = time.perf_counter() - start
+            _dispatch(ray, lambda: actor_cls.remote(config), count, pending, registry, layout, report,
+                      show_progress, room, policy)
+            if lease.lost:
+                raise RunError(f"{layout.root}: another writer took the corpus lease during this run")
     finally:
         ray.shutdown()
     _finish(layout, report, start)
@@ -227,86 +248,35 @@ def _finish(layout: CorpusLayout, report: RunReport, start: float) -> None:
     report.wall_seconds = time.perf_counter() - start
 
 
-def _dispatch(ray, actors, pending: list[ShardTask], layout: CorpusLayout, report: RunReport, show: bool) -> None:
-    """Hand shards to ready actors; retry failures up to MAX_ATTEMPTS; keep the index current.
-
-    An actor that raised is not given work again until it answers a ``ready()`` probe (retried
-    with back-off while it restarts), so a restart does not burn other shards' attempts. An actor
-    that stays unreachable for MAX_PROBES probes is dropped; with none left, the rest fail.
-    """
-    from ray.exceptions import RayActorError, RayTaskError
-
-    queue, idle = deque(pending), deque(range(len(actors)))
-    attempts: dict[int, int] = {}
-    in_flight: dict = {}  # ref -> (actor, task)
-    probes: dict = {}  # ref -> actor
-    probe_count = [0] * len(actors)
-    probe_due: dict[int, float] = {}  # actor -> time of its next probe
+def _dispatch(ray, make_actor, count: int, pending: list[ShardTask], registry, layout: CorpusLayout,
+              report: RunReport, show: bool, room, policy: SchedulePolicy | None) -> None:
+    """Schedule the pending shards (:mod:`pipeline.run.scheduler`); mark each completed shard in the
+    in-memory index, flushed to manifest.json and shardindex.json on a timer and at the end."""
+    index = IndexWriter(layout)
     bar = progress(sum(t.count for t in pending), "images", unit="img", disable=not show)
+
+    def on_done(task: ShardTask, stats: dict) -> None:
+        index.mark_complete(task.shard_id, stats)
+        report.completed_shards += 1
+        report.completed_images += int(stats["samples"])
+        report.inversion_seconds += float(stats.get("inversion_seconds", 0.0))
+        report.write_seconds += float(stats.get("write_seconds", 0.0))
+        bar.update(int(stats["samples"]))
+        bar.set_postfix(shards=f"{report.completed_shards}/{len(pending)}", failed=len(report.failed_shards))
+
     try:
-        while queue or in_flight:
-            now = time.monotonic()
-            for actor, due in list(probe_due.items()):
-                if due <= now:
-                    del probe_due[actor]
-                    probe_count[actor] += 1
-                    probes[actors[actor].ready.remote()] = actor
-            if not (in_flight or probes or probe_due or idle):
-                for task in queue:
-                    report.failed_shards[task.shard_id] = "no worker could be reached"
-                break
-            while queue and idle:
-                task, actor = queue.popleft(), idle.popleft()
-                in_flight[actors[actor].run.remote(task)] = (actor, task)
-            waiting = list(in_flight) + list(probes)
-            if not waiting:  # only back-off probes are due later
-                time.sleep(0.5)
-                continue
-            done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
-            for ref in done:
-                if ref in probes:
-                    actor = probes.pop(ref)
-                    try:
-                        ray.get(ref)
-                        probe_count[actor] = 0
-                        idle.append(actor)
-                    except (RayActorError, RayTaskError):
-                        if probe_count[actor] < MAX_PROBES:
-                            probe_due[actor] = time.monotonic() + min(30.0, 2.0 ** probe_count[actor])
-                        else:
-                            log.warning("worker %d unreachable after %d probes; dropping it", actor, MAX_PROBES)
-                    continue
-                actor, task = in_flight.pop(ref)
-                try:
-                    stats = ray.get(ref)
-                except (RayActorError, RayTaskError) as exc:
-                    probe_due[actor] = time.monotonic()  # probe before giving it more work
-                    attempts[task.shard_id] = attempts.get(task.shard_id, 0) + 1
-                    reason = _failure_reason(exc)
-                    if attempts[task.shard_id] < MAX_ATTEMPTS:
-                        log.warning("shard %d failed (%s); retrying", task.shard_id, reason)
-                        queue.append(task)
-                    else:
-                        report.failed_shards[task.shard_id] = reason
-                        bar.write(f"shard {task.shard_id} failed {MAX_ATTEMPTS} times: {reason}", file=sys.stderr)
-                    continue
-                idle.append(actor)
-                refresh_index(layout, shard_ids=[task.shard_id])
-                report.completed_shards += 1
-                report.completed_images += int(stats["samples"])
-                report.inversion_seconds += float(stats.get("inversion_seconds", 0.0))
-                report.write_seconds += float(stats.get("write_seconds", 0.0))
-                bar.update(int(stats["samples"]))
-                bar.set_postfix(shards=f"{report.completed_shards}/{len(pending)}", failed=len(report.failed_shards))
+        outcome = schedule(ray, make_actor, count, pending, registry=registry, on_done=on_done,
+                           policy=policy or SchedulePolicy(), room=room)
+    except WorkerStartError as exc:
+        raise RunError(str(exc)) from None
     finally:
+        index.flush()
         bar.close()
-
-
-def _failure_reason(exc: Exception) -> str:
-    cause = getattr(exc, "cause", None)
-    if cause is not None:
-        return f"{type(cause).__name__}: {cause}".splitlines()[0]
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    report.failed_shards.update(outcome.failed)
+    report.retries, report.workers = outcome.retries, max(report.workers, outcome.actors_started)
+    report.shards_per_worker = outcome.shards_per_actor
+    for shard, reason in sorted(outcome.failed.items()):
+        log.warning("shard %d failed: %s", shard, reason)
 
 
 def format_report(report: RunReport) -> str:

@@ -34,6 +34,7 @@ from pydantic import (
 
 from pipeline.checks import is_int
 from pipeline.checksums import file_sha256
+from pipeline.corpus.storage import is_url
 from pipeline.errors import UserError
 from smi_core.config import (
     AugmentConfig,
@@ -220,7 +221,7 @@ class RunSpec:
     teacher_spec: str  # "timm:NAME", "toy", or an absolute checkpoint path
     teacher: TeacherInfo
     classes: tuple[int, ...]  # sorted, validated against the teacher's class count
-    output: Path  # absolute
+    output: Path | str  # an absolute folder, or an object-storage URL (``s3://bucket/corpus``)
     source: Path | None = None  # the manifest file, when loaded from one
 
     # --- convenience views -------------------------------------------------------------------
@@ -392,7 +393,10 @@ class RunSpec:
         }
 
     def with_output(self, path: str | os.PathLike[str]) -> RunSpec:
-        """A copy writing to ``path`` (``--out``: relative to the working directory; same spec hash)."""
+        """A copy writing to ``path`` (``--out``: a folder relative to the working directory, or an
+        object-storage URL; same spec hash)."""
+        if is_url(path):
+            return dataclasses.replace(self, output=str(path).rstrip("/"))
         return dataclasses.replace(self, output=Path(os.path.abspath(Path(path).expanduser())))
 
 
@@ -460,7 +464,9 @@ def spec_from_dict(
 
 
 def _describe_teacher(teacher_spec: str) -> TeacherInfo:
-    from pipeline.teachers.loading import describe_teacher  # lazy: `import pipeline.run.spec` loads no torch
+    from pipeline.teachers.loading import (
+        describe_teacher,  # lazy: `import pipeline.run.spec` loads no torch
+    )
 
     return describe_teacher(teacher_spec)
 
@@ -508,8 +514,10 @@ def _resolve_teacher(teacher: str, base: Path, label: str) -> str:
     return str(path)
 
 
-def _resolve_output(raw: str, base: Path, label: str) -> Path:
-    """Absolute paths are taken as they are; relative ones must stay inside the manifest's folder."""
+def _resolve_output(raw: str, base: Path, label: str) -> Path | str:
+    """URLs and absolute paths are taken as they are; relative ones must stay inside the manifest's folder."""
+    if is_url(raw):
+        return raw.rstrip("/")
     p = Path(raw).expanduser()
     if p.is_absolute():
         return Path(os.path.normpath(p))

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +103,8 @@ class ShardWorker:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
+        if config.fault is not None:
+            config.fault.maybe_fire_at_start()
         if config.threads:
             torch.set_num_threads(int(config.threads))
         self.device = torch.device(config.device)
@@ -116,8 +119,11 @@ class ShardWorker:
         """Answer once the actor is up (teacher loaded); the runner probes restarted actors with it."""
         return os.getpid()
 
-    def run(self, task: ShardTask) -> dict:
-        """Invert ``task``'s images and write the shard; the stats dict is returned once it is complete."""
+    def run(self, task: ShardTask, guard: Callable[[], None] | None = None) -> dict:
+        """Invert ``task``'s images and write the shard; the stats dict is returned once it is complete.
+
+        ``guard`` raises :class:`~pipeline.corpus.writer.StaleAttempt` once another attempt owns the shard.
+        """
         cfg, teacher = self.config, self.teacher
         autocast = torch.bfloat16 if cfg.dtype == "bfloat16" else None
         samples, inversion_seconds, flops = [], 0.0, 0
@@ -141,6 +147,7 @@ class ShardWorker:
         stats = write_shard(
             self.layout, task.shard_id, samples, num_classes=cfg.num_classes, image_format=cfg.image_format,
             extra_stats={"inversion_seconds": inversion_seconds, "flops": flops, "device": str(self.device)},
+            guard=guard,
         )
         stats["write_seconds"] = time.perf_counter() - start
         return stats

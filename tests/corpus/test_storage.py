@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.corpus.storage import CorpusStorage, is_temporary
+from pipeline.corpus.storage import LocalStorage, is_temporary
 
 
 def test_write_atomic_read_hash_remove(tmp_path: Path) -> None:
-    storage = CorpusStorage(tmp_path / "c")
+    storage = LocalStorage(tmp_path / "c")
     assert not storage.exists() and storage.is_empty() and storage.listdir("data") == []
     storage.write_atomic("data/a.bin", b"hello")
     assert storage.read_bytes("data/a.bin") == b"hello" and storage.size("data/a.bin") == 5
@@ -22,7 +22,7 @@ def test_write_atomic_read_hash_remove(tmp_path: Path) -> None:
 
 
 def test_staged_file_is_invisible_until_committed(tmp_path: Path) -> None:
-    storage = CorpusStorage(tmp_path)
+    storage = LocalStorage(tmp_path)
     staged = storage.stage("stats/x.json")
     staged.write(b"{}")
     assert not storage.exists("stats/x.json")
@@ -33,7 +33,7 @@ def test_staged_file_is_invisible_until_committed(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_no_temporary(tmp_path: Path) -> None:
-    storage = CorpusStorage(tmp_path)
+    storage = LocalStorage(tmp_path)
     staged = storage.stage("data/t.tar")
     with pytest.raises(RuntimeError), staged.open() as f:
         f.write(b"partial")
