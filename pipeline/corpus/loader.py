@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from pipeline.corpus.sample import (
     image_member,
     kept_mask_from_meta,
 )
-from pipeline.corpus.storage import CorpusStorage
+from pipeline.corpus.storage import CorpusStorage, storage_for
 from pipeline.corpus.tar_io import iter_tar_records, read_tar
 from pipeline.errors import CorpusError
 
@@ -152,10 +153,18 @@ class _InterleavedShards(wds.PipelineStage):
         self.storage, self.open_shards, self.seed, self.handler = storage, max(1, open_shards), seed, handler
         self.slot = _Slot(0, 1, 0, 0, 0)
         self.limit: int | None = None  # the epoch cut: raw samples this reader yields (None: until the shards end)
+        self._pid = os.getpid()
+
+    def _storage(self) -> CorpusStorage:
+        """The storage, opened afresh in a forked DataLoader worker (object-storage clients such as s3fs
+        refuse to be used across a fork)."""
+        if self._pid != os.getpid():
+            self.storage, self._pid = storage_for(str(self.storage.root)), os.getpid()
+        return self.storage
 
     def _records(self, shard: dict[str, Any]) -> Iterator[dict[str, Any]]:
         url = shard["url"]
-        with self.storage.open(shard["name"]) as f:
+        with self._storage().open(shard["name"]) as f:
             for key, members in iter_tar_records(f):
                 yield {"__key__": key, "__url__": url, **members}
 

@@ -455,7 +455,8 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, augment: KDAugm
                         sparse=args.sparse, device=device, seed=args.seed, augment=augment, workers=args.workers,
                         amp=args.amp, checkpoint_every=args.checkpoint_every,
                         checkpoint_dir=Path(args.checkpoint) if args.checkpoint else None)
-    identity = {"student": args.student, "teacher": args.teacher, "corpus": str(Path(info.root).resolve()),
+    corpus = str(info.root.resolve()) if isinstance(info.root, Path) else str(info.root)
+    identity = {"student": args.student, "teacher": args.teacher, "corpus": corpus,
                 "corpus_images": info.num_images}
     result = distill(student, info, cfg, mean=mean, std=std,
                      teacher=teacher.model if teacher is not None else None,

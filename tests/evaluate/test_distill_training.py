@@ -148,3 +148,15 @@ def test_ddp_under_torchrun_two_cpu_processes(tmp_path, make_corpus):
     assert rep["world_size"] == 2 and rep["images"] == 2 * 2 * 12  # 2 epochs x 2 ranks x 3 shards' worth each
     model = checkpoints.load_student(tmp_path / "s")
     assert model(torch.rand(1, 3, 16, 16)).shape == (1, 5)
+
+
+def test_distill_and_quantize_from_a_corpus_on_s3(s3_url, make_corpus, teachers, tmp_path, capsys):
+    """The commands take an s3:// corpus (moto's S3 server) as they take a folder; workers read it too."""
+    make_corpus(s3_url, shards_per_class=2, per_shard=3)
+    rc, rep, err = run_cli(["distill", s3_url, "--student", "toy-student", "--epochs", "1", "--workers", "2",
+                            "--checkpoint", str(tmp_path / "ck"), "--save", str(tmp_path / "s"), "--json"], capsys)
+    assert rc == 0, err
+    assert rep["images"] == 18 and rep["corpus_images"] == 18 and (tmp_path / "s" / "model.safetensors").is_file()
+    rc, rep, err = run_cli(["quantize", s3_url, "--model", "tiny3", "--calib-images", "6", "--json"], capsys)
+    assert rc == 0, err
+    assert rep["calib_images"] == 6 and rep["calib_classes"] == 3
