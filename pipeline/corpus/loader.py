@@ -11,7 +11,9 @@ The training pipeline is webdataset's stage model (``DataPipeline``) over the co
 A corpus is made of class shards (one class each), so mixing is done before decoding: each worker
 reads ``open_shards`` shards at once, picking the next sample from a shard with probability
 proportional to what it has left (so they run out together), and a shuffle buffer of raw samples
-mixes further. Only complete shards (stats present) of the manifest are read. Nothing is unpickled:
+mixes further. The corpus may be a folder or any fsspec URL the storage seam takes (``s3://``,
+``hf://datasets/...``); each DataLoader worker opens its own storage client. Only complete shards
+(stats present) of the manifest are read. Nothing is unpickled:
 images via Pillow, labels from ASCII, soft labels via ``numpy.lib.format.read_array(allow_pickle=False)``.
 """
 
