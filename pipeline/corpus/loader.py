@@ -132,9 +132,9 @@ class _Resampled(wds.PipelineStage):
 
     def run(self) -> Iterator[dict[str, Any]]:
         self.source.epoch = self.epoch - 1  # ResampledShards counts up before drawing
-        for i, item in enumerate(self.source):
+        for item in self.source:
             name = item["url"]
-            yield {"name": name, "url": self.storage.url(name), "samples": self.counts[name], "cycle": i}
+            yield {"name": name, "url": self.storage.url(name), "samples": self.counts[name], "cycle": 0}
 
 
 def _all_nodes(src: Iterable[Any], group: Any = None) -> Iterator[Any]:
@@ -151,8 +151,11 @@ class _InterleavedShards(wds.PipelineStage):
     only once the current cycle's shards are done, so an epoch cut never drops a first-pass sample.
     """
 
-    def __init__(self, storage: CorpusStorage, open_shards: int, seed: int, handler: Callable[[Exception], bool]):
+    def __init__(
+        self, storage: CorpusStorage, num_shards: int, open_shards: int, seed: int, handler: Callable[[Exception], bool]
+    ) -> None:
         self.storage, self.open_shards, self.seed, self.handler = storage, max(1, open_shards), seed, handler
+        self.num_shards = num_shards
         self.slot = _Slot(0, 1, 0, 0, 0)
         self.limit: int | None = None  # the epoch cut: raw samples this reader yields (None: until the shards end)
         self._pid = os.getpid()
@@ -181,6 +184,7 @@ class _InterleavedShards(wds.PipelineStage):
         waiting: dict[str, Any] | None = None
         open_: list[list[Any]] = []  # [records iterator, samples left, shard dict]
         cycle: int | None = None
+        barren = 0  # shards opened since the last sample: an endless source of empty/unreadable shards stops
         try:
             while True:
                 while len(open_) < self.open_shards:
@@ -193,7 +197,11 @@ class _InterleavedShards(wds.PipelineStage):
                         break
                     cycle = shard["cycle"]
                     open_.append([self._records(shard), int(shard["samples"]), shard])
+                    barren += 1
                 if not open_:
+                    return
+                if barren > 2 * self.num_shards + self.open_shards:
+                    log.warning("no sample in %d shards in a row; stopping this reader", barren)
                     return
                 i = rng.choices(range(len(open_)), weights=[max(1, o[1]) for o in open_])[0] if len(open_) > 1 else 0
                 entry = open_[i]
@@ -210,6 +218,7 @@ class _InterleavedShards(wds.PipelineStage):
                         continue
                     raise
                 entry[1] -= 1
+                barren = 0
                 yield sample
         finally:
             for entry in open_:
@@ -380,7 +389,7 @@ def load_corpus(
             wds.split_by_worker if split_by_worker else None,
         ]
     stages += [
-        _InterleavedShards(storage, open_shards, seed, handler),
+        _InterleavedShards(storage, len(refs), open_shards, seed, handler),
         _RawShuffle(shuffle_buffer, seed) if shuffle_buffer > 0 else None,
         wds.map(_ToTensors(soft_labels, kept_mask), handler=handler),
     ]

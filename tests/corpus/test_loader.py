@@ -354,3 +354,27 @@ def test_load_from_a_stand_in_hub(make_corpus, tmp_path) -> None:
     assert sorted(report["records"]) == expected_records
     assert min(report["classes_per_batch"]) > 1
     assert {f"/datasets/someone/smi-corpus/resolve/main/data/train-{i:06d}.tar" for i in range(10)} <= paths
+
+
+def test_resampled_readers_keep_several_shards_open(make_corpus, tmp_path) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=10, shards_per_class=1, per_shard=40, image_size=8)
+    ds = load_corpus(layout.root, resample=True, epoch_length=160, shuffle_buffer=0, open_shards=8, seed=5)
+    classes = _batch_classes(torch.utils.data.DataLoader(ds, batch_size=16))
+    assert len(classes) == 10 and min(len(c) for c in classes) >= 3  # mixed without any buffer
+
+
+def test_more_readers_than_shards(make_corpus, tmp_path, monkeypatch) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=3, shards_per_class=1, per_shard=5, image_size=8)
+    readers = _reader_keys(layout.root, monkeypatch, 2, 4, shuffle_shards=True)  # 8 readers, 3 shards
+    assert {len(v) for v in readers.values()} == {5}
+    assert len(set().union(*map(set, readers.values()))) == 15
+
+
+def test_unreadable_shards_end_an_endless_reader(make_corpus, tmp_path, monkeypatch) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=2, shards_per_class=1, per_shard=3, image_size=8)
+    for sid in (0, 1):
+        (layout.root / layout.tar(sid)).write_bytes(b"not a tar")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert list(load_corpus(layout.root, handler=wds.ignore_and_continue)) == []
+    assert list(load_corpus(layout.root, resample=True, handler=wds.ignore_and_continue)) == []
