@@ -178,9 +178,8 @@ def _peak_rss_child(root: str, shuffle_buffer: int, queue: Any) -> None:
     torch.set_num_threads(1)
     ds = load_corpus(root, shuffle_shards=True, shuffle_buffer=shuffle_buffer)
     sizes: list[int] = []
-    raw = ds.pipeline[-2] if shuffle_buffer > 0 else None
-    if raw is not None:  # measure what enters the buffer: a raw sample's bytes
-        inner = ds.pipeline[-3]
+    if shuffle_buffer > 0:  # measure what enters the buffer: a raw sample's bytes
+        inner = next(stage for stage in ds.pipeline if hasattr(stage, "_interleave"))
         original = inner._interleave
 
         def counting(src: Any) -> Any:
