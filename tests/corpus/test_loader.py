@@ -378,3 +378,28 @@ def test_unreadable_shards_end_an_endless_reader(make_corpus, tmp_path, monkeypa
     monkeypatch.setenv("RANK", "1")
     assert list(load_corpus(layout.root, handler=wds.ignore_and_continue)) == []
     assert list(load_corpus(layout.root, resample=True, handler=wds.ignore_and_continue)) == []
+
+
+def test_load_over_http(make_corpus, tmp_path) -> None:
+    """An ``http(s)://`` corpus (here a stdlib file server with directory listings) loads through the seam."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    layout = make_corpus(tmp_path / "srv" / "corpus", num_classes=4, shards_per_class=1, per_shard=4, image_size=8)
+    expected_records = sorted(_records(load_corpus(layout.root, soft_labels=True)))
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "srv")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/corpus"
+        ds = load_corpus(url, soft_labels=True, shuffle_shards=True)
+        assert ds.urls[0].startswith(url)
+        assert sorted(_records(torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2))) == expected_records
+    finally:
+        server.shutdown()
+        server.server_close()
