@@ -403,3 +403,15 @@ def test_load_over_http(make_corpus, tmp_path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_unequal_split_reproduces_the_issue_and_equal_epochs_fix_it(make_corpus, tmp_path, monkeypatch) -> None:
+    """The issue's measurement: 20 shards of 16 over 3 ranks gave 112/112/96 samples; equal epochs give 112 each."""
+    layout = make_corpus(tmp_path / "c", num_classes=10, shards_per_class=2, per_shard=16, image_size=8)
+    for equal, want in ((False, [112, 112, 96]), (True, [112, 112, 112])):
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        counts = []
+        for rank in range(3):
+            monkeypatch.setenv("RANK", str(rank))
+            counts.append(sum(1 for _ in load_corpus(layout.root, shuffle_shards=True, equal_epochs=equal)))
+        assert counts == want
