@@ -91,7 +91,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         d, m = dense[s], smi[s]
         per_seed.append({"seed": s, "dense_top1": d["student_top1"], "smi_top1": m["student_top1"],
                          "gap": m["student_top1"] - d["student_top1"],
-                         "smi_vs_teacher": m["student_top1"] / m["teacher_top1"],
+                         "smi_vs_teacher": m["student_top1"] / max(m["teacher_top1"], 1e-9),
                          "time_ratio": m["time_ratio"]})
     stats = {k: spread([r[k] for r in per_seed]) for k in ("dense_top1", "smi_top1", "gap", "smi_vs_teacher", "time_ratio")}
     gap = stats["gap"]

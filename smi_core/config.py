@@ -104,15 +104,51 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random roll of up to ``max_roll_fraction`` of the side, plus horizontal flip."""
+    """The random view the teacher sees at each inversion step.
+
+    Always (when ``enabled``): a roll of up to ``max_roll_fraction`` of the side in whole patches, plus a
+    horizontal flip. Optionally, Plug-In Inversion style (Ghiasi et al. 2022), applied on top of it:
+
+    - ``zoom=(lo, hi)``: a random resized crop whose side is a fraction in ``[lo, hi]`` (``0 < lo <= hi
+      <= 1``) of the image side, anywhere inside the image, resized back to the full size (bilinear),
+      with a random horizontal flip of its own when ``flip``. ``None``: no crop.
+    - ``colour_shift=a``: the normalised view becomes ``x * (1 + s) + m`` with per-channel ``s, m ~
+      U(-a, a)``. ``0``: none.
+
+    ``per_sample`` draws the crop and the colour shift for every image (True) or once per step for the
+    whole batch (False). ``enabled=False`` turns every augmentation off. The defaults (no zoom, no colour
+    shift) reproduce the roll/flip-only engine exactly, random stream included.
+    """
 
     enabled: bool = True
     max_roll_fraction: float = 0.125
     flip: bool = True
+    zoom: tuple[float, float] | None = None
+    colour_shift: float = 0.0
+    per_sample: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_roll_fraction < 1.0:
             raise ValueError(f"augment.max_roll_fraction: must lie in [0, 1), got {self.max_roll_fraction}")
+        if self.zoom is not None:
+            try:
+                zoom = tuple(float(z) for z in self.zoom)
+            except (TypeError, ValueError):
+                raise ValueError(f"augment.zoom: expected None or two numbers (lo, hi), got {self.zoom!r}") from None
+            if len(zoom) != 2 or not 0.0 < zoom[0] <= zoom[1] <= 1.0:
+                raise ValueError(f"augment.zoom: expected 0 < lo <= hi <= 1 (crop side fractions), got {self.zoom!r}")
+            object.__setattr__(self, "zoom", zoom)
+        if (
+            isinstance(self.colour_shift, bool)
+            or not isinstance(self.colour_shift, (int, float))
+            or not 0.0 <= self.colour_shift < 1.0
+        ):
+            raise ValueError(f"augment.colour_shift: must be a number in [0, 1), got {self.colour_shift!r}")
+
+    @property
+    def warps(self) -> bool:
+        """Whether a zoom or colour shift is drawn on top of the roll/flip."""
+        return self.enabled and (self.zoom is not None or self.colour_shift > 0)
 
 
 @dataclass(frozen=True)

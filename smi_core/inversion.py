@@ -1,7 +1,8 @@
 """Sparse model inversion: optimise pixels so a frozen ViT predicts the targets, stopping patches on a schedule.
 
 ``invert`` is the engine. It optimises the image in the teacher's normalised space with Adam, draws
-every random choice (initial noise, roll/flip, random stopping) from the generator passed in, runs
+every random choice (initial noise, roll/flip, optional zoom and colour shift, random stopping) from
+the generator passed in, runs
 the teacher on the kept patches only, freezes stopped patches exactly (no gradient, values pinned;
 or, with ``selection.stopped == "prior"``, leaves them to the image priors alone),
 clips to the normalisation's valid range after each step, and keeps a real copy of each sample's
@@ -20,7 +21,10 @@ import torch
 from torch import nn
 
 from smi_core import losses
-from smi_core.augment import apply_roll_flip, remap_patch_index, sample_roll_flip
+from smi_core.augment import (
+    Warp, apply_roll_flip, apply_warp, remap_patch_index, sample_roll_flip, sample_warp, token_overlap,
+    token_source_patch,
+)
 from smi_core.config import InversionConfig
 from smi_core.flops import schedule_flops
 from smi_core.result import InversionResult
@@ -36,7 +40,8 @@ class IterationState:
     """What an observer sees after each iteration. Tensors are live: clone what you keep."""
 
     iteration: int
-    kept: torch.Tensor  # (B, K) canonical patch indices the forward of this iteration saw
+    kept: torch.Tensor  # (B, K) canonical patch indices the forward of this iteration saw (with a zoom: the
+    # kept set, while the forward saw the K view tokens that cover it best)
     pixels: torch.Tensor  # (B, 3, H, W) normalised image after this iteration's step
     grad: torch.Tensor  # (B, 3, H, W) gradient this iteration's step used
     loss: torch.Tensor  # (B,) per-sample objective of the iterate before the step
@@ -66,6 +71,53 @@ def patch_mask_to_pixels(mask: torch.Tensor, geometry: ViTGeometry) -> torch.Ten
 def _kept_to_mask(kept: torch.Tensor, num_patches: int) -> torch.Tensor:
     mask = torch.zeros(kept.shape[0], num_patches, dtype=torch.bool, device=kept.device)
     return mask.scatter_(1, kept, True)
+
+
+def _zoomed_forward(
+    model: nn.Module,
+    pixels: torch.Tensor,
+    kept: torch.Tensor,
+    keep_pixels: torch.Tensor | None,
+    aug,
+    warp: Warp,
+    patch_of_pixel: torch.Tensor,
+    geometry: ViTGeometry,
+    want_saliency: bool,
+    autocast,
+) -> tuple:
+    """The teacher's forward on a zoomed (resampled) view, with SMI's token subset.
+
+    A view token no longer is one canonical patch, so the K view tokens (K = kept patches, so shapes and
+    FLOPs follow the schedule) with the largest share of kept pixels are forwarded (ties: lowest index),
+    and stopped pixels enter the view detached: they get no teacher gradient, whatever the chosen tokens
+    cover. The saliency handed to the policy is aligned with ``kept``: each kept patch gets the largest
+    saliency of the forwarded tokens whose centre lies on it (0 if none does).
+
+    Returns ``(view, subset, saliency, canonical, features, logits)`` like the exact path.
+    """
+    batch, num_patches = kept.shape[0], geometry.num_patches
+    source = pixels if keep_pixels is None else torch.where(keep_pixels, pixels, pixels.detach())
+    view = apply_warp(apply_roll_flip(source, aug, geometry.patch_size), warp)
+    if kept.shape[1] == num_patches:
+        subset = None
+        view_index = torch.arange(num_patches, device=kept.device).expand(batch, -1)
+    else:
+        keep_view = apply_roll_flip(patch_mask_to_pixels(_kept_to_mask(kept, num_patches), geometry), aug,
+                                    geometry.patch_size)
+        overlap = token_overlap(keep_view, warp, geometry.patch_size)
+        order = torch.sort(overlap, dim=1, descending=True, stable=True).indices[:, : kept.shape[1]]
+        subset = view_index = torch.sort(order, dim=1).values
+    with autocast:
+        tokens = embed_tokens(model, view, subset)
+        features, saliency = forward_blocks(model, tokens, saliency=want_saliency)
+        logits = model.forward_head(features)
+    if saliency is not None:
+        source_patch = apply_roll_flip(patch_of_pixel, aug, geometry.patch_size)[:, 0].round().long()
+        token_patch = torch.gather(token_source_patch(source_patch, warp, geometry.patch_size, batch), 1, view_index)
+        per_patch = saliency.new_zeros(batch, num_patches, dtype=torch.float32)
+        per_patch.scatter_reduce_(1, token_patch, saliency.float(), reduce="amax", include_self=True)
+        saliency = torch.gather(per_patch, 1, kept)
+    return view, subset, saliency, kept, features, logits
 
 
 def invert(
@@ -122,18 +174,33 @@ def invert(
     best_loss = torch.full((batch,), float("inf"), device=device)
     best_mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
 
+    # canonical patch index of every pixel (for the zoomed view's token -> patch map)
+    patch_of_pixel = torch.arange(num_patches, device=device, dtype=torch.float32).view(1, num_patches)
+    patch_of_pixel = patch_mask_to_pixels(patch_of_pixel, geometry)  # (1, 1, H, W)
+    instant_saliency = config.selection.saliency == "instant"
+
     for iteration in range(config.iterations):
         aug = sample_roll_flip(config.augment, geometry.grid, generator)
-        view = apply_roll_flip(pixels, aug, geometry.patch_size)
-        view_index, order = torch.sort(remap_patch_index(kept, aug, geometry.grid), dim=1)
-        canonical = torch.gather(kept, 1, order)  # canonical patch of each gathered token
-        subset = None if kept.shape[1] == num_patches else view_index
+        warp = sample_warp(config.augment, batch, generator, device)
         want_saliency = policy.needs_saliency(iteration)
+        if warp is not None and want_saliency and instant_saliency:
+            warp = warp.without_zoom()  # a stop ranks every kept patch: this forward sees them all, uncropped
         seen_kept = kept
-        with autocast:
-            tokens = embed_tokens(model, view, subset)
-            features, saliency = forward_blocks(model, tokens, saliency=want_saliency)
-            logits = model.forward_head(features)
+        if warp is None or warp.theta is None:
+            view = apply_roll_flip(pixels, aug, geometry.patch_size)
+            if warp is not None:
+                view = apply_warp(view, warp)
+            view_index, order = torch.sort(remap_patch_index(kept, aug, geometry.grid), dim=1)
+            canonical = torch.gather(kept, 1, order)  # canonical patch of each gathered token
+            subset = None if kept.shape[1] == num_patches else view_index
+            with autocast:
+                tokens = embed_tokens(model, view, subset)
+                features, saliency = forward_blocks(model, tokens, saliency=want_saliency)
+                logits = model.forward_head(features)
+        else:
+            view, subset, saliency, canonical, features, logits = _zoomed_forward(
+                model, pixels, kept, keep_pixels, aug, warp, patch_of_pixel, geometry, want_saliency, autocast
+            )
         per_sample = weights.ce * losses.cross_entropy(logits, targets)
         if weights.tv_l1:
             per_sample = per_sample + weights.tv_l1 * losses.total_variation(pixels, 1)

@@ -6,30 +6,38 @@ import argparse
 import sys
 
 from pipeline.console import emit_json
-from pipeline.corpus.index import complete_shard_ids, read_manifest, read_stats
+from pipeline.corpus.index import read_manifest, read_stats
 from pipeline.corpus.layout import as_layout
 
 
 def corpus_status(root) -> dict:
-    """Counts from manifest.json and the stats files (the completion markers)."""
+    """Counts from manifest.json and the stats files (the completion markers).
+
+    One listing of stats/ decides completion; sample counts and inversion time come from the
+    manifest's mirror of each complete shard's stats, and only stats the mirror lacks are read.
+    """
     layout = as_layout(root)
     manifest = read_manifest(layout)
-    complete = set(complete_shard_ids(layout, manifest))
+    finished_at = layout.storage.listdir_mtimes(layout.stats_dir)
     entries = manifest["shards"]
-    images, generation, finished = 0, 0.0, []
-    for shard_id in sorted(complete):
-        name = layout.stats(shard_id)
-        stats = read_stats(layout, shard_id)
+    images, generation, finished, pending = 0, 0.0, [], []
+    for entry in entries:
+        shard_id = int(entry["shard_id"])
+        stamp = finished_at.get(layout.stats(shard_id).rpartition("/")[2])
+        if stamp is None:
+            pending.append(shard_id)
+            continue
+        mirrored = entry.get("complete") and "samples" in entry and "inversion_seconds" in entry
+        stats = entry if mirrored else read_stats(layout, shard_id)
         images += int(stats["samples"])
         generation += float(stats.get("inversion_seconds", stats.get("generation_seconds", 0.0)))
-        finished.append(layout.storage.mtime(name))
+        finished.append(stamp)
     span = max(finished) - min(finished) if len(finished) > 1 else 0.0
-    pending = [int(e["shard_id"]) for e in entries if int(e["shard_id"]) not in complete]
     return {
         "out": str(layout.root),
         "spec_hash": manifest.get("spec_hash"),
         "total_shards": len(entries),
-        "complete_shards": len(complete),
+        "complete_shards": len(finished),
         "pending_shards": len(pending),
         "pending_shard_ids": pending,
         "images": images,

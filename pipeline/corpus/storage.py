@@ -141,6 +141,10 @@ class CorpusStorage:
         """Whether ``folder`` holds nothing at all (files or folders); True when it does not exist."""
         raise NotImplementedError
 
+    def listdir_mtimes(self, folder: str = "") -> dict[str, float]:
+        """``{name: modification time}`` of the files in ``folder``, from one listing."""
+        raise NotImplementedError
+
     def size(self, name: str) -> int:
         raise NotImplementedError
 
@@ -231,14 +235,22 @@ class LocalStorage(CorpusStorage):
         return self.local_path(name).is_dir()
 
     def listdir(self, folder: str = "") -> list[str]:
-        path = self.local_path(folder)
-        if not path.is_dir():
+        try:
+            with os.scandir(self.local_path(folder)) as entries:
+                return sorted(e.name for e in entries if e.is_file())
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(p.name for p in path.iterdir() if p.is_file())
 
     def is_empty(self, folder: str = "") -> bool:
         path = self.local_path(folder)
         return not path.is_dir() or next(path.iterdir(), None) is None
+
+    def listdir_mtimes(self, folder: str = "") -> dict[str, float]:
+        try:
+            with os.scandir(self.local_path(folder)) as entries:
+                return {e.name: e.stat().st_mtime for e in entries if e.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
 
     def size(self, name: str) -> int:
         return self.local_path(name).stat().st_size
@@ -321,6 +333,15 @@ class FsspecStorage(CorpusStorage):
 
     def is_empty(self, folder: str = "") -> bool:
         return not self._entries(folder)
+
+    def listdir_mtimes(self, folder: str = "") -> dict[str, float]:
+        found = {}
+        for e in self._entries(folder):
+            if e.get("type") == "file":
+                stamp = e.get("LastModified") or e.get("mtime") or e.get("created")
+                when = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0.0)
+                found[PurePosixPath(e["name"]).name] = when
+        return found
 
     def size(self, name: str) -> int:
         self._fresh(name)

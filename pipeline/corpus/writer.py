@@ -254,28 +254,29 @@ def remove_incomplete(layout: CorpusLayout, shard_id: int) -> list[str]:
     return remove_shard(layout, shard_id)
 
 
-def remove_incomplete_shards(layout: CorpusLayout, shard_ids: Sequence[int]) -> list[str]:
-    """For resume: delete what the shards without stats left behind (tar, parquet, temporaries).
-
-    Each folder is listed once, whatever the number of shards, so resuming stays linear in the shards.
-    """
+def clean_for_resume(layout: CorpusLayout, pending: Sequence[int]) -> list[str]:
+    """Before a resume: delete every stray temporary and what the ``pending`` shards (no stats) left
+    behind. Each folder is listed once, whatever the number of shards, so a resume stays linear.
+    Call only while no writer is active on this corpus (the run holds the corpus lease)."""
     storage = layout.storage
-    folders = (layout.data_dir, layout.metadata_dir, layout.stats_dir)
-    present = {folder: storage.listdir(folder) for folder in folders}
+    present = {folder: storage.listdir(folder) for folder in CORPUS_FOLDERS}
     stats_present = set(present[layout.stats_dir])
+    doomed: list[str] = []
     by_stem: dict[str, list[str]] = {}
     for folder, names in present.items():
         for name in names:
-            stem = name.lstrip(".").split(".", 1)[0] if is_temporary(name) else name.split(".", 1)[0]
-            by_stem.setdefault(stem, []).append(f"{folder}/{name}")
-    removed = []
-    for sid in shard_ids:
+            path = f"{folder}/{name}" if folder else name
+            if is_temporary(name):
+                doomed.append(path)
+            elif folder:
+                by_stem.setdefault(name.split(".", 1)[0], []).append(path)
+    for sid in pending:
         stem = shard_name(sid)
-        if f"{stem}.json" in stats_present:
-            continue  # complete
-        for name in by_stem.get(stem, []):
-            if storage.remove(name):
-                removed.append(name)
+        if f"{stem}.json" not in stats_present:
+            doomed += by_stem.get(stem, [])
+    removed = [name for name in doomed if storage.remove(name)]
+    if removed:
+        log.info("resume: removed %d leftovers of interrupted writes", len(removed))
     return removed
 
 

@@ -148,6 +148,13 @@ class EvalSet:
     _tensors: tuple[torch.Tensor, torch.Tensor] | None = None  # toy split
     img_size: int = 32
 
+    @classmethod
+    def from_tensors(cls, name: str, images: torch.Tensor, labels: torch.Tensor) -> EvalSet:
+        """Held-out images already in memory: ``(N, 3, S, S)`` in [0, 1] and their class ids ``(N,)``."""
+        if images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(f"expected (N, 3, S, S) images and N labels, got {tuple(images.shape)} and {len(labels)}")
+        return cls(name, len(labels), _tensors=(images, labels.to(torch.int64)), img_size=int(images.shape[-1]))
+
     def batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._tensors is not None:
             images, labels = self._tensors

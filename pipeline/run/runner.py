@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from pipeline.console import emit_json, progress
-from pipeline.corpus.index import IndexWriter, ShardTask, complete_shard_ids, read_manifest, write_manifest
+from pipeline.corpus.index import (
+    IndexWriter,
+    ShardTask,
+    complete_shard_ids,
+    read_manifest,
+    write_manifest,
+)
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.lease import CorpusLease
-from pipeline.corpus.writer import remove_incomplete_shards, remove_stray_temporaries
+from pipeline.corpus.writer import clean_for_resume
 from pipeline.errors import UserError
 from pipeline.hub.card import write_card
 from pipeline.run.cluster import check_fit, workers_that_fit
@@ -119,18 +125,18 @@ def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execu
     shards on another kind of device is refused, since CPU and GPU arithmetic give different bytes.
     """
     layout = CorpusLayout(spec.output)
-    if complete and layout.storage.exists(layout.manifest):
-        recorded = read_manifest(layout).get("spec", {}).get("execution")
+    existing = read_manifest(layout) if layout.storage.exists(layout.manifest) else None
+    if complete and existing is not None:
+        recorded = existing.get("spec", {}).get("execution")
         if recorded and recorded != execution:
             raise UserError(
                 f"{layout.root} was generated with {recorded}; this run would use {execution}, which gives "
                 f"different bytes: run it where the corpus was started, or use another --out"
             )
-    for path in remove_stray_temporaries(layout):
-        log.info("removed stray temporary %s", path)
-    remove_incomplete_shards(layout, [t.shard_id for t in tasks if t.shard_id not in complete])
+    clean_for_resume(layout, [t.shard_id for t in tasks if t.shard_id not in complete])
     resolved = {**spec.resolved(), "execution": execution}
-    write_manifest(layout, spec=resolved, spec_hash=spec.spec_hash(), package_version=package_version(), tasks=tasks)
+    write_manifest(layout, spec=resolved, spec_hash=spec.spec_hash(), package_version=package_version(), tasks=tasks,
+                   previous=existing)
 
 
 def _ray_init(address: str | None):

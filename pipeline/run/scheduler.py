@@ -163,9 +163,9 @@ def schedule(
             if actor.state == "idle" and queue:
                 task = queue.popleft()
                 token = secrets.token_hex(8)
-                ray.get(registry.assign.remote(task.shard_id, token))
+                assigned = registry.assign.remote(task.shard_id, token)  # an argument: done before the attempt runs
                 actor.state, actor.task, actor.started = "busy", task, time.monotonic()
-                refs[actor.handle.run_attempt.remote(task, token, registry)] = ("run", index)
+                refs[actor.handle.run_attempt.remote(task, token, registry, assigned)] = ("run", index)
         if any(a.state in ("idle", "busy") for a in actors):
             last_alive = now
         elif room is None and actors and all(a.state == "dropped" for a in actors):
@@ -207,7 +207,8 @@ def schedule(
 class RayShardWorker(ShardWorker):
     """The worker as the scheduler's Ray actor: a shard attempt checks its token before it writes."""
 
-    def run_attempt(self, task: ShardTask, token: str, registry: Any) -> dict:
+    def run_attempt(self, task: ShardTask, token: str, registry: Any, assigned: None = None) -> dict:
+        """Generate ``task`` as attempt ``token`` (``assigned``: the registry's acknowledgement of it)."""
         import ray
 
         def guard() -> None:

@@ -13,17 +13,11 @@ temporary name and renamed into place while holding a file lock, so concurrent b
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
-import math
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.checksums import file_sha256
 from pipeline.teachers.adversarial import l2_step
-from pipeline.teachers.checkpoint import save_checkpoint
+from pipeline.teachers.cache import (  # META_FILE, WEIGHTS_FILE, cache_root: also named via this module
+    META_FILE,  # noqa: F401
+    WEIGHTS_FILE,
+    build_once,
+    cache_root,
+    read_teacher_folder,
+    write_teacher_folder,
+)
+from pipeline.teachers.trainer import deterministic, init_pos_embed, param_groups, warmup_cosine
 from pipeline.teachers.toy_data import (
     CLASS_NAMES,
     make_toy_images,
@@ -48,8 +49,6 @@ ARCH = "vit_tiny_patch16_224"  # the timm architecture whose arguments toy_model
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 LICENSE = "apache-2.0"
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "meta.json"
 
 Progress = Callable[[int, int, float], None]
 
@@ -143,30 +142,6 @@ def describe_toy_teacher() -> tuple[nn.Module, dict[str, Any]]:
 # --- training ------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _deterministic(threads: int) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count for the duration; restores the previous state."""
-    prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev_threads)
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-
-
-def _init_pos_embed(model: nn.Module, scale: float) -> None:
-    from timm.layers import build_sincos2d_pos_embed
-
-    grid = model.patch_embed.grid_size
-    with torch.no_grad():
-        model.pos_embed.zero_()
-        model.pos_embed[0, model.num_prefix_tokens:] = build_sincos2d_pos_embed(grid, model.embed_dim) * scale
-
-
 def _sparse_logits(model: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Logits of the ViT on the prefix tokens plus the patch tokens ``keep`` ``(B, K)`` (timm's own modules)."""
     tokens = model._pos_embed(model.patch_embed(x))
@@ -192,14 +167,6 @@ def l2_adversarial(
     loss = F.cross_entropy(logits_fn(images + delta), labels)
     (grad,) = torch.autograd.grad(loss, [delta])
     return l2_step(images, grad, eps)
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        skip = p.ndim < 2 or name in ("pos_embed", "cls_token")
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -230,17 +197,12 @@ def build_toy_teacher(
     ``heldout_top1``, ``train_seconds``, ``config`` (model and training) and ``params``."""
     cfg = config or TrainConfig()
     start = time.perf_counter()
-    with _deterministic(cfg.threads):
+    with deterministic(cfg.threads):
         torch.manual_seed(seed)
         model = create_toy_model(patch_size=cfg.patch_size)
-        _init_pos_embed(model, cfg.pos_embed_scale)
-        opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-        warmup = max(1, round(cfg.warmup_fraction * cfg.steps))
-
-        def lr_factor(step: int) -> float:
-            return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / cfg.steps)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+        init_pos_embed(model, cfg.pos_embed_scale)
+        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup_fraction))
         g = torch.Generator().manual_seed(seed)
         patch = cfg.patch_size
         sparse_steps = round(cfg.steps * (1 - cfg.dense_fraction))
@@ -297,55 +259,12 @@ def _config_record(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps({"model": toy_model_config(cfg.patch_size), "train": train}))
 
 
-def cache_root() -> Path:
-    """``$SMI_SYNTH_CACHE`` or ``~/.cache/smi-synth``."""
-    env = os.environ.get("SMI_SYNTH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "smi-synth"
-
-
 def _load_cached(folder: Path, cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]] | None:
     """The cached teacher, or None when absent, built by another version or recipe, or damaged."""
-    from safetensors.torch import load_file
-
-    weights, meta_path = folder / WEIGHTS_FILE, folder / META_FILE
-    if not (weights.is_file() and meta_path.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("version") != TOY_TEACHER_VERSION or meta.get("config") != _config_record(cfg):
-            log.warning("toy teacher cache %s was built by another recipe; rebuilding", folder)
-            return None
-        if meta.get("sha256") != file_sha256(weights):
-            log.warning("toy teacher cache %s is damaged (sha256 mismatch); rebuilding", folder)
-            return None
-        model = create_toy_model(patch_size=cfg.patch_size)
-        model.load_state_dict(load_file(str(weights)), strict=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        log.warning("toy teacher cache %s is unreadable (%s); rebuilding", folder, exc)
-        return None
-    return model.eval().requires_grad_(False), meta
-
-
-def _write(folder: Path, model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    """Write weights + meta into a temporary sibling folder, fsync, then rename it to ``folder``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        weights = save_checkpoint(
-            model, tmp / WEIGHTS_FILE, arch=ARCH, model_kwargs=meta["config"]["model"],
-            class_names=list(CLASS_NAMES), license=LICENSE, mean=MEAN, std=STD,
-        )
-        meta = {**meta, "sha256": file_sha256(weights)}
-        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return json.loads(json.dumps(meta))  # exactly what a later load reads back
+    return read_teacher_folder(
+        folder, expect={"version": TOY_TEACHER_VERSION, "config": _config_record(cfg)},
+        create_model=lambda: create_toy_model(patch_size=cfg.patch_size),
+    )
 
 
 def cache_folder(root: Path) -> Path:
@@ -363,17 +282,13 @@ def load_or_build_toy_teacher(
     """
     cfg = config or TrainConfig()
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    root.mkdir(parents=True, exist_ok=True)
     folder = cache_folder(root)
-    cached = _load_cached(folder, cfg)
-    if cached is not None:
-        return cached
-    with open(root / f".toy-teacher-{TOY_TEACHER_VERSION}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent builder holds it until its folder is in place
-        cached = _load_cached(folder, cfg)
-        if cached is not None:
-            return cached
+
+    def build() -> tuple[nn.Module, dict[str, Any]]:
         log.info("building the toy teacher (first use; cached in %s)", folder)
         model, meta = build_toy_teacher(progress=progress, config=cfg)
-        meta = _write(folder, model, meta)
-    return model, meta
+        meta = write_teacher_folder(folder, model, meta, arch=ARCH, class_names=CLASS_NAMES, license=LICENSE,
+                                    mean=MEAN, std=STD)
+        return model, meta
+
+    return build_once(root, f"toy-teacher-{TOY_TEACHER_VERSION}", lambda: _load_cached(folder, cfg), build)

@@ -10,11 +10,11 @@ from pipeline.cli import main
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.verify import verify_corpus
 from pipeline.corpus.writer import StaleAttempt, write_shard
+from pipeline.errors import UserError
 from pipeline.run.cluster import check_fit, describe_nodes, workers_that_fit
 from pipeline.run.runner import run_corpus
 from pipeline.run.scheduler import SchedulePolicy, failure_reason
 from pipeline.run.spec import load_spec
-from pipeline.errors import UserError
 from tests.run.test_runner import teacher_file, write_manifest  # noqa: F401 - fixture
 
 NODES = [

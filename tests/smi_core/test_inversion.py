@@ -209,3 +209,65 @@ def test_non_vit_and_bad_image_size_raise_value_error():
         _run(nn.Sequential(nn.Conv2d(3, 3, 1)), _config())
     with pytest.raises(ValueError, match="img_size"):
         _run(tiny_vit("dynamic_size"), _config(), img_size=(30, 30))
+
+
+# --- zoom / colour shift views ----------------------------------------------------------------------
+
+from smi_core import AugmentConfig  # noqa: E402
+
+PII = AugmentConfig(max_roll_fraction=0.0, zoom=(0.5, 1.0), colour_shift=0.2)
+
+
+def test_dense_with_zoom_and_colour_shift_is_finite_and_reproducible():
+    model = tiny_vit("vit")
+    config = InversionConfig(iterations=12, selection=SelectionConfig("dense"), augment=PII)
+    a, b = _run(model, config), _run(model, config)
+    assert torch.isfinite(a.images).all() and torch.isfinite(a.logits).all()
+    assert torch.equal(a.images, b.images) and torch.equal(a.loss, b.loss)
+    assert not torch.equal(a.images, _run(model, config, seed=1).images)
+    plain = InversionConfig(iterations=12, selection=SelectionConfig("dense"), augment=AugmentConfig(max_roll_fraction=0.0))
+    assert not torch.equal(a.images, _run(model, plain).images)
+    per_step = InversionConfig(iterations=12, selection=SelectionConfig("dense"),
+                               augment=AugmentConfig(zoom=(0.5, 1.0), colour_shift=0.2, per_sample=False))
+    assert torch.isfinite(_run(model, per_step).images).all()
+
+
+@pytest.mark.parametrize("saliency", ["instant", "accumulated"])
+def test_smi_with_zoom_keeps_the_schedule_and_pins_frozen_patches(saliency):
+    model = tiny_vit("registers")
+    geo = vit_geometry(model)
+    selection = SelectionConfig("smi", SCHEDULE, saliency=saliency)
+    config = InversionConfig(iterations=20, selection=selection, loss=LossWeights(tv_l2=0.1), augment=PII, keep_best=False)
+    states = []
+    r = _run(model, config, observer=lambda s: states.append((s.kept.clone(), s.pixels.clone(), s.grad.clone())))
+    assert [k.shape[1] for k, _, _ in states] == tokens_per_iteration(selection, geo.num_patches, 20)
+    for kept, _, _ in states:  # valid, distinct, sorted canonical indices
+        assert 0 <= int(kept.min()) and int(kept.max()) < geo.num_patches
+        assert torch.equal(kept, torch.sort(kept, dim=1).values) and bool((kept[:, 1:] > kept[:, :-1]).all())
+    last = SCHEDULE.iterations[-1]
+    kept_after = torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, states[last][0], True)
+    assert torch.equal(r.kept_mask, kept_after)
+    stopped = ~patch_mask_to_pixels(kept_after, geo).expand(-1, 3, -1, -1)
+    frozen = states[last - 1][1][stopped]
+    for _, pixels, grad in states[last:]:
+        assert torch.count_nonzero(grad[stopped]) == 0 and torch.equal(pixels[stopped], frozen)
+    assert torch.equal(r.images, _run(model, config).images)
+
+
+def test_smi_zoom_forward_sees_the_scheduled_token_count_and_stopped_pixels_get_no_teacher_gradient():
+    model = tiny_vit("vit")
+    geo = vit_geometry(model)
+    seen = []
+    hook = model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    selection = SelectionConfig("smi", SCHEDULE, stopped="prior")
+    config = InversionConfig(iterations=20, selection=selection, loss=LossWeights(tv_l2=0.0), augment=PII, keep_best=False)
+    states = []
+    _run(model, config, observer=lambda s: states.append((s.kept.clone(), s.grad.clone())))
+    hook.remove()
+    prefix = geo.num_prefix_tokens
+    counts = tokens_per_iteration(selection, geo.num_patches, 20)
+    assert [n - prefix for n in seen[:20]] == counts  # the 21st forward is the final full-image logits
+    for kept, grad in states[SCHEDULE.iterations[0]:]:
+        mask = torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, kept, True)
+        stopped = ~patch_mask_to_pixels(mask, geo).expand(-1, 3, -1, -1)
+        assert torch.count_nonzero(grad[stopped]) == 0  # no prior weight: only the teacher could reach them

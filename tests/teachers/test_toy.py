@@ -183,8 +183,16 @@ def test_concurrent_builders_build_once(tmp_path: Path) -> None:
     assert (tmp_path / "builds.log").read_text().count("build") == 1
 
 
+# sha256 of the default toy teacher's model.safetensors (torch 2.14.1, the pinned version), as recorded in
+# its cache's meta.json before the training loop's pieces moved to pipeline.teachers.trainer and the cache
+# code to pipeline.teachers.cache: the refactor must not change a byte.
+DEFAULT_TOY_SHA256 = "20fc231e136ffe7230991487a0814c1bdd0c3afb616968d1e369ba1dde360984"
+
+
 @pytest.mark.slow
 def test_full_build_reaches_accuracy(tmp_path: Path) -> None:
     model, meta = load_or_build_toy_teacher(tmp_path)
     assert meta["heldout_top1"] >= 0.95
+    if torch.__version__.split("+")[0] == "2.14.1":
+        assert meta["sha256"] == DEFAULT_TOY_SHA256
     assert toy_teacher.evaluate(model, n=500, seed=1) >= 0.95

@@ -1,0 +1,449 @@
+"""Quality suite: what inverted corpora teach a student, per normally trained teacher, per seed.
+
+For each teacher of :mod:`pipeline.teachers.suite` (``shapes64``, ``glyphs196``, and the held-out
+``digits64``, trained once and cached) and each seed, four corpora of N classes x M images are written
+in-process (no Ray) in the project's corpus format: Gaussian noise, dense inversion, SMI inversion, and
+real training images (the ceiling, not data-free). Dense and SMI batches of the same class start from
+the same generator seed and alternate class by class in this process, so their generation times are
+measured side by side. The same student (timm ``test_resnet`` by default, same seed) is distilled from
+each corpus with :func:`pipeline.evaluate.distill.distill` against the live teacher on augmented views
+(as ``benchmarks/quality.py`` does), and scored on the teacher's real held-out images.
+
+The inversion recipe is a parameter: ``--recipe MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``)
+names a function ``(method: "dense" | "smi", iterations: int) -> smi_core.InversionConfig``; the default,
+:func:`project_recipe`, is today's project recipe (``benchmarks/quality.py``'s defaults: lr 0.1, TV-l2
+0.75, flip only, the paper's stops t = 50, 100, 200, 300 of 4,000 scaled to the iteration count, ratio
+0.3 each, stopped patches left to the prior).
+
+    python benchmarks/quality_suite.py --quick --out /tmp/qs-quick           # smoke, tiny teachers
+    python benchmarks/quality_suite.py --out /tmp/qs --seeds 0,1             # all three teachers
+    python benchmarks/quality_suite.py --out /tmp/qs-new --recipe my_recipes:new_recipe
+
+Writes ``OUT/<teacher>/seed<k>/result.json`` per (teacher, seed) (a finished one is reused when the
+suite is run again with the same settings) and ``OUT/summary.json``: per teacher, mean and sd over
+seeds and the paired 95% interval of SMI - dense (:func:`benchmarks.quality_seeds.summarise`), plus the
+students' ratio to the teacher. The last stdout line is the summary as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import quality_seeds  # noqa: E402  (benchmarks/quality_seeds.py: the over-seeds summary)
+from pipeline.console import emit_json  # noqa: E402
+from pipeline.corpus.index import ShardTask, refresh_index, write_manifest  # noqa: E402
+from pipeline.corpus.layout import CorpusLayout, sample_key  # noqa: E402
+from pipeline.corpus.sample import ShardSample  # noqa: E402
+from pipeline.corpus.writer import write_shard  # noqa: E402
+from pipeline.evaluate.common import EvalSet, corpus_info, normalize, top1  # noqa: E402
+from pipeline.evaluate.distill import DistillConfig, build_student, distill  # noqa: E402
+from pipeline.evaluate.kd_views import KDAugmentConfig  # noqa: E402
+from pipeline.run.worker import batch_seed, samples_from_result  # noqa: E402
+from pipeline.teachers import suite  # noqa: E402
+from pipeline.teachers.loading import load_teacher  # noqa: E402
+from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
+from smi_core import (  # noqa: E402
+    AugmentConfig,
+    InversionConfig,
+    LossWeights,
+    SelectionConfig,
+    StopSchedule,
+    invert,
+)
+
+log = logging.getLogger("quality_suite")
+
+CORPORA = ("noise", "dense", "smi", "real")
+PAPER_STOP_FRACTIONS = (50 / 4000, 100 / 4000, 200 / 4000, 300 / 4000)  # SMI's t = 50..300 of 4,000
+RecipeFn = Callable[[str, int], InversionConfig]
+FORMAT = "quality-suite-v1"
+
+
+def paper_stops(iterations: int) -> tuple[int, ...]:
+    """The paper's stop iterations scaled to ``iterations`` (each in [1, iterations - 1], distinct)."""
+    return tuple(sorted({max(1, min(iterations - 1, round(f * iterations))) for f in PAPER_STOP_FRACTIONS}))
+
+
+def project_recipe(method: str, iterations: int) -> InversionConfig:
+    """Today's project recipe (``benchmarks/quality.py``'s defaults) for ``method`` ``dense`` or ``smi``."""
+    stops = paper_stops(iterations)
+    return InversionConfig(
+        iterations=iterations, lr=0.1, betas=(0.5, 0.99),
+        selection=SelectionConfig(kind=method, schedule=StopSchedule(stops, (0.3,) * len(stops)),  # type: ignore[arg-type]
+                                  stopped="prior", saliency="instant"),
+        loss=LossWeights(ce=1.0, tv_l2=0.75), augment=AugmentConfig(max_roll_fraction=0.0),
+    )
+
+
+def load_recipe(ref: str) -> RecipeFn:
+    """``MODULE:FUNCTION`` or ``FILE.py:FUNCTION`` -> the function (ValueError saying why not)."""
+    if ref == "project":
+        return project_recipe
+    target, _, attr = ref.rpartition(":")
+    if not target or not attr:
+        raise ValueError(f"expected MODULE:FUNCTION or FILE.py:FUNCTION, got {ref!r}")
+    try:
+        if target.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+            if spec is None or spec.loader is None or not Path(target).is_file():
+                raise ValueError(f"no such file {target!r}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except (ImportError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot import {target!r} ({exc})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"{target!r} has no function {attr!r}")
+    return fn
+
+
+def check_recipe(fn: RecipeFn, iterations: int) -> dict[str, dict[str, Any]]:
+    """The recipe's dense and SMI configs as JSON dicts (ValueError when it does not give valid ones)."""
+    configs = {}
+    for method in ("dense", "smi"):
+        try:
+            config = fn(method, iterations)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{method} at {iterations} iterations: {exc}") from None
+        if not isinstance(config, InversionConfig):
+            raise ValueError(f"{method}: returned {type(config).__name__}, not an InversionConfig")
+        if config.selection.kind != method or config.iterations != iterations:
+            raise ValueError(f"{method}: returned selection.kind {config.selection.kind!r} and "
+                             f"{config.iterations} iterations; expected {method!r} and {iterations}")
+        configs[method] = json.loads(json.dumps(dataclasses.asdict(config)))
+    return configs
+
+
+# --- corpora -----------------------------------------------------------------------------------------
+
+
+def _task_seed(seed: int, label: int) -> int:
+    digest = hashlib.blake2b(f"quality-suite:{seed}:{label}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**62 - 1)
+
+
+def _start_corpus(out: Path, kind: str, teacher: Any, checkpoint: Path, classes: int, per_class: int, seed: int,
+                  inversion: dict | None) -> tuple[CorpusLayout, list[ShardTask]]:
+    """An empty corpus folder with its manifest: one class shard per class."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    names = list(teacher.class_names)
+    tasks = [ShardTask(shard_id=c, label=c, class_name=names[c], first_index=0, count=per_class,
+                       seed=_task_seed(seed, c)) for c in range(classes)]
+    spec = {
+        "name": f"quality-suite-{kind}", "method": kind, "seed": seed,
+        "teacher": {"spec": str(checkpoint), "num_classes": len(names), "img_size": list(teacher.img_size),
+                    "patch_size": list(teacher.info.patch_size), "mean": list(teacher.mean), "std": list(teacher.std)},
+        "classes": list(range(classes)), "class_names": names[:classes], "images_per_class": per_class,
+        "inversion": inversion,
+    }
+    spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    layout = CorpusLayout(out)
+    write_manifest(layout, spec=spec, spec_hash=spec_hash, package_version=FORMAT, tasks=tasks)
+    return layout, tasks
+
+
+def write_inverted(roots: dict[str, Path], configs: dict[str, InversionConfig], teacher: Any, checkpoint: Path,
+                   classes: int, per_class: int, seed: int) -> dict[str, dict[str, float]]:
+    """Dense and SMI corpora, class by class, alternating which goes first (same generator seed per class):
+    their inversion times, measured side by side."""
+    started = {m: _start_corpus(roots[m], m, teacher, checkpoint, classes, per_class, seed,
+                                json.loads(json.dumps(dataclasses.asdict(configs[m])))) for m in configs}
+    timing = {m: {"gen_seconds": 0.0, "flops": 0.0} for m in configs}
+    methods = list(started)
+    for c in range(classes):
+        for method in methods if c % 2 == 0 else methods[::-1]:
+            layout, tasks = started[method]
+            task = tasks[c]
+            generator = torch.Generator().manual_seed(batch_seed(task.seed, 0))
+            targets = torch.full((per_class,), task.label, dtype=torch.int64)
+            result = invert(teacher.model, targets, configs[method], generator, img_size=teacher.img_size,
+                            mean=teacher.mean, std=teacher.std)
+            timing[method]["gen_seconds"] += result.seconds
+            timing[method]["flops"] += result.flops
+            samples = samples_from_result(result, task, offset=0, teacher=teacher.teacher_id, method=method,
+                                          seconds_per_image=result.seconds / per_class)
+            write_shard(layout, task.shard_id, samples, num_classes=len(teacher.class_names),
+                        extra_stats={"inversion_seconds": result.seconds})
+    for layout, _ in started.values():
+        refresh_index(layout)
+    return timing
+
+
+def write_reference(root: Path, kind: str, teacher: Any, checkpoint: Path, name: str, classes: int,
+                    per_class: int, seed: int) -> dict[str, float]:
+    """A ``noise`` (0.5 + 0.25 N(0, 1), clipped) or ``real`` (training images) corpus, teacher logits as labels."""
+    layout, tasks = _start_corpus(root, kind, teacher, checkpoint, classes, per_class, seed, None)
+    h, w = teacher.img_size
+    grid = (h // teacher.info.patch_size[0], w // teacher.info.patch_size[1])
+    start = time.perf_counter()
+    if kind == "real":
+        real, real_labels = suite.real_images(name, per_class, seed)
+    for task in tasks:
+        if kind == "noise":
+            g = torch.Generator().manual_seed(task.seed)
+            images = (0.5 + 0.25 * torch.randn(per_class, 3, h, w, generator=g)).clamp(0, 1)
+        else:
+            images = real[real_labels == task.label][:per_class]
+        pixels = (images * 255).round().to(torch.uint8)
+        with torch.no_grad():
+            logits = teacher.model(normalize(pixels.float() / 255, teacher.mean, teacher.std))
+        probs = logits.softmax(-1)
+        hwc = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+        samples = [
+            ShardSample(key=sample_key(task.label, i), image=hwc[i], label=task.label, class_name=task.class_name,
+                        seed=task.seed, shard_id=task.shard_id, teacher=teacher.teacher_id, method=kind,
+                        kept_patches=list(range(grid[0] * grid[1])), patch_grid=grid, final_loss=0.0,
+                        confidence=float(probs[i, task.label]), soft_label=logits[i].numpy().astype("float32"),
+                        generation_seconds=0.0)
+            for i in range(per_class)
+        ]
+        write_shard(layout, task.shard_id, samples, num_classes=len(teacher.class_names))
+    refresh_index(layout)
+    return {"gen_seconds": time.perf_counter() - start}
+
+
+# --- one (teacher, seed) -------------------------------------------------------------------------------
+
+
+def settings_record(args: argparse.Namespace, name: str, configs: dict[str, dict]) -> dict[str, Any]:
+    """What a (teacher, seed) result depends on besides the seed: a finished result is reused only if equal."""
+    return {"teacher": name, "classes": args.classes, "per_class": args.per_class, "iterations": args.iterations,
+            "distill_steps": args.steps, "student": args.student, "batch_size": args.batch_size, "lr": args.lr,
+            "adversarial_eps": args.adversarial_eps, "eval_images": args.eval_images, "corpora": list(args.corpora),
+            "teacher_steps": args.teacher_steps, "inversion": configs}
+
+
+def eval_set(name: str, classes: int, limit: int) -> EvalSet:
+    """The teacher's held-out images of its first ``classes`` classes (at most ``limit``, 0: all)."""
+    images, labels = suite.heldout_images(name)
+    keep = labels < classes
+    images, labels = images[keep], labels[keep]
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    return EvalSet.from_tensors(f"{name}-heldout", images, labels)
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Generate the four corpora for teacher ``name`` and seed ``seed``, distil each; the result dict."""
+    folder = args.out / name / f"seed{seed}"
+    configs = {m: args.recipe_fn(m, args.iterations) for m in ("dense", "smi")}
+    settings = settings_record(args, name, args.recipe_configs)
+    result_path = folder / "result.json"
+    if result_path.is_file():
+        previous = json.loads(result_path.read_text())
+        if previous.get("settings") == settings:
+            print(f"{name} seed {seed}: reusing {result_path}", file=sys.stderr)
+            return previous
+    teacher_recipe = TrainRecipe(steps=args.teacher_steps) if args.teacher_steps else None
+    checkpoint, meta = suite.load_or_build_suite_teacher(name, args.cache, recipe=teacher_recipe)
+    teacher = load_teacher(str(checkpoint))
+    spec = suite.suite_teacher(name)
+    mean, std = tuple(teacher.mean), tuple(teacher.std)
+    heldout = eval_set(name, args.classes, args.eval_images)
+    result: dict[str, Any] = {
+        "format": FORMAT, "teacher": name, "heldout_teacher": spec.heldout_teacher, "seed": seed,
+        "teacher_top1": top1(teacher.model, heldout, mean=mean, std=std), "eval_images": heldout.num_images,
+        "teacher_meta": {k: meta.get(k) for k in ("heldout_top1", "train_seconds", "sha256", "teacher_id", "params")},
+        "num_patches": spec.num_patches, "img_size": spec.img_size, "images_per_corpus": args.classes * args.per_class,
+        "iterations": args.iterations, "student": args.student, "labels": "live teacher, augmented views",
+        "adversarial_eps": args.adversarial_eps, "inversion": args.recipe_configs["smi"],
+        "settings": settings, "corpora": {},
+    }
+    # quality_seeds.SETTINGS keys that mean nothing here, fixed so its consistency check compares like with like
+    result.update({"teacher_recipe": f"suite:{name}", "teacher_patch": int(spec.model_config["patch_size"])})
+    roots = {kind: folder / "corpora" / kind for kind in CORPORA}
+    print(f"{name} seed {seed}: teacher top-1 {100 * result['teacher_top1']:.2f}% on {heldout.num_images} held-out "
+          f"images; generating {args.classes} x {args.per_class} per corpus ...", file=sys.stderr)
+    gens = write_inverted({m: roots[m] for m in ("dense", "smi")}, configs, teacher, checkpoint, args.classes,
+                          args.per_class, seed)
+    for kind in ("noise", "real"):
+        gens[kind] = write_reference(roots[kind], kind, teacher, checkpoint, name, args.classes, args.per_class, seed)
+    batches = math.ceil(args.classes * args.per_class / args.batch_size)
+    epochs = max(1, round(args.steps / batches))
+    result["epochs"] = epochs
+    for kind in CORPORA:
+        row: dict[str, Any] = dict(gens[kind])
+        if kind in args.corpora:
+            info = corpus_info(roots[kind])
+            torch.manual_seed(seed)
+            student = build_student(args.student, num_classes=info.num_classes, img_size=info.img_size,
+                                    patch_size=info.patch_size)
+            cfg = DistillConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, show_progress=False,
+                                augment=KDAugmentConfig(adversarial_eps=args.adversarial_eps))
+            res = distill(student, info, cfg, mean=mean, std=std, teacher=teacher.model, teacher_norm=(mean, std))
+            row.update(student_top1=top1(res.model, heldout, mean=mean, std=std), distill_seconds=res.seconds,
+                       final_loss=res.losses[-1])
+            row["student_vs_teacher"] = row["student_top1"] / max(result["teacher_top1"], 1e-9)
+            print(f"{name} seed {seed} {kind}: student top-1 {100 * row['student_top1']:.2f}% "
+                  f"({res.seconds:.0f} s)", file=sys.stderr)
+        result["corpora"][kind] = row
+    c = result["corpora"]
+    result["smi_vs_dense_time"] = c["smi"]["gen_seconds"] / max(c["dense"]["gen_seconds"], 1e-9)
+    if not args.keep_corpora:
+        shutil.rmtree(folder / "corpora", ignore_errors=True)
+    result = json.loads(json.dumps(result, default=float))
+    result_path.write_text(json.dumps(result, sort_keys=True, indent=1) + "\n")
+    return result
+
+
+# --- summary ---------------------------------------------------------------------------------------------
+
+
+def summarise_teacher(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One teacher's seeds: ``quality_seeds.summarise`` (paired SMI - dense) plus every corpus's student
+    and its ratio to the teacher, as mean / sd over seeds."""
+    out: dict[str, Any] = {"seeds": sorted(r["seed"] for r in results),
+                           "teacher_top1": quality_seeds.spread([r["teacher_top1"] for r in results]),
+                           "time_ratio": quality_seeds.spread([r["smi_vs_dense_time"] for r in results]),
+                           "corpora": {}}
+    for kind in CORPORA:
+        rows = [r["corpora"][kind] for r in results if "student_top1" in r["corpora"].get(kind, {})]
+        if rows:
+            out["corpora"][kind] = {"student_top1": quality_seeds.spread([x["student_top1"] for x in rows]),
+                                    "student_vs_teacher": quality_seeds.spread([x["student_vs_teacher"] for x in rows])}
+    try:
+        out["paired"] = quality_seeds.summarise(results)
+    except quality_seeds.SummaryError as exc:
+        out["paired"] = None
+        out["paired_error"] = str(exc)
+    return out
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    pct = lambda s: f"{100 * s['mean']:6.2f}% ({100 * s['sd']:.1f})"  # noqa: E731
+    print(f"{'teacher':10} {'teacher':>8} {'noise':>14} {'dense':>14} {'SMI':>14} {'real':>14} "
+          f"{'SMI/teacher':>11} {'SMI/dense t':>11} {'SMI-dense 95% interval':>24}")
+    for name, s in summary["teachers"].items():
+        c = s["corpora"]
+        cell = lambda k: pct(c[k]["student_top1"]) if k in c else f"{'-':>14}"  # noqa: E731
+        ratio = f"{100 * c['smi']['student_vs_teacher']['mean']:10.1f}%" if "smi" in c else f"{'-':>11}"
+        ci = (s.get("paired") or {}).get("gap_95ci")
+        interval = f"{100 * ci[0]:+.1f} to {100 * ci[1]:+.1f} pt" if ci else "(one seed)"
+        held = " (held out)" if name in suite.HELDOUT_TEACHERS else ""
+        print(f"{name:10} {100 * s['teacher_top1']['mean']:7.2f}% {cell('noise')} {cell('dense')} {cell('smi')} "
+              f"{cell('real')} {ratio} {100 * s['time_ratio']['mean']:10.1f}% {interval:>24}{held}")
+    print("cells: student top-1 mean over seeds (sd, points); real = the teacher's training data, the ceiling")
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: tiny teachers (5 steps, own cache under OUT), 3 classes x 4 images, 12 iterations, 6 steps")
+    p.add_argument("--out", type=Path, help="results folder (default: a temporary folder, removed)")
+    p.add_argument("--teachers", default=",".join(suite.TEACHERS), help=f"some of {', '.join(suite.TEACHERS)}")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (inversion and student)")
+    p.add_argument("--recipe", default="project",
+                   help="inversion recipe: MODULE:FUNCTION or FILE.py:FUNCTION, (method, iterations) -> InversionConfig; "
+                        "default: today's project recipe (project_recipe)")
+    p.add_argument("--classes", type=int, default=10, help="first N classes of each teacher")
+    p.add_argument("--per-class", type=int, default=16, help="images per class per corpus (one inversion batch)")
+    p.add_argument("--iterations", type=int, default=200, help="inversion iterations (dense and SMI)")
+    p.add_argument("--steps", type=int, default=1000, help="distillation steps per corpus (rounded to whole epochs)")
+    p.add_argument("--student", default="test_resnet")
+    p.add_argument("--batch-size", type=int, default=64, help="distillation batch size")
+    p.add_argument("--lr", type=float, default=3e-3, help="distillation learning rate")
+    p.add_argument("--adversarial-eps", type=float, default=1.0, help="L2 size of the adversarial KD views (0: none)")
+    p.add_argument("--corpora", default=",".join(CORPORA),
+                   help="corpora to distil (all four are generated); dense and smi are needed for the paired summary")
+    p.add_argument("--eval-images", type=int, default=0, help="cap on held-out images per teacher (0: all)")
+    p.add_argument("--cache", type=Path, help="teacher cache root (default $SMI_SYNTH_CACHE or ~/.cache/smi-synth; "
+                                             "--quick: OUT/teachers-quick)")
+    p.add_argument("--teacher-steps", type=int, default=0, help="train the teachers for this many steps (0: their recipe)")
+    p.add_argument("--keep-corpora", action="store_true", help="keep the corpora under OUT (default: removed)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = p.parse_args(argv)
+    args.teachers = _csv(args.teachers)
+    bad = [t for t in args.teachers if t not in suite.TEACHERS]
+    if bad or not args.teachers:
+        p.error(f"--teachers: expected some of {', '.join(suite.TEACHERS)}, got {args.teachers}")
+    try:
+        args.seeds = [int(s) for s in _csv(args.seeds)]
+    except ValueError:
+        p.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        p.error(f"--seeds: expected distinct non-negative integers, got {args.seeds}")
+    args.corpora = _csv(args.corpora)
+    if not args.corpora or set(args.corpora) - set(CORPORA):
+        p.error(f"--corpora: expected some of {', '.join(CORPORA)}, got {args.corpora}")
+    if args.quick:
+        args.classes, args.per_class, args.iterations, args.steps = 3, 4, 12, 6
+        args.teacher_steps = args.teacher_steps or 5
+        args.eval_images = args.eval_images or 90
+    for flag, value, low in (("--classes", args.classes, 1), ("--per-class", args.per_class, 1),
+                             ("--iterations", args.iterations, 2), ("--steps", args.steps, 1),
+                             ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1),
+                             ("--eval-images", args.eval_images, 0), ("--teacher-steps", args.teacher_steps, 0)):
+        if value < low:
+            p.error(f"{flag}: must be >= {low}, got {value}")
+    if args.classes > 10:
+        p.error(f"--classes: every suite teacher has 10 classes, got {args.classes}")
+    if not args.lr > 0 or args.adversarial_eps < 0:
+        p.error("--lr: must be > 0 and --adversarial-eps >= 0")
+    try:
+        args.recipe_fn = load_recipe(args.recipe)
+        args.recipe_configs = check_recipe(args.recipe_fn, args.iterations)
+    except ValueError as exc:
+        p.error(f"--recipe: {exc}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory(prefix="smi-quality-suite-") if args.out is None else None
+    args.out = Path(args.out or tmp.name)  # type: ignore[union-attr]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.quick and args.cache is None:
+        args.cache = args.out / "teachers-quick"  # tiny teachers never replace the real cached ones
+    start = time.perf_counter()
+    per_teacher: dict[str, list[dict[str, Any]]] = {}
+    for name in args.teachers:
+        for seed in args.seeds:
+            per_teacher.setdefault(name, []).append(run_one(name, seed, args))
+    summary = {"format": FORMAT, "recipe": args.recipe, "inversion": args.recipe_configs,
+               "settings": {k: v for k, v in settings_record(args, "*", {}).items() if k not in ("teacher", "inversion")},
+               "seeds": args.seeds, "teachers": {n: summarise_teacher(r) for n, r in per_teacher.items()},
+               "heldout_teachers": [n for n in args.teachers if n in suite.HELDOUT_TEACHERS],
+               "wall_seconds": time.perf_counter() - start}
+    summary = json.loads(json.dumps(summary, default=float))
+    (args.out / "summary.json").write_text(json.dumps(summary, sort_keys=True, indent=1) + "\n")
+    _print_table(summary)
+    emit_json(summary)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Normal supervised training of a small timm ViT teacher, shared by the project's own teachers.
+
+``train_classifier`` is plain training (no adversarial step, no token dropping): AdamW with decoupled
+weight decay off the biases, norms and embeddings, linear warmup then cosine decay, gradient clipping,
+cross-entropy on batches drawn by a caller's ``batch_fn(step)``. It runs under :func:`deterministic`
+(deterministic kernels, a fixed thread count), so a (seed, recipe, data) triple gives the same weights
+on every machine. The building blocks (:func:`deterministic`, :func:`init_pos_embed`,
+:func:`param_groups`, :func:`warmup_cosine`) are also the toy teacher's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, float], None]
+BatchFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # step -> (images (B,3,H,W) in [0,1], labels (B,))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRecipe:
+    """Hyper-parameters of :func:`train_classifier` (recorded in a teacher's meta.json)."""
+
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    pos_embed_scale: float = 0.1  # initial 2-D sin-cos position embedding, scaled
+    # One thread: bit-identical on every machine, and robust on a busy one.
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if not self.lr > 0 or self.threads < 1:
+            raise ValueError(f"lr must be > 0 and threads >= 1, got {self.lr} and {self.threads}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: must lie in [0, 1), got {self.label_smoothing}")
+
+
+@contextlib.contextmanager
+def deterministic(threads: int) -> Iterator[None]:
+    """Deterministic kernels and a fixed thread count for the duration; restores the previous state."""
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+
+
+def init_pos_embed(model: nn.Module, scale: float) -> None:
+    """Set the ViT's patch position embedding to a 2-D sin-cos table times ``scale`` (prefix tokens: 0)."""
+    from timm.layers import build_sincos2d_pos_embed
+
+    grid = model.patch_embed.grid_size
+    with torch.no_grad():
+        model.pos_embed.zero_()
+        model.pos_embed[0, model.num_prefix_tokens:] = build_sincos2d_pos_embed(grid, model.embed_dim) * scale
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices, none on biases, norms, ``pos_embed`` and ``cls_token``."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or name in ("pos_embed", "cls_token")
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """The learning-rate factor of step ``s``: linear warmup over ``warmup_fraction`` of ``steps``, times a
+    cosine decay from 1 to 0 over all ``steps``."""
+    warmup = max(1, round(warmup_fraction * steps))
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
+
+    return factor
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Images in [0, 1] ``(B, 3, H, W)`` to a teacher's input normalisation."""
+    m = torch.tensor(tuple(mean), dtype=images.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(tuple(std), dtype=images.dtype).view(1, -1, 1, 1)
+    return (images - m) / s
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
+    batch_size: int = 500,
+) -> float:
+    """Top-1 of ``model`` on images in [0, 1] (normalised with ``mean``/``std``)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for lo in range(0, len(labels), batch_size):
+        logits = model(normalize(images[lo : lo + batch_size], mean, std))
+        correct += int((logits.argmax(1) == labels[lo : lo + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(len(labels), 1)
+
+
+def train_classifier(
+    make_model: Callable[[], nn.Module],
+    batch_fn: BatchFn,
+    recipe: TrainRecipe,
+    *,
+    seed: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    progress: Progress | None = None,
+    name: str = "teacher",
+) -> tuple[nn.Module, float]:
+    """Train a fresh ``make_model()`` (created after seeding) on ``batch_fn(step)`` for ``recipe.steps`` steps.
+
+    Returns the frozen model (eval mode, no gradients) and the training wall time in seconds.
+    """
+    start = time.perf_counter()
+    with deterministic(recipe.threads):
+        torch.manual_seed(seed)
+        model = make_model()
+        init_pos_embed(model, recipe.pos_embed_scale)
+        opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=recipe.betas)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(recipe.steps, recipe.warmup_fraction))
+        model.train()
+        for step in range(recipe.steps):
+            images, labels = batch_fn(step)
+            logits = model(normalize(images, mean, std))
+            loss = F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            opt.step()
+            sched.step()
+            if progress is not None:
+                progress(step + 1, recipe.steps, loss.item())
+            if (step + 1) % max(1, recipe.steps // 10) == 0:
+                log.info("%s: step %d/%d loss %.4f", name, step + 1, recipe.steps, loss.item())
+        model.eval().requires_grad_(False)
+    return model, time.perf_counter() - start

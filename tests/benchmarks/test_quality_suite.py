@@ -1,0 +1,97 @@
+"""benchmarks/quality_suite.py: the default recipe, argument checks, a plugged-in recipe, and the --quick run."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.mark.parametrize("method", ["dense", "smi"])
+def test_default_recipe_is_quality_py_s(method: str, tmp_path: Path) -> None:
+    from pipeline.run.spec import spec_from_dict
+
+    qs, q = _load("quality_suite"), _load("quality")
+    args = q.parse_args([])
+    args.teacher_spec = "toy"
+    expected = spec_from_dict(q.manifest_dict(method, args, tmp_path), label="t").inversion_config()
+    assert qs.project_recipe(method, args.iterations) == expected
+    assert qs.paper_stops(200) == (2, 5, 10, 15)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [(["--teachers", "imagenet"], "--teachers"), (["--seeds", "0,x"], "--seeds"), (["--seeds", "1,1"], "--seeds"),
+     (["--per-class", "0"], "--per-class"), (["--iterations", "1"], "--iterations"), (["--classes", "11"], "--classes"),
+     (["--corpora", "dense,fake"], "--corpora"), (["--recipe", "no_such_module_xyz:f"], "--recipe"),
+     (["--recipe", "quality_suite_no_colon"], "--recipe"), (["--steps", "0"], "--steps")],
+)
+def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    qs = _load("quality_suite")
+    with pytest.raises(SystemExit) as exc:
+        qs.parse_args(argv)
+    assert exc.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_a_recipe_from_a_file_is_checked_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    qs = _load("quality_suite")
+    good = tmp_path / "my_recipe.py"
+    good.write_text(
+        f"import importlib.util, dataclasses\n"
+        f"spec = importlib.util.spec_from_file_location('qs', {str(REPO / 'benchmarks' / 'quality_suite.py')!r})\n"
+        "qs = importlib.util.module_from_spec(spec); spec.loader.exec_module(qs)\n"
+        "def recipe(method, iterations):\n"
+        "    return dataclasses.replace(qs.project_recipe(method, iterations), lr=0.05)\n"
+        "def wrong(method, iterations):\n"
+        "    return qs.project_recipe('dense', iterations)\n"
+    )
+    args = qs.parse_args(["--recipe", f"{good}:recipe", "--iterations", "40"])
+    assert args.recipe_configs["smi"]["lr"] == 0.05 and args.recipe_configs["smi"]["selection"]["kind"] == "smi"
+    assert dataclasses.asdict(args.recipe_fn("dense", 40))["lr"] == 0.05
+    with pytest.raises(SystemExit) as exc:
+        qs.parse_args(["--recipe", f"{good}:wrong"])
+    assert exc.value.code == 2 and "--recipe: smi" in capsys.readouterr().err
+
+
+def _check_quick(out: Path, summary: dict, teachers: set[str]) -> None:
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert set(summary["teachers"]) == teachers
+    assert summary["heldout_teachers"] == [t for t in ("digits64",) if t in teachers]
+    for name, s in summary["teachers"].items():
+        assert s["seeds"] == [0, 1] and set(s["corpora"]) == {"noise", "dense", "smi", "real"}
+        assert s["paired"]["gap_95ci"] is not None and s["time_ratio"]["n"] == 2
+        result = json.loads((out / name / "seed1" / "result.json").read_text())
+        assert result["images_per_corpus"] == 12 and result["seed"] == 1 and 0 <= result["teacher_top1"] <= 1
+        assert result["corpora"]["smi"]["gen_seconds"] > 0 and result["corpora"]["dense"]["gen_seconds"] > 0
+        assert not (out / name / "seed1" / "corpora").exists()  # removed unless --keep-corpora
+    assert (out / "teachers-quick").is_dir()  # tiny teachers never touch the real cache
+
+
+def test_quick_mode_runs_end_to_end_and_reuses_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    qs = _load("quality_suite")
+    out = tmp_path / "out"
+    assert qs.main(["--quick", "--out", str(out), "--seeds", "0,1", "--teachers", "digits64"]) == 0
+    _check_quick(out, json.loads(capsys.readouterr().out.strip().splitlines()[-1]), {"digits64"})
+    # a second run with the same settings reuses every result
+    assert qs.main(["--quick", "--out", str(out), "--seeds", "0,1", "--teachers", "digits64"]) == 0
+    assert "reusing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_mode_on_every_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    qs = _load("quality_suite")
+    assert qs.main(["--quick", "--out", str(tmp_path), "--seeds", "0,1"]) == 0
+    _check_quick(tmp_path, json.loads(capsys.readouterr().out.strip().splitlines()[-1]),
+                 {"shapes64", "glyphs196", "digits64"})
