@@ -29,63 +29,101 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after each option's help, except for flags and options without a default
+    (their help says what happens instead)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse exits with 2 on bad arguments, matching the contract; keep its one-line message."""
+    """argparse exits with 2 on bad arguments, matching the contract; keep its one-line message.
+    Every parser shows each option's default in its help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+JSON_HELP = "print one JSON object as the last line of standard output"
+
+
+def package_version() -> str:
+    """The installed smi-synth version ("0+unknown" when run from a source tree that is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("smi-synth")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="smi-synth", description="Synthetic image corpora by sparse model inversion.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"smi-synth {package_version()}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("plan", help="shards, images, FLOPs, storage and GPU-hours of a manifest")
-    p.add_argument("manifest")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("manifest", help="run spec YAML (see manifests/README.md)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("run", help="generate a corpus (resumes an interrupted run)")
-    p.add_argument("manifest")
-    p.add_argument("--out", help="output folder (overrides the manifest's)")
+    p.add_argument("manifest", help="run spec YAML (see manifests/README.md)")
+    p.add_argument("--out", help="output folder or object-storage URL such as s3://bucket/corpus (overrides the manifest's)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
-    p.add_argument("--workers", type=int, help="number of inversion actors")
+    p.add_argument("--workers", type=int, help="number of inversion actors (default: one per GPU, else sized to the CPUs)")
     p.add_argument("--allow-provenance-mismatch", action="store_true",
                    help="resume even though package versions, device, GPU model or teacher weights differ from "
                         "the corpus's (bytes may differ; recorded in manifest.json)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("status", help="complete / pending shards of a corpus")
-    p.add_argument("out")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("out", help="corpus folder")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("verify", help="check every shard against its stats and the manifest")
-    p.add_argument("out")
+    p.add_argument("out", help="corpus folder")
     p.add_argument("--repair", action="store_true", help="unmark bad shards so the next run regenerates them")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("preview", help="per-class contact sheets under OUT/preview")
-    p.add_argument("out")
+    p.add_argument("out", help="corpus folder")
     p.add_argument("--per-class", type=int, default=16, help="images per class sheet")
 
     p = sub.add_parser("publish", help="dataset card and upload to the Hugging Face Hub")
-    p.add_argument("out")
-    p.add_argument("--repo-id", required=True)
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--revision")
+    p.add_argument("out", help="corpus folder")
+    p.add_argument("--repo-id", required=True, help="Hub dataset repository, NAMESPACE/NAME")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--revision", help="branch to upload to (default: the repository's main branch)")
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be added, replaced and deleted on the Hub; writes nothing anywhere")
     p.add_argument("--delete-stale", action="store_true",
                    help="delete remote shards, metadata, stats and previews (corpus-layout names only) that "
                         "this corpus does not have")
 
-    p = sub.add_parser("distill", help="data-free knowledge distillation from a corpus")
-    p.add_argument("out")
-    p.add_argument("--student", required=True)
+    p = sub.add_parser("distill", help="data-free knowledge distillation from a corpus (torchrun for several GPUs)")
+    p.add_argument("out", help="corpus folder")
+    p.add_argument("--student", required=True, help="timm model name, or 'toy-student' (a small ViT)")
     p.add_argument("--teacher", help="live teacher spec (default: the corpus's stored soft labels)")
-    p.add_argument("--eval", dest="eval_spec", help="'toy' or an ImageFolder directory of real images")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--eval", dest="eval_spec",
+                   help="'toy' or an ImageFolder directory of real images (default: 'toy' for toy corpora, else none)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the corpus")
+    p.add_argument("--batch-size", type=int, default=64, help="corpus images per step (per rank under torchrun)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (warm-up, then cosine)")
+    p.add_argument("--temperature", type=float, default=4.0, help="KD softmax temperature")
     p.add_argument("--sparse", action="store_true", help="train on the kept tokens only")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank (0: none)")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                   help="autocast forward passes: auto = on CUDA only (bfloat16, else float16 with a grad scaler)")
+    p.add_argument("--save", metavar="DIR", help="write the trained student to DIR/model.safetensors + DIR/config.json")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="save the training state in DIR and resume from it when the same command runs again")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N", help="epochs between checkpoints")
     aug = p.add_argument_group("views labelled by the live teacher (with --teacher only)")
     aug.add_argument("--max-shift", type=int, default=2, help="random shift in pixels, with a random flip")
     aug.add_argument("--colour-jitter", type=float, default=0.3, help="contrast/brightness jitter strength")
@@ -93,34 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the colour channels in order")
     aug.add_argument("--adversarial-eps", type=float, default=1.0,
                      help="L2 size of the student-teacher adversarial views added to each batch (0: none)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (each torchrun rank takes its LOCAL_RANK GPU)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the student's initialisation, data order and views")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("quantize", help="post-training quantization calibrated on a corpus")
-    p.add_argument("out")
-    p.add_argument("--model", required=True)
-    p.add_argument("--w-bits", type=int, default=8)
-    p.add_argument("--a-bits", type=int, default=8)
-    p.add_argument("--eval", dest="eval_spec")
-    p.add_argument("--calib-images", type=int, default=256)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("out", help="corpus folder")
+    p.add_argument("--model", required=True, help="teacher spec of the ViT to quantize (timm:NAME, toy or a checkpoint)")
+    p.add_argument("--w-bits", type=int, default=8, help="weight bits (per output channel, symmetric)")
+    p.add_argument("--a-bits", type=int, default=8, help="activation bits (per tensor, asymmetric)")
+    p.add_argument("--eval", dest="eval_spec",
+                   help="'toy' or an ImageFolder directory of real images (default: 'toy' for the toy teacher, else none)")
+    p.add_argument("--calib-images", type=int, default=256, help="calibration images, drawn across all classes")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("bench", help="dense vs sparse inversion side by side in one process")
     p.add_argument("--quick", action="store_true", help="small model, few iterations: under a minute on CPU")
     p.add_argument("--model", help="timm model name (random weights), default depends on --quick/device")
-    p.add_argument("--img-size", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--img-size", type=int, help="image size (default: the model's)")
+    p.add_argument("--batch", type=int, help="images inverted at once (default depends on --quick/device)")
+    p.add_argument("--iterations", type=int, help="inversion iterations (default depends on --quick)")
     p.add_argument("--stop-iterations", help="comma list, e.g. 50,100,200,300")
     p.add_argument("--stop-ratios", help="comma list, e.g. 0.3,0.3,0.3,0.3")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                    help="bfloat16 runs under autocast (default: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the images and the random model")
     p.add_argument("--repeats", type=int, help="alternate dense/sparse this many times, keep each best time")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("demo", help="the embedded default: run manifests/demo.yaml on local Ray, CPU")
     p.add_argument("--out", help="output folder (default: demo-out)")

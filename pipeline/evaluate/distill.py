@@ -4,11 +4,16 @@ The loss is ``KL(softmax(s/T) || softmax(t/T)) * T^2`` against the stored soft l
 or a live teacher (``--teacher``). A live teacher labels augmented views of each batch
 (:mod:`pipeline.evaluate.kd_views`: flip/shift, colour jitter and channel shuffle, and one adversarial
 student-teacher step), which is what lets a student learn from a few hundred inverted images.
-The corpus is streamed through :func:`pipeline.corpus.loader.load_corpus` with a seeded shard shuffle and a
-bounded sample-shuffle buffer. ``--sparse`` trains a ViT student on each image's kept patch tokens only
-(``smi_core.vit.forward_subset``); the student's patch grid must be the corpus's (a live teacher
-still sees the whole image, and only colour views apply, so the kept masks stay aligned). Top-1 of the
-student and of the teacher is measured on real held-out images.
+The corpus is streamed through :func:`pipeline.corpus.loader.load_corpus` (seeded shard shuffle, several
+shards open at once, a shuffle buffer of raw samples, so batches mix classes) by a torch ``DataLoader``
+with ``--workers`` processes. Under ``torchrun`` the student trains data-parallel (DDP; gloo on CPU, NCCL
+on GPUs) and the loader gives every rank the same number of batches. On CUDA the forward passes run
+under autocast (bfloat16, or float16 with a gradient scaler). ``--checkpoint DIR`` saves the training
+state after every ``--checkpoint-every`` epochs and resumes from it; ``--save DIR`` keeps the student
+(:mod:`pipeline.evaluate.checkpoints`). ``--sparse`` trains a ViT student on each image's kept patch
+tokens only (``smi_core.vit.forward_subset``); the student's patch grid must be the corpus's (a live
+teacher still sees the whole image, and only colour views apply, so the kept masks stay aligned).
+Top-1 of the student and of the teacher is measured on real held-out images.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +34,7 @@ from torch import nn
 from pipeline.console import emit_json, progress
 from pipeline.corpus.loader import iter_samples, load_corpus
 from pipeline.errors import UserError
+from pipeline.evaluate.checkpoints import STATE_FILE, load_state, save_state, save_student, student_config
 from pipeline.evaluate.common import (
     DEFAULT_MEAN,
     DEFAULT_STD,
@@ -53,7 +60,8 @@ from smi_core.vit import forward_subset, vit_geometry
 log = logging.getLogger(__name__)
 
 TOY_STUDENT = "toy-student"
-SHUFFLE_BUFFER = 4096  # samples held for shuffling (bounded memory; a class shard is contiguous)
+TOY_STUDENT_ARCH = "vit_tiny_patch16_224"  # the timm architecture the toy student's arguments override
+AMP_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -71,56 +79,67 @@ class DistillConfig:
     # views the live teacher labels (stored soft labels fit the stored image only, so none without one)
     augment: KDAugmentConfig = field(default_factory=KDAugmentConfig)
     show_progress: bool = True
+    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    amp: str = "auto"  # autocast: "auto" (on CUDA only), "on" (bfloat16 on CPU), "off"
+    checkpoint_dir: Path | None = None  # training state saved here and resumed from
+    checkpoint_every: int = 1  # epochs between checkpoints
 
 
 @dataclass
 class DistillResult:
-    """What :func:`distill` did."""
+    """What :func:`distill` did (``images_seen`` summed over ranks under DDP)."""
 
     model: nn.Module
     images_seen: int
     seconds: float
-    losses: list[float] = field(default_factory=list)  # mean loss per epoch
+    losses: list[float] = field(default_factory=list)  # mean loss per epoch (this rank's)
+    resumed_from_epoch: int = 0
 
 
-def build_student(name: str, *, num_classes: int, img_size: int, patch_size: int | None = None) -> nn.Module:
-    """A freshly initialised student: ``toy-student`` (ViT, embed 64, depth 3, patch 4) or a timm model name."""
+@dataclass(frozen=True)
+class StudentRecipe:
+    """How to rebuild a student: ``timm.create_model(arch, pretrained=False, **model_args)``."""
+
+    name: str
+    arch: str
+    model_args: dict[str, Any]
+
+
+def student_recipe(name: str, *, num_classes: int, img_size: int, patch_size: int | None = None) -> StudentRecipe:
+    """``toy-student`` (ViT, embed 64, depth 3, patch 4, or the corpus's patch size) or a timm model name."""
     import timm
 
     if name == TOY_STUDENT:
-        from timm.models.vision_transformer import VisionTransformer
-
-        return VisionTransformer(
-            img_size=img_size, patch_size=patch_size or 4, num_classes=num_classes, embed_dim=64, depth=3,
-            num_heads=4, mlp_ratio=2.0,
-        )
+        args = {"img_size": img_size, "patch_size": patch_size or 4, "num_classes": num_classes, "embed_dim": 64,
+                "depth": 3, "num_heads": 4, "mlp_ratio": 2.0}
+        return StudentRecipe(name, TOY_STUDENT_ARCH, args)
     if not timm.is_model(name):
         raise UserError(f"--student: unknown timm model {name!r} (or use '{TOY_STUDENT}')")
+    return StudentRecipe(name, name, {"num_classes": num_classes, "img_size": img_size})
+
+
+def make_student(recipe: StudentRecipe) -> tuple[nn.Module, StudentRecipe]:
+    """A freshly initialised student, and the recipe that rebuilds it (without ``img_size`` for CNNs)."""
+    import timm
+
+    if recipe.name == TOY_STUDENT:
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(**recipe.model_args), recipe
     try:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=img_size)
+        return timm.create_model(recipe.arch, pretrained=False, **recipe.model_args), recipe
     except TypeError:  # models without an img_size argument (CNNs)
-        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        args = {k: v for k, v in recipe.model_args.items() if k != "img_size"}
+        return timm.create_model(recipe.arch, pretrained=False, **args), replace(recipe, model_args=args)
+
+
+def build_student(name: str, *, num_classes: int, img_size: int, patch_size: int | None = None) -> nn.Module:
+    """A freshly initialised student (see :func:`student_recipe`)."""
+    return make_student(student_recipe(name, num_classes=num_classes, img_size=img_size, patch_size=patch_size))[0]
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _batches(ds: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Collate the loader's (image, label, soft, mask) tuples into batches."""
-    buf: list[tuple] = []
-    for item in ds:
-        buf.append(item)
-        if len(buf) == batch_size:
-            yield _collate(buf)
-            buf = []
-    if buf:
-        yield _collate(buf)
-
-
-def _collate(items: list[tuple]) -> tuple[torch.Tensor, ...]:
-    images, labels, soft, masks = zip(*items)
-    return torch.stack(images), torch.tensor(labels), torch.stack(soft), torch.stack(masks)
 
 
 def _sparse_forward(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -137,9 +156,20 @@ def _sparse_forward(model: nn.Module, images: torch.Tensor, masks: torch.Tensor)
             logits, _ = forward_subset(model, images[rows], index)
         if out is None:
             out = logits.new_empty(len(images), logits.shape[-1])
-        out[rows] = logits
+        out[rows] = logits.to(out.dtype)
     assert out is not None
     return out
+
+
+class _Trainable(nn.Module):
+    """The student's training forward (dense, or on kept patches) as one module, so DDP can wrap it."""
+
+    def __init__(self, student: nn.Module, sparse: bool) -> None:
+        super().__init__()
+        self.student, self.sparse = student, sparse
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return _sparse_forward(self.student, images, masks) if self.sparse else self.student(images)
 
 
 def check_sparse_student(student: nn.Module, info: CorpusInfo, grid: tuple[int, int] | None) -> None:
@@ -152,6 +182,77 @@ def check_sparse_student(student: nn.Module, info: CorpusInfo, grid: tuple[int, 
         raise UserError(f"--sparse: the student's patch grid {geom.grid} differs from the corpus's {tuple(grid)}")
 
 
+# ---------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` job (``world == 1``: a single process)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[Distributed, str]:
+    """Join the ``torchrun`` process group named by RANK/WORLD_SIZE (gloo on CPU, NCCL on CUDA) and pick
+    this rank's device; a plain process is left alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed(), device
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank), device
+
+
+def _all_sum(value: float, ddp: Distributed, device: torch.device) -> float:
+    if ddp.world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def _barrier(ddp: Distributed) -> None:
+    if ddp.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def _amp(cfg: DistillConfig, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Whether forward passes run under autocast, and in which dtype."""
+    if cfg.amp not in AMP_MODES:
+        raise UserError(f"--amp: one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
+    on = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return on, torch.float16
+    return on, torch.bfloat16
+
+
+def _fingerprint(cfg: DistillConfig, identity: dict[str, Any], ddp: Distributed) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed (anything that changes the run's arithmetic or data order)."""
+    keep = {k: v for k, v in asdict(cfg).items() if k not in ("show_progress", "checkpoint_dir", "checkpoint_every",
+                                                            "device")}
+    keep["augment"] = asdict(cfg.augment)
+    return {**keep, **identity, "world": ddp.world}
+
+
 def distill(
     student: nn.Module,
     info: CorpusInfo,
@@ -161,75 +262,122 @@ def distill(
     std: tuple[float, ...],
     teacher: nn.Module | None = None,
     teacher_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    identity: dict[str, Any] | None = None,
+    ddp: Distributed | None = None,
 ) -> DistillResult:
     """Train ``student`` on the corpus at ``info.root`` by KD; returns the trained model and stats.
 
     ``teacher`` (a live teacher) replaces the stored soft labels; it sees the images normalised with
-    ``teacher_norm`` (its own mean/std) when given, else with the student's ``mean``/``std``.
+    ``teacher_norm`` (its own mean/std) when given, else with the student's ``mean``/``std``. ``ddp``
+    (from :func:`init_distributed`) trains data-parallel. With ``cfg.checkpoint_dir`` the state is saved
+    there and an existing checkpoint whose settings and ``identity`` match is resumed (else refused).
     """
+    ddp = ddp or Distributed()
     device = torch.device(cfg.device)
     student.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
-    ds = load_corpus(
-        info.root, soft_labels=True, kept_mask=True, shuffle_shards=True,
-        shuffle_buffer=SHUFFLE_BUFFER, seed=cfg.seed, split_by_node=False, split_by_worker=False,
-    )
-    total_steps = max(1, cfg.epochs * math.ceil(ds.num_samples / cfg.batch_size))
+    model: nn.Module = _Trainable(student, cfg.sparse)
+    if ddp.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # DDP needs the same number of batches on every rank: equal-length readers; one process reads each
+    # sample exactly once per epoch (its workers may differ in length)
+    ds = load_corpus(info.root, soft_labels=True, kept_mask=True, shuffle_shards=True, seed=cfg.seed,
+                     equal_epochs=ddp.world > 1)
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                                         pin_memory=device.type == "cuda")
+    readers = max(1, cfg.workers)
+    reader_samples = ds.epoch_samples(ddp.world * readers)
+    if reader_samples is None:  # unequal workers of one process: a bound for the schedule
+        steps_per_epoch = math.ceil(ds.num_samples / cfg.batch_size) + readers - 1
+    else:
+        steps_per_epoch = readers * math.ceil(reader_samples / cfg.batch_size)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = min(total_steps // 10, 200)
+
     def lr_factor(step: int) -> float:  # linear warmup, then cosine to 0
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+        return 0.5 * (1 + math.cos(math.pi * (min(step, total_steps) - warmup) / max(1, total_steps - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    g = torch.Generator().manual_seed(cfg.seed)
+    use_amp, amp_dtype = _amp(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     augment = NO_AUGMENT
     if teacher is not None:  # kept masks stay aligned only without moving pixels: sparse gets colour only
         augment = cfg.augment if not cfg.sparse else replace(cfg.augment, flip=False, max_shift=0, adversarial_eps=0.0)
     teacher_mean, teacher_std = teacher_norm or (mean, std)
 
-    def student_logits(raw: torch.Tensor) -> torch.Tensor:
+    def student_logits(raw: torch.Tensor) -> torch.Tensor:  # views only: no gradient sync needed
         return student(normalize(raw, mean, std))
 
     def teacher_logits(raw: torch.Tensor) -> torch.Tensor:
         return teacher(normalize(raw, teacher_mean, teacher_std))  # type: ignore[misc]
 
-    start, seen, losses = time.perf_counter(), 0, []
-    for epoch in range(cfg.epochs):
+    fingerprint = _fingerprint(cfg, identity or {}, ddp)
+    state_path = cfg.checkpoint_dir / STATE_FILE if cfg.checkpoint_dir is not None else None
+    first_epoch, seen, seconds, losses = 0, 0, 0.0, []
+    if state_path is not None and state_path.is_file():
+        parts, meta = load_state(state_path)
+        if meta.get("fingerprint") != fingerprint:
+            diff = sorted(k for k in set(fingerprint) | set(meta.get("fingerprint", {}))
+                          if fingerprint.get(k) != meta.get("fingerprint", {}).get(k))
+            raise UserError(f"--checkpoint: {state_path} is from a different run (differs in: {', '.join(diff)})")
+        student.load_state_dict(parts["model"])
+        opt.load_state_dict(parts["optimizer"])
+        sched.load_state_dict(parts["scheduler"])
+        scaler.load_state_dict(parts["scaler"])
+        first_epoch, seen, seconds, losses = int(meta["epoch"]), int(meta["images"]), float(meta["seconds"]), list(
+            meta["losses"])
+        log.info("resuming from %s after epoch %d", state_path, first_epoch)
+    start = time.perf_counter() - seconds
+    for epoch in range(first_epoch, cfg.epochs):
         ds.set_epoch(epoch)
-        bar = progress(ds.num_samples, f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
-                       disable=not (cfg.show_progress and sys.stderr.isatty()))
+        # views drawn per (seed, rank, epoch): a resumed run draws what an uninterrupted one would
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ddp.rank * 10_007 + epoch)
+        bar = progress(steps_per_epoch * cfg.batch_size * ddp.world, f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
+                       disable=not (cfg.show_progress and ddp.main and sys.stderr.isatty()))
         total, n = 0.0, 0
         with bar:
-            for images, _labels, soft, masks in _batches(ds, cfg.batch_size):
+            for images, _labels, soft, masks in loader:
                 count = len(images)  # corpus images in this step (adversarial views double the batch)
-                raw = images.to(device)
-                if teacher is not None:
-                    raw, soft = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
-                                              temperature=cfg.temperature)
-                images = normalize(raw, mean, std)
-                soft = soft.to(device)
-                if soft.shape[-1] != info.num_classes:
-                    raise UserError(
-                        f"corpus soft labels have {soft.shape[-1]} classes, the manifest says {info.num_classes}"
-                    )
-                logits = _sparse_forward(student, images, masks.to(device)) if cfg.sparse else student(images)
-                loss = kd_divergence(logits, soft, cfg.temperature)
+                raw = images.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    if teacher is not None:
+                        raw, soft = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
+                                                  temperature=cfg.temperature)
+                    soft = soft.to(device).float()
+                    if soft.shape[-1] != info.num_classes:
+                        raise UserError(f"corpus soft labels have {soft.shape[-1]} classes, the manifest says "
+                                        f"{info.num_classes}")
+                    logits = model(normalize(raw, mean, std), masks.to(device))
+                loss = kd_divergence(logits.float(), soft, cfg.temperature)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 total += float(loss.detach()) * count
                 n += count
-                bar.update(count)
+                bar.update(count * ddp.world)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        seen += n
+        seen += int(_all_sum(n, ddp, device))
         losses.append(total / max(n, 1))
         log.info("epoch %d: loss %.4f over %d images", epoch + 1, losses[-1], n)
+        done = epoch + 1
+        if state_path is not None and (done % cfg.checkpoint_every == 0 or done == cfg.epochs):
+            if ddp.main:
+                meta = {"epoch": done, "images": seen, "seconds": time.perf_counter() - start, "losses": losses,
+                        "fingerprint": fingerprint}
+                parts = {"model": student.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "scaler": scaler.state_dict()}
+                save_state(state_path, parts, meta)
+            _barrier(ddp)
     student.eval()
-    return DistillResult(student, seen, time.perf_counter() - start, losses)
+    return DistillResult(student, seen, time.perf_counter() - start, losses, first_epoch)
 
 
 def _first_mask_grid(info: CorpusInfo) -> tuple[int, int] | None:
@@ -239,20 +387,38 @@ def _first_mask_grid(info: CorpusInfo) -> tuple[int, int] | None:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    """Entry point of ``smi-synth distill``."""
+    """Entry point of ``smi-synth distill`` (every rank runs it under ``torchrun``; rank 0 reports and saves)."""
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.temperature <= 0:
         raise UserError("--epochs and --batch-size must be >= 1, --lr and --temperature > 0")
+    if args.workers < 0:
+        raise UserError(f"--workers: must be >= 0, got {args.workers}")
+    if args.checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every: must be >= 1, got {args.checkpoint_every}")
     try:
         augment = KDAugmentConfig(max_shift=args.max_shift, colour_jitter=args.colour_jitter,
                                   channel_shuffle=args.channel_shuffle, adversarial_eps=args.adversarial_eps)
     except ValueError as exc:
         name, _, why = str(exc).partition(": ")
         raise UserError(f"--{name.replace('_', '-')}: {why}") from None
+    if args.save is not None and Path(args.save).exists() and not Path(args.save).is_dir():
+        raise UserError(f"--save: {args.save} exists and is not a folder")
     info = corpus_info(args.out)
+    ddp, device = init_distributed(args.device)
+    try:
+        return _distill_command(args, info, augment, ddp, device)
+    finally:
+        if ddp.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _distill_command(args: argparse.Namespace, info: CorpusInfo, augment: KDAugmentConfig, ddp: Distributed,
+                     device: str) -> int:
     teacher = None
     teacher_spec = args.teacher or resolve_recorded_teacher(info)
     if args.teacher:
-        teacher = load_teacher_spec(args.teacher, device=args.device)
+        teacher = load_teacher_spec(args.teacher, device=device)
         if int(teacher.num_classes) != info.num_classes:
             raise UserError(
                 f"--teacher: {args.teacher} has {teacher.num_classes} classes, the corpus has {info.num_classes}"
@@ -261,18 +427,20 @@ def cmd_distill(args: argparse.Namespace) -> int:
     mean = info.mean or (tuple(teacher.mean) if teacher is not None else None)
     std = info.std or (tuple(teacher.std) if teacher is not None else None)
     torch.manual_seed(args.seed)
-    student = build_student(args.student, num_classes=info.num_classes, img_size=info.img_size,
+    recipe = student_recipe(args.student, num_classes=info.num_classes, img_size=info.img_size,
                             patch_size=info.patch_size)
+    student, recipe = make_student(recipe)
     heads = getattr(student, "num_classes", info.num_classes)
     if int(heads) != info.num_classes:
         raise UserError(f"--student: {args.student} has {heads} classes, the corpus has {info.num_classes}")
     if args.sparse:
         check_sparse_student(student, info, _first_mask_grid(info))
-    # the teacher for eval (and its normalisation when the manifest records none)
+    # the teacher for eval (and its normalisation when the manifest records none); eval runs on rank 0
     eval_teacher = teacher
-    if eval_teacher is None and teacher_spec is not None and (eval_spec is not None or mean is None):
+    wants_eval = eval_spec is not None and ddp.main
+    if eval_teacher is None and teacher_spec is not None and (wants_eval or mean is None):
         try:
-            eval_teacher = load_teacher_spec(teacher_spec, device=args.device)
+            eval_teacher = load_teacher_spec(teacher_spec, device=device)
         except UserError as exc:
             log.warning("cannot load the corpus's teacher for evaluation: %s", exc)
     class_ids = eval_class_ids(info, eval_teacher)
@@ -284,28 +452,53 @@ def cmd_distill(args: argparse.Namespace) -> int:
             log.warning("no teacher mean/std recorded; normalising with %s/%s", DEFAULT_MEAN, DEFAULT_STD)
             mean, std = DEFAULT_MEAN, DEFAULT_STD
     cfg = DistillConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
-                        sparse=args.sparse, device=args.device, seed=args.seed, augment=augment)
+                        sparse=args.sparse, device=device, seed=args.seed, augment=augment, workers=args.workers,
+                        amp=args.amp, checkpoint_every=args.checkpoint_every,
+                        checkpoint_dir=Path(args.checkpoint) if args.checkpoint else None)
+    corpus = str(info.root.resolve()) if isinstance(info.root, Path) else str(info.root)
+    identity = {"student": args.student, "teacher": args.teacher, "corpus": corpus,
+                "corpus_images": info.num_images}
     result = distill(student, info, cfg, mean=mean, std=std,
                      teacher=teacher.model if teacher is not None else None,
-                     teacher_norm=(tuple(teacher.mean), tuple(teacher.std)) if teacher is not None else None)
+                     teacher_norm=(tuple(teacher.mean), tuple(teacher.std)) if teacher is not None else None,
+                     identity=identity, ddp=ddp)
+    if not ddp.main:
+        return 0
+    saved = None
+    if args.save is not None:
+        config = student_config(arch=recipe.arch, model_args=recipe.model_args, num_classes=info.num_classes,
+                                img_size=info.img_size, mean=mean, std=std, class_names=_class_names(info))
+        saved = str(save_student(result.model, args.save, config))
     student_top1 = teacher_top1 = None
     if eval_set is not None:
-        student_top1 = top1(result.model, eval_set, mean=mean, std=std, device=args.device)
+        student_top1 = top1(result.model, eval_set, mean=mean, std=std, device=device)
         if eval_teacher is not None:
             teacher_top1 = top1(eval_teacher.model, eval_set, mean=tuple(eval_teacher.mean),
-                                std=tuple(eval_teacher.std), device=args.device)
+                                std=tuple(eval_teacher.std), device=device)
     report = {
         "student": args.student, "student_params": count_params(result.model), "student_top1": student_top1,
         "teacher": teacher_spec, "teacher_top1": teacher_top1, "images": result.images_seen,
         "corpus_images": info.num_images, "epochs": args.epochs, "seconds": round(result.seconds, 3),
+        "images_per_s": round(result.images_seen / max(result.seconds, 1e-9), 2),
         "sparse": bool(args.sparse), "final_loss": result.losses[-1] if result.losses else None,
         "eval": eval_set.name if eval_set is not None else None,
         "eval_images": eval_set.num_images if eval_set is not None else 0,
+        "world_size": ddp.world, "workers": args.workers, "amp": _amp(cfg, torch.device(device))[0],
+        "resumed_from_epoch": result.resumed_from_epoch, "saved": saved,
     }
     if args.json:
         emit_json(report)
     else:
         fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
         print(f"student {args.student} ({report['student_params']:,} params): top-1 {fmt(student_top1)}; "
-              f"teacher top-1 {fmt(teacher_top1)}; {result.images_seen} images in {result.seconds:.1f} s")
+              f"teacher top-1 {fmt(teacher_top1)}; {result.images_seen} images in {result.seconds:.1f} s"
+              + (f"; saved to {saved}" if saved else ""))
     return 0
+
+
+def _class_names(info: CorpusInfo) -> list[str] | None:
+    """Class names by id for the saved student, when the corpus names every one of its classes."""
+    names = {cid: name for name, cid in info.class_ids.items()}
+    if len(names) != info.num_classes or set(names) != set(range(info.num_classes)):
+        return None
+    return [names[i] for i in range(info.num_classes)]

@@ -7,7 +7,8 @@ images. The range is the running min/max over the calibration set: at 8 bits the
 small and ViT activations carry their information in a few large-magnitude outlier channels (after the
 LayerNorms and in fc2's input), so clipping them (percentile ranges) costs more than the coarser step;
 min/max is also deterministic and needs no quantile over huge tensors. The same N images of Gaussian
-noise (in the normalised input space) give the data-free baseline.
+noise (in the normalised input space) give the data-free baseline. Calibration images are drawn across
+all classes of the corpus (:func:`calibration_samples`), not from the first shards a stream reaches.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import random
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.console import emit_json
-from pipeline.corpus.loader import load_corpus
-from pipeline.errors import UserError
+from pipeline.corpus.layout import as_layout
+from pipeline.corpus.loader import ShardRef, corpus_shard_refs
+from pipeline.corpus.sample import decode_image, image_member
+from pipeline.corpus.tar_io import read_tar
+from pipeline.errors import CorpusError, UserError
 from pipeline.evaluate.common import (
     corpus_info,
     default_eval_spec,
@@ -120,22 +127,51 @@ def calibrate(qm: QuantizedModel, batches: Iterable[torch.Tensor]) -> int:
     return n
 
 
-def corpus_calibration(root: str, n: int, mean: tuple, std: tuple, batch_size: int = 64) -> Iterator[torch.Tensor]:
-    """The first ``n`` corpus images (seeded shard shuffle, so several classes), normalised, in batches."""
-    ds = load_corpus(root, shuffle_shards=True, shuffle_buffer=min(n, 1024), seed=0,
-                     split_by_node=False, split_by_worker=False)
-    buf: list[torch.Tensor] = []
-    taken = 0
-    for image, _label in ds:
-        buf.append(image)
-        taken += 1
-        if len(buf) == batch_size or taken == n:
-            yield normalize(torch.stack(buf), mean, std)
-            buf = []
-        if taken == n:
-            return
-    if buf:
-        yield normalize(torch.stack(buf), mean, std)
+def calibration_samples(root: str | Path, n: int, seed: int = 0) -> list[tuple[torch.Tensor, int]]:
+    """``n`` corpus images ``(image in [0,1], label)`` drawn across all classes.
+
+    Every class of the corpus gets ``n // C`` images and ``n % C`` classes (chosen with ``seed``) one more;
+    with ``n < C``, ``n`` classes chosen with ``seed`` get one each. A class's images are the first of its
+    shards, so only as many shards are read as the quotas need. Fewer than ``n`` come back only when
+    the corpus has fewer images of some class.
+    """
+    layout = as_layout(root)
+    by_class: dict[int, list[ShardRef]] = defaultdict(list)
+    for ref in corpus_shard_refs(layout):
+        if ref.label is None:
+            raise CorpusError(f"{layout.root}: the manifest's shard table has no class label for {ref.name}")
+        by_class[ref.label].append(ref)
+    classes = sorted(by_class)
+    rng = random.Random(seed)
+    base, extra = divmod(n, len(classes))
+    lucky = set(rng.sample(classes, extra))
+    out: list[tuple[torch.Tensor, int]] = []
+    for label in classes:
+        quota = base + (label in lucky)
+        for ref in by_class[label]:
+            if quota == 0:
+                break
+            for _key, members in read_tar(layout.storage, ref.name):
+                pixels = decode_image(members[image_member(members)])
+                out.append((torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0), int(members["cls"])))
+                quota -= 1
+                if quota == 0:
+                    break
+    order = list(range(len(out)))
+    rng.shuffle(order)  # batches mix classes (BatchNorm-free ViTs do not care, but other models might)
+    return [out[i] for i in order]
+
+
+def corpus_calibration(root: str | Path, n: int, mean: tuple, std: tuple, batch_size: int = 64) -> Iterator[torch.Tensor]:
+    """:func:`calibration_samples` normalised, in batches."""
+    return _normalised_batches(calibration_samples(root, n), mean, std, batch_size)
+
+
+def _normalised_batches(
+    samples: list[tuple[torch.Tensor, int]], mean: tuple, std: tuple, batch_size: int = 64
+) -> Iterator[torch.Tensor]:
+    for lo in range(0, len(samples), batch_size):
+        yield normalize(torch.stack([img for img, _ in samples[lo : lo + batch_size]]), mean, std)
 
 
 def noise_calibration(n: int, img_size: int, seed: int = 0, batch_size: int = 64) -> Iterator[torch.Tensor]:
@@ -167,7 +203,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     report: dict = {"model": args.model, "w_bits": args.w_bits, "a_bits": args.a_bits, "fp_top1": acc(model)}
     qm = quantize_model(model, args.w_bits, args.a_bits)
-    report["calib_images"] = calibrate(qm, corpus_calibration(args.out, args.calib_images, mean, std))
+    samples = calibration_samples(args.out, args.calib_images)
+    report["calib_classes"] = len({label for _, label in samples})
+    report["calib_images"] = calibrate(qm, _normalised_batches(samples, mean, std))
     report["quant_top1"] = acc(qm.model)
     qn = quantize_model(model, args.w_bits, args.a_bits)
     calibrate(qn, noise_calibration(report["calib_images"], img_size))

@@ -78,3 +78,27 @@ def test_quantize_with_a_real_checkpoint_teacher(tmp_path, make_corpus, capsys):
                             "--eval", str(folder), "--calib-images", "4", "--json"], capsys)
     assert rc == 0, err
     assert rep["calib_images"] == 4 and all(0.0 <= rep[k] <= 1.0 for k in ("fp_top1", "quant_top1", "noise_calib_top1"))
+
+
+def test_calibration_images_span_every_class(tmp_path, make_corpus):
+    """250-image-style class shards (here 4 shards of 12 per class): 20 images from 10 classes cover all 10."""
+    layout = make_corpus(tmp_path / "c", num_classes=10, shards_per_class=4, per_shard=12, image_size=8)
+    samples = quantize.calibration_samples(layout.root, 25, seed=0)
+    labels = [lab for _, lab in samples]
+    assert len(samples) == 25 and set(labels) == set(range(10))
+    counts = sorted(labels.count(c) for c in range(10))
+    assert counts[0] == 2 and counts[-1] == 3  # 25 = 10 x 2 + 5 extra
+    assert labels != sorted(labels)  # batches mix classes
+    few = [lab for _, lab in quantize.calibration_samples(layout.root, 4, seed=1)]
+    assert len(set(few)) == 4  # fewer images than classes: distinct classes
+    many = quantize.calibration_samples(layout.root, 300, seed=0)
+    assert len(many) == 300 and {lab for _, lab in many} == set(range(10))  # quotas cross shard boundaries
+    first = samples[0][0]
+    assert first.shape == (3, 8, 8) and 0.0 <= float(first.min()) and float(first.max()) <= 1.0
+
+
+def test_quantize_reports_calibration_classes(tmp_path, make_corpus, teachers, capsys):
+    layout = make_corpus(tmp_path / "c", shards_per_class=3, per_shard=4)
+    rc, rep, err = run_cli(["quantize", str(layout.root), "--model", "tiny3", "--calib-images", "6", "--json"], capsys)
+    assert rc == 0, err
+    assert rep["calib_images"] == 6 and rep["calib_classes"] == 3
