@@ -32,13 +32,7 @@ from pipeline.corpus.sample import decode_image, image_member
 from pipeline.corpus.tar_io import read_tar
 from pipeline.errors import CorpusError, UserError
 from pipeline.evaluate.common import (
-    corpus_info,
-    default_eval_spec,
-    eval_class_ids,
-    eval_source,
-    load_teacher_spec,
-    normalize,
-    top1,
+    corpus_info, default_eval_spec, eval_class_ids, eval_source, load_teacher_spec, normalize, top1,
 )
 
 log = logging.getLogger(__name__)

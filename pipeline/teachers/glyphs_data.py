@@ -22,13 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.teachers.toy_data import split_seed
+
 log = logging.getLogger(__name__)
 
 CLASS_NAMES: tuple[str, ...] = ("A", "B", "D", "E", "G", "H", "K", "M", "R", "S")
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 56
-SPLITS = ("train", "heldout")
-MAX_SEED = 2**62
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts")
 _SUPERSAMPLE = 2
 _MAX_ROTATION = 15.0  # degrees
@@ -39,15 +39,6 @@ _MAX_SHIFT = 0.0  # of the side: letters are centred, like the toy's shapes (a t
 # RGB cube, the tiny ViT stayed at chance for 800 steps (a small CNN learned); polarity is fixed instead.
 _DARK = (0.0, 0.4)  # per-channel range of the ink colour
 _LIGHT = (0.55, 1.0)  # per-channel range of the background's base colour
-
-
-def _generator_seed(seed: int, split: str) -> int:
-    """Train uses even generator seeds, held-out odd ones: the two splits never share a stream."""
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
-    if not 0 <= int(seed) < MAX_SEED:
-        raise ValueError(f"seed: must be in [0, 2**62), got {seed}")
-    return 2 * int(seed) + SPLITS.index(split)
 
 
 def _is_glyph_font(path: Path) -> bool:
@@ -154,7 +145,7 @@ def make_glyph_images(
     """
     if n < 0 or image_size < 16:
         raise ValueError(f"need n >= 0 and image_size >= 16, got n={n}, image_size={image_size}")
-    g = torch.Generator().manual_seed(_generator_seed(seed, split))
+    g = torch.Generator().manual_seed(split_seed(seed, split))
     labels = balanced_labels(n, g)
     images = torch.empty(n, 3, image_size, image_size)
     for i in range(n):

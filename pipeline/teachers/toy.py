@@ -28,7 +28,7 @@ from torch import nn
 from pipeline.teachers.adversarial import l2_step
 from pipeline.teachers.cache import (  # META_FILE, WEIGHTS_FILE, cache_root: also named via this module
     META_FILE,  # noqa: F401
-    WEIGHTS_FILE,
+    WEIGHTS_FILE,  # noqa: F401
     build_once,
     cache_root,
     read_teacher_folder,

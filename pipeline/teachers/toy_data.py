@@ -38,7 +38,7 @@ _FG_MIN_DISTANCE = 0.5  # minimum RGB distance between the object and the backgr
 POSITION_JITTER = 0.0
 
 
-def _generator_seed(seed: int, split: str) -> int:
+def split_seed(seed: int, split: str) -> int:
     """Train uses even generator seeds, held-out odd ones: the two splits never share a stream."""
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
@@ -196,7 +196,7 @@ def make_toy_images_and_masks(
     n: int, seed: int, *, image_size: int = 32, split: str = "train"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`make_toy_images` plus each object's coverage mask ``(n, S, S)`` in [0, 1]."""
-    g = torch.Generator().manual_seed(_generator_seed(seed, split))
+    g = torch.Generator().manual_seed(split_seed(seed, split))
     if n < 0 or image_size < 8:
         raise ValueError(f"need n >= 0 and image_size >= 8, got n={n}, image_size={image_size}")
     s = image_size
