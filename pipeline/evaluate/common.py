@@ -259,3 +259,8 @@ def _model_img_size(model: nn.Module) -> int | None:
     pe = getattr(model, "patch_embed", None)
     size = getattr(pe, "img_size", None) if pe is not None else None
     return int(size[0]) if size is not None else None
+
+
+def format_top1(value: float | None) -> str:
+    """``"97.25%"``, or ``"n/a"`` when there was nothing to evaluate on."""
+    return "n/a" if value is None else f"{100 * value:.2f}%"

@@ -36,6 +36,7 @@ from pipeline.corpus.loader import iter_samples, load_corpus
 from pipeline.errors import UserError
 from pipeline.evaluate.checkpoints import STATE_FILE, load_state, save_state, save_student, student_config
 from pipeline.evaluate.common import (
+    format_top1,
     DEFAULT_MEAN, DEFAULT_STD, CorpusInfo, EvalSet, corpus_info, default_eval_spec, eval_class_ids,
     eval_source, load_teacher_spec, normalize, resolve_recorded_teacher, top1,
 )
@@ -479,9 +480,8 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, augment: KDAugm
     if args.json:
         emit_json(report)
     else:
-        fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-        print(f"student {args.student} ({report['student_params']:,} params): top-1 {fmt(student_top1)}; "
-              f"teacher top-1 {fmt(teacher_top1)}; {result.images_seen} images in {result.seconds:.1f} s"
+        print(f"student {args.student} ({report['student_params']:,} params): top-1 {format_top1(student_top1)}; "
+              f"teacher top-1 {format_top1(teacher_top1)}; {result.images_seen} images in {result.seconds:.1f} s"
               + (f"; saved to {saved}" if saved else ""))
     return 0
 

@@ -32,6 +32,7 @@ from pipeline.corpus.sample import decode_image, image_member
 from pipeline.corpus.tar_io import read_tar
 from pipeline.errors import CorpusError, UserError
 from pipeline.evaluate.common import (
+    format_top1,
     corpus_info, default_eval_spec, eval_class_ids, eval_source, load_teacher_spec, normalize, top1,
 )
 
@@ -209,8 +210,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report)
     else:
-        fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-        print(f"W{args.w_bits}A{args.a_bits}: fp {fmt(report['fp_top1'])}, corpus-calibrated "
-              f"{fmt(report['quant_top1'])}, noise-calibrated {fmt(report['noise_calib_top1'])} "
+        print(f"W{args.w_bits}A{args.a_bits}: fp {format_top1(report['fp_top1'])}, corpus-calibrated "
+              f"{format_top1(report['quant_top1'])}, noise-calibrated {format_top1(report['noise_calib_top1'])} "
               f"({report['calib_images']} calibration images)")
     return 0
