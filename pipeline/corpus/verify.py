@@ -9,7 +9,6 @@ the index so the next run regenerates them.
 from __future__ import annotations
 
 import hashlib
-import io
 import sys
 import tarfile
 from collections.abc import Callable
@@ -91,6 +90,7 @@ def _check_members(layout: CorpusLayout, name: str, stats: dict, entry: dict) ->
 
 
 def _check_parquet(layout: CorpusLayout, name: str, stats: dict, keys: list[str]) -> list[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     storage = layout.storage
@@ -101,7 +101,7 @@ def _check_parquet(layout: CorpusLayout, name: str, stats: dict, keys: list[str]
     if "parquet_sha256" in stats and hashlib.sha256(data).hexdigest() != stats["parquet_sha256"]:
         problems.append("parquet sha256 differs from stats (altered)")
     try:
-        rows = pq.read_table(io.BytesIO(data), columns=["key"]).column("key").to_pylist()
+        rows = pq.read_table(pa.BufferReader(data), columns=["key"], use_threads=False).column("key").to_pylist()
     except Exception as exc:  # noqa: BLE001 - any parquet failure is a problem of this shard
         return problems + [f"unreadable parquet ({type(exc).__name__})"]
     if rows != keys:

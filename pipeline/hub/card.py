@@ -110,7 +110,7 @@ def corpus_stats(layout: CorpusLayout, manifest: dict) -> CorpusStats:
             continue
         data = pa.BufferReader(layout.storage.read_bytes(name))
         names = set(pq.read_schema(data).names)
-        table = pq.read_table(data, columns=[c for c in sums if c in names])
+        table = pq.read_table(data, columns=[c for c in sums if c in names], use_threads=False)
         for col in table.column_names:
             values = [v for v in table.column(col).to_pylist() if v is not None]
             sums[col] += float(sum(values))
