@@ -11,9 +11,8 @@ each corpus with :func:`pipeline.evaluate.distill.distill` against the live teac
 
 The inversion recipe is a parameter: ``--recipe MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``)
 names a function ``(method: "dense" | "smi", iterations: int) -> smi_core.InversionConfig``; the default,
-:func:`project_recipe`, is today's project recipe (``benchmarks/quality.py``'s defaults: lr 0.1, TV-l2
-0.75, flip only, the paper's stops t = 50, 100, 200, 300 of 4,000 scaled to the iteration count, ratio
-0.3 each, stopped patches left to the prior).
+:func:`project_recipe`, is the project's recommended recipe, ``smi_core.recipe.recommended_config`` (the
+one every manifest gets for the fields it leaves out).
 
     python benchmarks/quality_suite.py --quick --out /tmp/qs-quick           # smoke, tiny teachers
     python benchmarks/quality_suite.py --out /tmp/qs --seeds 0,1             # all three teachers
@@ -61,37 +60,18 @@ from pipeline.run.worker import batch_seed, samples_from_result  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
-from smi_core import (  # noqa: E402
-    AugmentConfig,
-    InversionConfig,
-    LossWeights,
-    SelectionConfig,
-    StopSchedule,
-    invert,
-)
+from smi_core import InversionConfig, invert  # noqa: E402
+from smi_core.recipe import PAPER_STOP_FRACTIONS, paper_stops, recommended_config  # noqa: E402,F401 - re-exported
 
 log = logging.getLogger("quality_suite")
 
 CORPORA = ("noise", "dense", "smi", "real")
-PAPER_STOP_FRACTIONS = (50 / 4000, 100 / 4000, 200 / 4000, 300 / 4000)  # SMI's t = 50..300 of 4,000
 RecipeFn = Callable[[str, int], InversionConfig]
 FORMAT = "quality-suite-v1"
 
 
-def paper_stops(iterations: int) -> tuple[int, ...]:
-    """The paper's stop iterations scaled to ``iterations`` (each in [1, iterations - 1], distinct)."""
-    return tuple(sorted({max(1, min(iterations - 1, round(f * iterations))) for f in PAPER_STOP_FRACTIONS}))
-
-
-def project_recipe(method: str, iterations: int) -> InversionConfig:
-    """Today's project recipe (``benchmarks/quality.py``'s defaults) for ``method`` ``dense`` or ``smi``."""
-    stops = paper_stops(iterations)
-    return InversionConfig(
-        iterations=iterations, lr=0.1, betas=(0.5, 0.99),
-        selection=SelectionConfig(kind=method, schedule=StopSchedule(stops, (0.3,) * len(stops)),  # type: ignore[arg-type]
-                                  stopped="prior", saliency="instant"),
-        loss=LossWeights(ce=1.0, tv_l2=0.75), augment=AugmentConfig(max_roll_fraction=0.0),
-    )
+# The project's recommended recipe (smi_core.recipe), under the name the suite's docs and tests use.
+project_recipe = recommended_config
 
 
 def load_recipe(ref: str) -> RecipeFn:

@@ -21,6 +21,9 @@ _EXPORTS = {
     "forward_subset": "smi_core.vit",
     "vit_geometry": "smi_core.vit",
     "ENGINE_VERSION": "smi_core.version",
+    "PAPER_STOP_FRACTIONS": "smi_core.recipe",
+    "paper_stops": "smi_core.recipe",
+    "recommended_config": "smi_core.recipe",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,53 @@
+"""The recommended inversion recipe: what a manifest gets for every field it leaves out.
+
+:func:`recommended_config` is the one place the recipe's numbers live. Manifest defaults
+(``pipeline.run.spec``), the quality suite's default recipe (``benchmarks/quality_suite.py``) and the
+demo all derive from it, so changing the recipe means editing this function only.
+``InversionConfig()``'s own defaults are the SMI paper's and stay as they are (the engine version pins
+them): an explicit config always gives the same images.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from smi_core.config import AugmentConfig, InversionConfig, LossWeights, SelectionConfig, StopSchedule
+
+Method = Literal["dense", "smi"]
+
+# SMI's stop iterations t = 50, 100, 200, 300 of the paper's 4,000, as fractions of the run
+PAPER_STOP_FRACTIONS: tuple[float, ...] = (50 / 4000, 100 / 4000, 200 / 4000, 300 / 4000)
+
+
+def paper_stops(iterations: int) -> tuple[int, ...]:
+    """The paper's stop iterations scaled to ``iterations`` (each in [1, iterations - 1], distinct, sorted).
+
+    Short runs merge stops that round to the same iteration: ``paper_stops(200) == (2, 5, 10, 15)``.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations: must be a positive integer, got {iterations!r}")
+    return tuple(sorted({max(1, min(iterations - 1, round(f * iterations))) for f in PAPER_STOP_FRACTIONS}))
+
+
+def recommended_config(method: Method, iterations: int) -> InversionConfig:
+    """The recommended recipe for ``method`` (``dense`` or ``smi``) at ``iterations`` Adam steps.
+
+    Today's best measured recipe (BENCHMARKS.md, issue 14): Adam lr 0.1, betas (0.5, 0.99); cross-entropy
+    plus TV-l2 0.75; a random horizontal flip as the only augmentation; SMI stops 30% of the remaining
+    patches at the paper's stops scaled to ``iterations``, stopped patches left to the image prior,
+    saliency from the last forward; each image's lowest-loss iterate kept.
+    """
+    if method not in ("dense", "smi"):
+        raise ValueError(f"method: expected dense or smi, got {method!r}")
+    stops = paper_stops(iterations)
+    return InversionConfig(
+        iterations=iterations,
+        lr=0.1,
+        betas=(0.5, 0.99),
+        selection=SelectionConfig(kind=method, schedule=StopSchedule(stops, (0.3,) * len(stops)),
+                                  stopped="prior", saliency="instant"),
+        loss=LossWeights(ce=1.0, tv_l1=0.0, tv_l2=0.75, l2=0.0, bn_prior=0.0, patch_entropy=0.0),
+        augment=AugmentConfig(enabled=True, max_roll_fraction=0.0, flip=True, zoom=None, colour_shift=0.0,
+                              per_sample=True),
+        keep_best=True,
+    )

@@ -1,0 +1,35 @@
+"""smi_core.recipe: the paper's stops scaled to any run, and the recommended recipe as a valid engine config."""
+
+from __future__ import annotations
+
+import pytest
+
+from smi_core import InversionConfig, paper_stops, recommended_config
+from smi_core.recipe import PAPER_STOP_FRACTIONS
+
+
+def test_paper_stops_scale_the_papers_proportions() -> None:
+    assert paper_stops(4000) == (50, 100, 200, 300)
+    assert paper_stops(300) == (4, 8, 15, 22)
+    assert paper_stops(200) == (2, 5, 10, 15)
+    assert paper_stops(40) == (1, 2, 3) and paper_stops(8) == (1,)  # short runs merge stops that round alike
+    assert paper_stops(1) == (1,)
+    assert len(PAPER_STOP_FRACTIONS) == 4
+    with pytest.raises(ValueError, match="iterations"):
+        paper_stops(0)
+
+
+@pytest.mark.parametrize("iterations", [2, 10, 200, 300, 4000])
+@pytest.mark.parametrize("method", ["dense", "smi"])
+def test_recommended_config_is_valid_at_any_length(method: str, iterations: int) -> None:
+    cfg = recommended_config(method, iterations)  # type: ignore[arg-type]
+    assert isinstance(cfg, InversionConfig) and cfg.iterations == iterations and cfg.selection.kind == method
+    assert cfg.selection.schedule.iterations == paper_stops(iterations)
+    assert len(cfg.selection.schedule.ratios) == len(cfg.selection.schedule.iterations)
+
+
+def test_recommended_config_is_not_the_engines_own_default() -> None:
+    """The engine's defaults stay the paper's (ENGINE_VERSION pins them); the recipe is a separate choice."""
+    assert InversionConfig() != recommended_config("smi", 4000)
+    with pytest.raises(ValueError, match="method"):
+        recommended_config("random", 100)  # type: ignore[arg-type]
