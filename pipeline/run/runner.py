@@ -275,8 +275,10 @@ def run_corpus(
     start = time.perf_counter()
     if workers is not None and workers < 1:
         raise UserError(f"--workers: must be >= 1, got {workers}")
-    tasks = plan_shards(spec)
     layout = CorpusLayout(spec.output)
+    if layout.storage.exists(layout.manifest):  # a resume: what the manifest leaves out keeps the corpus's values
+        spec = spec.with_recorded_recipe(read_manifest(layout))
+    tasks = plan_shards(spec)
     complete = check_resumable(spec, layout)
     pending = [t for t in tasks if t.shard_id not in complete]
     report = RunReport(out=str(layout.root), shards=len(tasks), images=sum(t.count for t in tasks))

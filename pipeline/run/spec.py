@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -28,6 +28,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,13 +37,8 @@ from pipeline.checks import is_int
 from pipeline.checksums import file_sha256
 from pipeline.corpus.storage import is_url
 from pipeline.errors import UserError
-from smi_core.config import (
-    AugmentConfig,
-    InversionConfig,
-    LossWeights,
-    SelectionConfig,
-    StopSchedule,
-)
+from smi_core.config import InversionConfig, StopSchedule
+from smi_core.recipe import recommended_config
 from smi_core.version import ENGINE_VERSION
 
 if TYPE_CHECKING:
@@ -59,6 +55,15 @@ log = logging.getLogger(__name__)
 HASH_VERSION = 3
 HASH_VERSIONS_ACCEPTED = (1, 2, 3)
 LEGACY_ENGINE_VERSION = 1  # the engine of every corpus hashed before version 3 recorded it
+# The inversion fields every hash version has hashed. Any other inversion field (added later: stopped
+# patches, saliency, zoom, colour shift, ...) is hashed only when it differs from the engine's own default
+# (smi_core.config), which reproduces what the engine did before the field existed: old hashes stay valid.
+HASHED_SINCE_V1 = frozenset({
+    "method", "iterations", "batch_size", "lr", "betas", "schedule", "keep_best",
+    "loss.ce", "loss.tv_l1", "loss.tv_l2", "loss.l2", "loss.bn_prior", "loss.patch_entropy",
+    "augment.enabled", "augment.max_roll_fraction", "augment.flip",
+})
+# what older corpora, which did not record these fields yet, did (the engine's defaults)
 FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant"}
 SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
@@ -71,7 +76,7 @@ Number = Annotated[float, Strict()]  # ints are accepted and stored as floats; s
 NonNegNumber = Annotated[float, Strict(), Field(ge=0)]
 Text = Annotated[StrictStr, Field(min_length=1)]
 
-_LOSS, _AUG, _INV, _SCHED = LossWeights(), AugmentConfig(), InversionConfig(), StopSchedule()
+_INV = InversionConfig()  # the engine's own defaults (the SMI paper's): method and iterations only
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
@@ -79,48 +84,77 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class ScheduleSpec(_Model):
-    """Progressive patch stopping: at ``iterations[i]`` stop ``ratios[i]`` of the remaining patches."""
+class _RecipeModel(_Model):
+    """A section whose left-out fields take the recommended recipe's values (:mod:`smi_core.recipe`).
 
-    iterations: list[StrictInt] = Field(default_factory=lambda: list(_SCHED.iterations))
-    ratios: list[Number] = Field(default_factory=lambda: list(_SCHED.ratios))
+    ``None`` stands for "left out"; writing ``null`` is refused (except where null is a value, e.g. zoom).
+    What the manifest set is ``model_fields_set``.
+    """
 
+    _NULLABLE: ClassVar[frozenset[str]] = frozenset()
 
-class LossSpec(_Model):
-    """Weights of the inversion objective's terms (defaults: smi_core.config.LossWeights)."""
-
-    ce: Number = _LOSS.ce
-    tv_l1: Number = _LOSS.tv_l1
-    tv_l2: Number = _LOSS.tv_l2
-    l2: Number = _LOSS.l2
-    bn_prior: Number = _LOSS.bn_prior
-    patch_entropy: Number = _LOSS.patch_entropy
-
-
-class AugmentSpec(_Model):
-    """Random roll (up to ``max_roll_fraction`` of the side) plus horizontal flip."""
-
-    enabled: StrictBool = _AUG.enabled
-    max_roll_fraction: Number = _AUG.max_roll_fraction
-    flip: StrictBool = _AUG.flip
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_null(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None and info.field_name not in cls._NULLABLE:
+            raise ValueError("must not be null (leave the field out to get the recommended value)")
+        return v
 
 
-class InversionSpec(_Model):
-    """How each image is inverted; converts into :class:`smi_core.config.InversionConfig`."""
+class ScheduleSpec(_RecipeModel):
+    """Progressive patch stopping: at ``iterations[i]`` stop ``ratios[i]`` of the remaining patches.
+
+    Left out: the recommended schedule for the run's ``iterations`` (the paper's stops, scaled)."""
+
+    iterations: list[StrictInt] | None = None
+    ratios: list[Number] | None = None
+
+
+class LossSpec(_RecipeModel):
+    """Weights of the inversion objective's terms (left out: the recommended recipe's)."""
+
+    ce: Number | None = None
+    tv_l1: Number | None = None
+    tv_l2: Number | None = None
+    l2: Number | None = None
+    bn_prior: Number | None = None
+    patch_entropy: Number | None = None
+
+
+class AugmentSpec(_RecipeModel):
+    """Random roll (up to ``max_roll_fraction`` of the side), flip, zoom and colour shift (left out: the
+    recommended recipe's; see :class:`smi_core.config.AugmentConfig`)."""
+
+    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"zoom"})
+
+    enabled: StrictBool | None = None
+    max_roll_fraction: Number | None = None
+    flip: StrictBool | None = None
+    zoom: Annotated[list[Number], Field(min_length=2, max_length=2)] | None = None
+    colour_shift: Number | None = None
+    per_sample: StrictBool | None = None
+
+
+class InversionSpec(_RecipeModel):
+    """How each image is inverted; converts into :class:`smi_core.config.InversionConfig`.
+
+    Every field but ``method``, ``iterations`` and ``batch_size`` that the manifest leaves out takes the
+    value of :func:`smi_core.recipe.recommended_config` for that method and iteration count.
+    """
+
+    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
     method: Literal["dense", "smi"] = "smi"
     iterations: PositiveInt = _INV.iterations
     batch_size: PositiveInt | None = None
-    lr: Number = _INV.lr
-    betas: Annotated[list[Number], Field(min_length=2, max_length=2)] = Field(
-        default_factory=lambda: list(_INV.betas)
-    )
+    lr: Number | None = None
+    betas: Annotated[list[Number], Field(min_length=2, max_length=2)] | None = None
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    stopped_patches: Literal["frozen", "prior"] = "frozen"
-    saliency: Literal["instant", "accumulated"] = "instant"
+    stopped_patches: Literal["frozen", "prior"] | None = None
+    saliency: Literal["instant", "accumulated"] | None = None
     loss: LossSpec = Field(default_factory=LossSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
-    keep_best: StrictBool = _INV.keep_best
+    keep_best: StrictBool | None = None
 
 
 class ClassRange(_Model):
@@ -315,22 +349,56 @@ class RunSpec:
 
     # --- conversions ---------------------------------------------------------------------------
     def inversion_config(self) -> InversionConfig:
-        """The engine's typed config (already validated by load_spec)."""
+        """The engine's typed config (already validated by load_spec): the manifest's fields over the
+        recommended recipe's."""
         return _build_inversion_config(self.manifest.inversion)
 
     def _inversion_dict(self, *, hash_version: int | None = None) -> dict[str, Any]:
-        """The inversion section; with ``hash_version``, as that version of the spec hash reads it."""
-        d = self.manifest.inversion.model_dump(mode="json")
-        d["batch_size"] = self.batch_size
+        """The resolved inversion section; with ``hash_version``, as that version of the spec hash reads it."""
+        d = inversion_fields(self.inversion_config(), batch_size=self.batch_size)
         if hash_version is None:
             return d
-        for name, before in FIELDS_ADDED_LATER.items():  # at the behaviour from before it: not hashed
-            if d.get(name) == before:
-                del d[name]
+        engine = _engine_defaults()
+        for path in _leaf_paths(d):  # a field added later, at the engine's default: not hashed
+            if path not in HASHED_SINCE_V1 and _get(d, path) == _get(engine, path):
+                _pop(d, path)
         if hash_version >= 2 and d["method"] == "dense":
             for name in SMI_ONLY_FIELDS:
                 d.pop(name, None)
         return d
+
+    def with_recorded_recipe(self, corpus_manifest: dict[str, Any]) -> RunSpec:
+        """For a resume: this spec with every inversion field the manifest leaves out set to the value the
+        corpus recorded (``manifest.json``'s resolved ``spec.inversion``).
+
+        A corpus started under older recommended defaults keeps the recipe it was made with, so a resume
+        neither mixes recipes nor is refused for a default that changed; a field the manifest sets wins,
+        and the runner's spec-hash check then names any real difference. Returns ``self`` when the corpus
+        records no inversion section this version can read. Logs a warning naming the fields whose
+        recorded value differs from today's recommended one.
+        """
+        recorded = (corpus_manifest.get("spec") or {}).get("inversion")
+        if not isinstance(recorded, dict) or self.matches_hash(corpus_manifest.get("spec_hash")):
+            return self
+        inv = self.manifest.inversion
+        not_recipe = {"method": inv.method, "iterations": inv.iterations, "batch_size": inv.batch_size}
+        # engine defaults for what an older corpus did not record yet, then its record, then the manifest
+        data = _deep_merge(_deep_merge(_engine_defaults(), recorded), inv.model_dump(exclude_unset=True))
+        data.update(not_recipe)  # not recipe fields: always the manifest's
+        try:
+            inversion = InversionSpec.model_validate(data)
+            _build_inversion_config(inversion)
+        except (ValidationError, ValueError) as exc:
+            log.debug("cannot adopt the recorded inversion settings: %s", exc)
+            return self
+        adopted = dataclasses.replace(self, manifest=self.manifest.model_copy(update={"inversion": inversion}))
+        if adopted.matches_hash(corpus_manifest.get("spec_hash")):
+            today, then = self._inversion_dict(), adopted._inversion_dict()
+            changed = [f"{p} {_show(_get(then, p))} (default now {_show(_get(today, p))})"
+                       for p in _leaf_paths(then) if _get(then, p) != _get(today, p)]
+            log.warning("%s: resuming with the settings the corpus was started with, not today's defaults: %s; "
+                        "use another output folder for a corpus with today's defaults", self.name, "; ".join(changed))
+        return adopted
 
     def _teacher_identity(self, version: int) -> dict[str, Any]:
         if _is_checkpoint(self.teacher_spec):
@@ -509,24 +577,95 @@ def _describe_teacher(teacher_spec: str) -> TeacherInfo:
 
 
 def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
-    """The engine's config; raises the engine's ``ValueError`` (``field: message``) when invalid."""
-    schedule = StopSchedule(iterations=tuple(inv.schedule.iterations), ratios=tuple(inv.schedule.ratios))
-    return InversionConfig(
-        iterations=inv.iterations,
-        lr=inv.lr,
-        betas=(inv.betas[0], inv.betas[1]),
-        selection=SelectionConfig(kind="dense" if inv.method == "dense" else "smi", schedule=schedule,
-                                  stopped=inv.stopped_patches, saliency=inv.saliency),
-        loss=LossWeights(**inv.loss.model_dump()),
-        augment=AugmentConfig(**inv.augment.model_dump()),
-        keep_best=inv.keep_best,
+    """The engine's config: the fields ``inv`` sets over :func:`smi_core.recipe.recommended_config` for its
+    method and iteration count; raises the engine's ``ValueError`` (``field: message``) when invalid."""
+    rec = recommended_config(inv.method, inv.iterations)
+    sched, loss, augment = inv.schedule.model_fields_set, inv.loss.model_fields_set, inv.augment.model_fields_set
+    stops = tuple(inv.schedule.iterations) if "iterations" in sched else rec.selection.schedule.iterations
+    if "ratios" in sched:
+        ratios = tuple(inv.schedule.ratios or ())
+    elif len(stops) == len(rec.selection.schedule.ratios) or len(set(rec.selection.schedule.ratios)) != 1:
+        ratios = rec.selection.schedule.ratios  # (a length mismatch is reported as schedule.ratios)
+    else:  # stops set, ratios left out: the recommended (uniform) ratio at each stop
+        ratios = (rec.selection.schedule.ratios[0],) * len(stops)
+    selection = dataclasses.replace(
+        rec.selection, kind=inv.method, schedule=StopSchedule(iterations=stops, ratios=ratios),
+        **{name: getattr(inv, field) for name, field in (("stopped", "stopped_patches"), ("saliency", "saliency"))
+           if field in inv.model_fields_set})
+    top = {name: getattr(inv, name) for name in ("lr", "betas", "keep_best") if name in inv.model_fields_set}
+    if "betas" in top:
+        top["betas"] = tuple(top["betas"])
+    augment_set = {name: getattr(inv.augment, name) for name in augment}
+    if augment_set.get("zoom") is not None:
+        augment_set["zoom"] = tuple(augment_set["zoom"])
+    return dataclasses.replace(
+        rec, iterations=inv.iterations, selection=selection, **top,
+        loss=dataclasses.replace(rec.loss, **{name: getattr(inv.loss, name) for name in loss}),
+        augment=dataclasses.replace(rec.augment, **augment_set),
     )
+
+
+def inversion_fields(cfg: InversionConfig, *, batch_size: int) -> dict[str, Any]:
+    """An engine config as a manifest's ``inversion`` section (every field, JSON types): what
+    ``manifest.json`` records and the spec hash reads. Numbers go through :class:`InversionSpec`, so a
+    value reads the same whether a manifest wrote it or the recommended recipe gave it (``1`` -> ``1.0``)."""
+    sel = cfg.selection
+    augment = dataclasses.asdict(cfg.augment)
+    if augment.get("zoom") is not None:
+        augment["zoom"] = list(augment["zoom"])
+    raw = {
+        "method": sel.kind, "iterations": cfg.iterations, "batch_size": batch_size, "lr": cfg.lr,
+        "betas": list(cfg.betas),
+        "schedule": {"iterations": list(sel.schedule.iterations), "ratios": list(sel.schedule.ratios)},
+        "stopped_patches": sel.stopped, "saliency": sel.saliency, "loss": dataclasses.asdict(cfg.loss),
+        "augment": augment, "keep_best": cfg.keep_best,
+    }
+    try:
+        return InversionSpec.model_validate(raw).model_dump(mode="json")
+    except ValidationError as exc:  # a config field a manifest cannot name: the schema above must learn it
+        raise ValueError(f"{_format_validation_error(exc)} (a field of smi_core's config that the manifest "
+                         f"schema in pipeline/run/spec.py lacks)") from None
+
+
+def _engine_defaults() -> dict[str, Any]:
+    """``InversionConfig()`` (the engine's own defaults) as an inversion section."""
+    return inversion_fields(InversionConfig(), batch_size=1)
+
+
+def _leaf_paths(d: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the non-mapping values of a nested dict."""
+    out: list[str] = []
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        out += _leaf_paths(value, f"{path}.") if isinstance(value, dict) and key != "schedule" else [path]
+    return out
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return d
+
+
+def _pop(d: dict[str, Any], path: str) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        d = d[part]
+    d.pop(last, None)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
 
 
 def _engine_error(manifest: Manifest) -> str | None:
     """The engine's validation of ``inversion`` as one ``inversion.<field>: ...`` line, or None."""
     try:
-        _build_inversion_config(manifest.inversion)
+        inversion_fields(_build_inversion_config(manifest.inversion), batch_size=1)
     except ValueError as exc:
         return f"inversion.{str(exc).splitlines()[0]}"
     return None

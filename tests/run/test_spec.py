@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pipeline.run.spec as spec_mod
 from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.run.spec import load_spec, spec_from_dict
+from smi_core import recommended_config
 from tests.run.fake_teacher import fake_describe
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -23,12 +25,21 @@ def fake_teacher(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spec_mod, "_describe_teacher", fake_describe)
 
 
-BASE: dict[str, Any] = {
+BASE: dict[str, Any] = {  # leaves the recipe to the recommended one
     "teacher": "toy",
     "images_per_class": 4,
     "images_per_shard": 2,
     "inversion": {"iterations": 200, "schedule": {"iterations": [20, 40], "ratios": [0.3, 0.3]}},
     "output": "out",
+}
+
+
+# BASE with every recipe field spelled out at the values the defaults had before the recommended recipe
+# (the SMI paper's): the pinned hashes below are this manifest's, unchanged since hash version 1
+PAPER_RECIPE: dict[str, Any] = {
+    "lr": 0.25, "betas": [0.5, 0.99], "stopped_patches": "frozen", "saliency": "instant", "keep_best": True,
+    "loss": {"ce": 1.0, "tv_l1": 0.0, "tv_l2": 1e-4, "l2": 0.0, "bn_prior": 0.0, "patch_entropy": 0.0},
+    "augment": {"enabled": True, "max_roll_fraction": 0.125, "flip": True},
 }
 
 
@@ -179,9 +190,9 @@ def test_defaults_and_conversion(tmp_path: Path) -> None:
     text = "teacher: toy\nimages_per_class: 100\nimages_per_shard: 80\ninversion: {loss: {tv_l2: 1e-4}}\n"
     spec = load_spec(write(tmp_path, text))
     cfg = spec.inversion_config()
-    assert cfg.iterations == 4000 and cfg.lr == 0.25 and cfg.betas == (0.5, 0.99)
-    assert cfg.selection.kind == "smi" and cfg.selection.schedule.iterations == (50, 100, 200, 300)
-    assert cfg.loss.tv_l2 == 1e-4 and cfg.augment.enabled and cfg.keep_best
+    recommended = recommended_config("smi", 4000)
+    assert cfg == dataclasses.replace(recommended, loss=dataclasses.replace(recommended.loss, tv_l2=1e-4))
+    assert cfg.selection.schedule.iterations == (50, 100, 200, 300)
     assert spec.batch_size == 64 and spec.classes == tuple(range(10))
     assert spec.license == "other" and spec.dtype == "float32" and spec.device == "auto"
     assert spec.resources.workers == "auto" and spec.resources.gpus_per_worker is None
@@ -212,19 +223,25 @@ def test_spec_hash_covers_only_corpus_fields(tmp_path: Path) -> None:
                  {"hub": {"repo_id": "a/b"}}, {"device": "cpu"}, {"license": "mit"}):
         assert load_spec(write(tmp_path, merged(BASE, same))).spec_hash() == h, same
     for changed in ({"images_per_class": 6}, {"images_per_shard": 1}, {"seed": 1}, {"classes": [0, 1]},
-                    {"dtype": "bfloat16"}, {"image_format": "webp"}, {"inversion": {"lr": 0.1}},
-                    {"inversion": {"stopped_patches": "prior"}}):
+                    {"dtype": "bfloat16"}, {"image_format": "webp"}, {"inversion": {"lr": 0.2}},
+                    {"inversion": {"stopped_patches": "frozen"}}, {"inversion": {"augment": {"zoom": [0.5, 1.0]}}},
+                    {"inversion": {"augment": {"colour_shift": 0.2}}}):
         assert load_spec(write(tmp_path, merged(BASE, changed))).spec_hash() != h, changed
 
 
 def test_fields_added_later_keep_old_hashes_at_their_default(tmp_path: Path) -> None:
-    """Corpora made before ``stopped_patches`` existed still resume: the default is not hashed."""
-    spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {"stopped_patches": "frozen"}})))
-    assert spec.spec_hash() == load_spec(write(tmp_path, BASE)).spec_hash()
+    """Corpora made before ``stopped_patches`` (or zoom, colour shift) existed still resume: a field added
+    later is not hashed at the engine's own default."""
+    paper = merged(BASE, {"inversion": PAPER_RECIPE})
+    spec = load_spec(write(tmp_path, paper))
+    later = {"augment": {"zoom": None, "colour_shift": 0.0, "per_sample": True}}
+    assert spec.spec_hash() == load_spec(write(tmp_path, merged(paper, {"inversion": later}))).spec_hash()
+    assert "zoom" not in spec.hashed_fields()["inversion"]["augment"]
+    assert spec.resolved()["inversion"]["augment"]["zoom"] is None
     assert "stopped_patches" not in spec.hashed_fields()["inversion"]
     assert spec.resolved()["inversion"]["stopped_patches"] == "frozen"
     assert spec.inversion_config().selection.stopped == "frozen"
-    accumulated = load_spec(write(tmp_path, merged(BASE, {"inversion": {"saliency": "accumulated"}})))
+    accumulated = load_spec(write(tmp_path, merged(paper, {"inversion": {"saliency": "accumulated"}})))
     assert accumulated.inversion_config().selection.saliency == "accumulated"
     assert accumulated.hashed_fields()["inversion"]["saliency"] == "accumulated"
     assert "saliency" not in spec.hashed_fields()["inversion"]
@@ -240,22 +257,23 @@ def test_dense_hash_ignores_smi_only_fields(tmp_path: Path) -> None:
     def h(method: str, patch: dict[str, Any]) -> str:
         return load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": method, **patch}}))).spec_hash()
 
-    smi_only = ({"schedule": {"iterations": [50], "ratios": [0.5]}}, {"stopped_patches": "prior"},
+    smi_only = ({"schedule": {"iterations": [50], "ratios": [0.5]}}, {"stopped_patches": "frozen"},
                 {"saliency": "accumulated"})
     for patch in smi_only:
         assert h("dense", patch) == h("dense", {}), patch
         assert h("smi", patch) != h("smi", {}), patch
-    assert h("dense", {"lr": 0.1}) != h("dense", {})
+    assert h("dense", {"lr": 0.2}) != h("dense", {})
 
 
 def test_corpora_hashed_under_version_1_still_match(tmp_path: Path) -> None:
     for method, old in V1_HASHES.items():
-        spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": method}})))
+        spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": method}})))
         assert spec.spec_hash(1) == old and spec.matches_hash(old) and spec.matches_hash(spec.spec_hash())
         assert not spec.matches_hash(None) and not spec.matches_hash("0" * 64)
-    dense = load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "dense"}})))
+    dense = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": "dense"}})))
     assert dense.spec_hash() != V1_HASHES["dense"]  # version 2 changed the dense hash ...
-    assert load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "smi"}}))).spec_hash(2) != V1_HASHES["smi"]
+    smi = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": "smi"}})))
+    assert smi.spec_hash(2) != V1_HASHES["smi"]
     with pytest.raises(ValueError, match="version"):
         dense.spec_hash(4)
 
@@ -271,9 +289,10 @@ V3_HASHES = {"smi": "9fff77c722ea94d7c2ec5c059981efac1a5d7a0a73f40104e8f0db5dd6e
 
 
 def _pinned_specs(tmp_path: Path) -> dict[str, Any]:
-    return {"smi": load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "smi"}}))),
-            "dense": load_spec(write(tmp_path, merged(BASE, {"inversion": {"method": "dense"}}))),
-            "timm": load_spec(write(tmp_path, merged(BASE, {"teacher": "timm:deit_base_patch16_224"})))}
+    paper = merged(BASE, {"inversion": PAPER_RECIPE})
+    return {"smi": load_spec(write(tmp_path, merged(paper, {"inversion": {"method": "smi"}}))),
+            "dense": load_spec(write(tmp_path, merged(paper, {"inversion": {"method": "dense"}}))),
+            "timm": load_spec(write(tmp_path, merged(paper, {"teacher": "timm:deit_base_patch16_224"})))}
 
 
 def test_hash_version_3_is_pinned_and_older_corpora_still_resume(tmp_path: Path) -> None:
