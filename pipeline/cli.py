@@ -108,11 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("distill", help="data-free knowledge distillation from a corpus (torchrun for several GPUs)")
     p.add_argument("out", help="corpus folder")
-    p.add_argument("--student", required=True, help="timm model name, or 'toy-student' (a small ViT)")
-    p.add_argument("--teacher", help="live teacher spec (default: the corpus's stored soft labels)")
+    p.add_argument("--student", help="timm model name, or 'toy-student' (a small ViT) (default: chosen for the "
+                                     "corpus by pipeline.evaluate.defaults.default_student, and printed)")
+    p.add_argument("--teacher", help="live teacher spec (default: the corpus's own teacher, from its manifest)")
+    p.add_argument("--stored-labels", action="store_true",
+                   help="learn from the soft labels stored in the corpus instead of a live teacher")
     p.add_argument("--eval", dest="eval_spec",
                    help="'toy' or an ImageFolder directory of real images (default: 'toy' for toy corpora, else none)")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the corpus")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: sized to the corpus by "
+                                             "pipeline.evaluate.defaults.default_steps, and printed)")
+    p.add_argument("--epochs", type=int, help="passes over the corpus, instead of --steps")
     p.add_argument("--batch-size", type=int, default=64, help="corpus images per step (per rank under torchrun)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (warm-up, then cosine)")
     p.add_argument("--temperature", type=float, default=4.0, help="KD softmax temperature")
@@ -124,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="DIR",
                    help="save the training state in DIR and resume from it when the same command runs again")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N", help="epochs between checkpoints")
-    aug = p.add_argument_group("views labelled by the live teacher (with --teacher only)")
+    aug = p.add_argument_group("views labelled by the live teacher (not with --stored-labels)")
     aug.add_argument("--max-shift", type=int, default=2, help="random shift in pixels, with a random flip")
     aug.add_argument("--colour-jitter", type=float, default=0.3, help="contrast/brightness jitter strength")
     aug.add_argument("--no-channel-shuffle", dest="channel_shuffle", action="store_false",

@@ -32,7 +32,8 @@ def test_every_argument_has_help_and_defaults_are_shown():
             if action.option_strings and default not in (None, argparse.SUPPRESS) and not isinstance(default, bool):
                 assert f"(default: {default})" in " ".join(text.split()), f"{name}: default of {action.dest} not shown"
     distill_help = " ".join(dict(parsers)["smi-synth distill"].format_help().split())
-    for needle in ("--epochs EPOCHS passes over the corpus (default: 10)", "--workers", "--save DIR", "--checkpoint DIR",
+    for needle in ("--epochs EPOCHS passes over the corpus, instead of --steps", "--steps STEPS optimizer steps",
+                   "--workers", "--save DIR", "--checkpoint DIR",
                    "--amp {auto,on,off}", "out corpus folder"):
         assert needle in distill_help
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.checksums import file_sha256
 from pipeline.corpus.index import read_manifest
 from pipeline.corpus.storage import storage_for
 from pipeline.errors import CorpusError, UserError
@@ -46,6 +47,8 @@ class CorpusInfo:
     std: tuple[float, float, float] | None
     class_ids: dict[str, int]  # class name -> class id, for the classes in the corpus
     num_images: int
+    teacher_resolved_id: str | None = None  # timm teachers: "timm:ARCH.TAG", the weights the corpus was made with
+    teacher_sha256: str | None = None  # checkpoint teachers: the sha256 of the file the corpus was made with
 
 
 def corpus_info(root: str | Path) -> CorpusInfo:
@@ -90,6 +93,8 @@ def corpus_info(root: str | Path) -> CorpusInfo:
         std=tuple(float(s) for s in std) if std else None,  # type: ignore[arg-type]
         class_ids=class_ids,
         num_images=sum(int(e.get("count", e.get("samples", 0))) for e in manifest.get("shards", [])),
+        teacher_resolved_id=str(tdict["resolved_id"]) if tdict.get("resolved_id") else None,
+        teacher_sha256=str(tdict["checkpoint_sha256"]) if tdict.get("checkpoint_sha256") else None,
     )
 
 
@@ -104,14 +109,27 @@ def load_teacher_spec(spec: str, *, device: str = "cpu") -> Any:
 
 
 def resolve_recorded_teacher(info: CorpusInfo) -> str | None:
-    """The manifest's teacher spec as something loadable (a checkpoint is recorded by file name only)."""
+    """The corpus's own teacher as a loadable spec, or ``None`` when the manifest records none.
+
+    A timm teacher is named with the pretrained tag it was resolved to when the corpus was made
+    (``timm:NAME.TAG``), so a newer timm default does not swap the weights. A checkpoint is recorded by
+    file name only: it is looked for beside the corpus, in the corpus's parent folder and in the working
+    directory, and a file there counts only if its sha256 is the recorded one; when none does, the bare
+    name comes back (loading it then fails, naming it).
+    """
     spec = info.teacher_spec
-    if spec is None or spec == "toy" or spec.startswith("timm:"):
+    if spec is None or spec == "toy":
         return spec
+    if spec.startswith("timm:"):
+        resolved = info.teacher_resolved_id
+        return resolved if resolved and resolved.startswith("timm:") else spec
     local = [info.root, info.root.parent] if isinstance(info.root, Path) else []
     for base in (*local, Path.cwd()):
-        if (base / spec).is_file():
-            return str(base / spec)
+        candidate = base / spec
+        if candidate.is_file():
+            if info.teacher_sha256 is None or file_sha256(candidate) == info.teacher_sha256:
+                return str(candidate)
+            log.warning("%s is not the corpus's teacher (its sha256 differs from the recorded one)", candidate)
     return spec
 
 

@@ -35,6 +35,7 @@ from pipeline.console import emit_json, progress
 from pipeline.corpus.loader import iter_samples, load_corpus
 from pipeline.errors import UserError
 from pipeline.evaluate.checkpoints import STATE_FILE, load_state, save_state, save_student, student_config
+from pipeline.evaluate.defaults import default_steps, default_student
 from pipeline.evaluate.common import (
     format_top1,
     DEFAULT_MEAN, DEFAULT_STD, CorpusInfo, EvalSet, corpus_info, default_eval_spec, eval_class_ids,
@@ -60,6 +61,7 @@ class DistillConfig:
     """Training hyper-parameters (the CLI's)."""
 
     epochs: int = 10
+    steps: int | None = None  # optimizer steps to train for; when set, ``epochs`` is ignored
     batch_size: int = 64
     lr: float = 1e-3
     temperature: float = 4.0
@@ -85,6 +87,12 @@ class DistillResult:
     seconds: float
     losses: list[float] = field(default_factory=list)  # mean loss per epoch (this rank's)
     resumed_from_epoch: int = 0
+    steps: int = 0  # optimizer steps taken (a resumed run counts those before the interruption too)
+
+    @property
+    def epochs(self) -> int:
+        """Passes over the corpus started (the last may be partial under a step budget)."""
+        return len(self.losses)
 
 
 @dataclass(frozen=True)
@@ -240,6 +248,10 @@ def _fingerprint(cfg: DistillConfig, identity: dict[str, Any], ddp: Distributed)
     """What a checkpoint must match to be resumed (anything that changes the run's arithmetic or data order)."""
     keep = {k: v for k, v in asdict(cfg).items() if k not in ("show_progress", "checkpoint_dir", "checkpoint_every",
                                                             "device")}
+    if keep["steps"] is None:  # an epoch budget: fingerprints as before the step budget existed
+        del keep["steps"]
+    else:
+        del keep["epochs"]
     keep["augment"] = asdict(cfg.augment)
     return {**keep, **identity, "world": ddp.world}
 
@@ -285,7 +297,10 @@ def distill(
         steps_per_epoch = math.ceil(ds.num_samples / cfg.batch_size) + readers - 1
     else:
         steps_per_epoch = readers * math.ceil(reader_samples / cfg.batch_size)
-    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.steps is not None:  # a step budget: as many passes as it takes, the last one cut short
+        total_steps, epochs = cfg.steps, math.ceil(cfg.steps / max(1, steps_per_epoch))
+    else:
+        total_steps, epochs = max(1, cfg.epochs * steps_per_epoch), cfg.epochs
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = min(total_steps // 10, 200)
 
@@ -310,7 +325,7 @@ def distill(
 
     fingerprint = _fingerprint(cfg, identity or {}, ddp)
     state_path = cfg.checkpoint_dir / STATE_FILE if cfg.checkpoint_dir is not None else None
-    first_epoch, seen, seconds, losses = 0, 0, 0.0, []
+    first_epoch, seen, seconds, losses, step = 0, 0, 0.0, [], 0
     if state_path is not None and state_path.is_file():
         parts, meta = load_state(state_path)
         if meta.get("fingerprint") != fingerprint:
@@ -323,17 +338,26 @@ def distill(
         scaler.load_state_dict(parts["scaler"])
         first_epoch, seen, seconds, losses = int(meta["epoch"]), int(meta["images"]), float(meta["seconds"]), list(
             meta["losses"])
+        step = int(meta.get("step", sched.last_epoch))
         log.info("resuming from %s after epoch %d", state_path, first_epoch)
     start = time.perf_counter() - seconds
-    for epoch in range(first_epoch, cfg.epochs):
+
+    def budget_left() -> bool:
+        return step < cfg.steps if cfg.steps is not None else True
+
+    epoch = first_epoch
+    while (epoch < epochs if cfg.steps is None else budget_left()):
         ds.set_epoch(epoch)
         # views drawn per (seed, rank, epoch): a resumed run draws what an uninterrupted one would
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ddp.rank * 10_007 + epoch)
-        bar = progress(steps_per_epoch * cfg.batch_size * ddp.world, f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
+        bar = progress(steps_per_epoch * cfg.batch_size * ddp.world, f"epoch {epoch + 1}/{epochs}", unit="img",
                        disable=not (cfg.show_progress and ddp.main and sys.stderr.isatty()))
-        total, n = 0.0, 0
+        total, n, batches = 0.0, 0, 0
         with bar:
             for images, _labels, soft, masks in loader:
+                if not budget_left():  # every rank stops at the same step: they all get equal batches
+                    break
+                batches += 1
                 count = len(images)  # corpus images in this step (adversarial views double the batch)
                 raw = images.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
@@ -351,24 +375,28 @@ def distill(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
+                step += 1
                 total += float(loss.detach()) * count
                 n += count
                 bar.update(count * ddp.world)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if batches == 0:
+            raise UserError(f"{info.root}: the corpus gave no training batch (no complete shard?)")
         seen += int(_all_sum(n, ddp, device))
         losses.append(total / max(n, 1))
         log.info("epoch %d: loss %.4f over %d images", epoch + 1, losses[-1], n)
-        done = epoch + 1
-        if state_path is not None and (done % cfg.checkpoint_every == 0 or done == cfg.epochs):
+        epoch += 1
+        last = epoch == epochs if cfg.steps is None else not budget_left()
+        if state_path is not None and (epoch % cfg.checkpoint_every == 0 or last):
             if ddp.main:
-                meta = {"epoch": done, "images": seen, "seconds": time.perf_counter() - start, "losses": losses,
-                        "fingerprint": fingerprint}
+                meta = {"epoch": epoch, "images": seen, "seconds": time.perf_counter() - start, "losses": losses,
+                        "fingerprint": fingerprint, "step": step}
                 parts = {"model": student.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict(), "scaler": scaler.state_dict()}
                 save_state(state_path, parts, meta)
             _barrier(ddp)
     student.eval()
-    return DistillResult(student, seen, time.perf_counter() - start, losses, first_epoch)
+    return DistillResult(student, seen, time.perf_counter() - start, losses, first_epoch, step)
 
 
 def _first_mask_grid(info: CorpusInfo) -> tuple[int, int] | None:
@@ -377,10 +405,78 @@ def _first_mask_grid(info: CorpusInfo) -> tuple[int, int] | None:
     return None
 
 
+@dataclass(frozen=True)
+class DistillChoices:
+    """What a ``distill`` command uses, and why: a flag, or the default chosen for this corpus."""
+
+    teacher: str | None  # the live teacher's spec; None: the corpus's stored soft labels
+    teacher_why: str
+    student: str
+    student_why: str
+    steps: int | None  # the budget: optimizer steps, or ...
+    epochs: int | None  # ... passes over the corpus
+    budget_why: str
+    eval: str | None
+    eval_why: str
+
+    def lines(self) -> list[str]:
+        """One line per choice, as the command prints them."""
+        labels = f"teacher {self.teacher} (live)" if self.teacher else "the corpus's stored soft labels"
+        budget = f"{self.steps:,} steps" if self.steps is not None else f"{self.epochs} epochs"
+        return [f"labels: {labels}; {self.teacher_why}", f"student: {self.student}; {self.student_why}",
+                f"budget: {budget}; {self.budget_why}", f"eval: {self.eval or 'none'}; {self.eval_why}"]
+
+    def as_dict(self) -> dict[str, str]:
+        """Why each choice was made, for the ``--json`` object."""
+        return {"teacher": self.teacher_why, "student": self.student_why, "budget": self.budget_why,
+                "eval": self.eval_why}
+
+
+def choose(args: argparse.Namespace, info: CorpusInfo) -> DistillChoices:
+    """The teacher, student, training budget and eval set of a ``distill`` command: each flag given wins,
+    else the corpus's own teacher (live), :func:`~pipeline.evaluate.defaults.default_student`,
+    :func:`~pipeline.evaluate.defaults.default_steps` for the corpus's size, and the toy held-out split for
+    a toy-teacher corpus."""
+    if args.teacher and args.stored_labels:
+        raise UserError("--stored-labels: give --teacher (a live teacher) or --stored-labels, not both")
+    if args.steps is not None and args.epochs is not None:
+        raise UserError("--steps: give --steps or --epochs, not both")
+    if args.teacher:
+        teacher, teacher_why = args.teacher, "--teacher"
+    elif args.stored_labels:
+        teacher, teacher_why = None, "--stored-labels"
+    else:
+        teacher = resolve_recorded_teacher(info)
+        if teacher is None:
+            raise UserError(f"--teacher: {info.root} records no teacher; pass --teacher SPEC, or --stored-labels to "
+                            "learn from its stored soft labels")
+        teacher_why = "the corpus's own, from its manifest (--teacher SPEC to change, --stored-labels for none)"
+    student, student_why = (args.student, "--student") if args.student else (
+        default_student(info), "the default (--student NAME to change)")
+    if args.steps is not None:
+        steps, epochs, budget_why = args.steps, None, "--steps"
+    elif args.epochs is not None:
+        steps, epochs, budget_why = None, args.epochs, "--epochs"
+    else:
+        steps, epochs = default_steps(max(1, info.num_images), args.batch_size), None
+        budget_why = (f"the default for {info.num_images:,} images at batch {args.batch_size} "
+                      "(--steps N or --epochs N to change)")
+    if args.eval_spec:
+        eval_spec, eval_why = args.eval_spec, "--eval"
+    else:
+        eval_spec = default_eval_spec(info.teacher_spec, info.class_ids)
+        eval_why = ("the toy held-out split, the default for a toy-teacher corpus (--eval DIR to change)"
+                    if eval_spec else "no held-out images given (--eval toy|DIR to score the student)")
+    return DistillChoices(teacher, teacher_why, student, student_why, steps, epochs, budget_why, eval_spec, eval_why)
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     """Entry point of ``smi-synth distill`` (every rank runs it under ``torchrun``; rank 0 reports and saves)."""
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.temperature <= 0:
-        raise UserError("--epochs and --batch-size must be >= 1, --lr and --temperature > 0")
+    for flag, value in (("--epochs", args.epochs), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag}: must be >= 1, got {value}")
+    if args.batch_size < 1 or args.lr <= 0 or args.temperature <= 0:
+        raise UserError("--batch-size must be >= 1, --lr and --temperature > 0")
     if args.workers < 0:
         raise UserError(f"--workers: must be >= 0, got {args.workers}")
     if args.checkpoint_every < 1:
@@ -394,9 +490,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.save is not None and Path(args.save).exists() and not Path(args.save).is_dir():
         raise UserError(f"--save: {args.save} exists and is not a folder")
     info = corpus_info(args.out)
+    choices = choose(args, info)
     ddp, device = init_distributed(args.device)
     try:
-        return _distill_command(args, info, augment, ddp, device)
+        return _distill_command(args, info, choices, augment, ddp, device)
     finally:
         if ddp.world > 1:
             import torch.distributed as dist
@@ -404,50 +501,59 @@ def cmd_distill(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
-def _distill_command(args: argparse.Namespace, info: CorpusInfo, augment: KDAugmentConfig, ddp: Distributed,
-                     device: str) -> int:
-    teacher = None
-    teacher_spec = args.teacher or resolve_recorded_teacher(info)
-    if args.teacher:
-        teacher = load_teacher_spec(args.teacher, device=device)
-        if int(teacher.num_classes) != info.num_classes:
-            raise UserError(
-                f"--teacher: {args.teacher} has {teacher.num_classes} classes, the corpus has {info.num_classes}"
-            )
-    eval_spec = args.eval_spec or default_eval_spec(info.teacher_spec, info.class_ids)
-    mean = info.mean or (tuple(teacher.mean) if teacher is not None else None)
-    std = info.std or (tuple(teacher.std) if teacher is not None else None)
+def _distill_command(args: argparse.Namespace, info: CorpusInfo, choices: DistillChoices, augment: KDAugmentConfig,
+                     ddp: Distributed, device: str) -> int:
+    if ddp.main:  # what was chosen, before the work starts (stderr under --json: stdout ends with the JSON)
+        print("\n".join(f"distill: {line}" for line in choices.lines()), file=sys.stderr if args.json else sys.stdout,
+              flush=True)
     torch.manual_seed(args.seed)
-    recipe = student_recipe(args.student, num_classes=info.num_classes, img_size=info.img_size,
+    recipe = student_recipe(choices.student, num_classes=info.num_classes, img_size=info.img_size,
                             patch_size=info.patch_size)
     student, recipe = make_student(recipe)
     heads = getattr(student, "num_classes", info.num_classes)
     if int(heads) != info.num_classes:
-        raise UserError(f"--student: {args.student} has {heads} classes, the corpus has {info.num_classes}")
+        raise UserError(f"--student: {choices.student} has {heads} classes, the corpus has {info.num_classes}")
     if args.sparse:
         check_sparse_student(student, info, _first_mask_grid(info))
+    teacher = None
+    if choices.teacher is not None:
+        try:
+            teacher = load_teacher_spec(choices.teacher, device=device)
+        except UserError as exc:
+            if args.teacher:
+                raise
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"--teacher: the corpus's teacher cannot be loaded ({why}); pass --teacher SPEC, or "
+                            "--stored-labels to learn from the corpus's stored soft labels") from None
+        if int(teacher.num_classes) != info.num_classes:
+            raise UserError(
+                f"--teacher: {choices.teacher} has {teacher.num_classes} classes, the corpus has {info.num_classes}"
+            )
+    mean = info.mean or (tuple(teacher.mean) if teacher is not None else None)
+    std = info.std or (tuple(teacher.std) if teacher is not None else None)
     # the teacher for eval (and its normalisation when the manifest records none); eval runs on rank 0
     eval_teacher = teacher
-    wants_eval = eval_spec is not None and ddp.main
-    if eval_teacher is None and teacher_spec is not None and (wants_eval or mean is None):
+    recorded_teacher = resolve_recorded_teacher(info)
+    wants_eval = choices.eval is not None and ddp.main
+    if eval_teacher is None and recorded_teacher is not None and (wants_eval or mean is None):
         try:
-            eval_teacher = load_teacher_spec(teacher_spec, device=device)
+            eval_teacher = load_teacher_spec(recorded_teacher, device=device)
         except UserError as exc:
             log.warning("cannot load the corpus's teacher for evaluation: %s", exc)
     class_ids = eval_class_ids(info, eval_teacher)
-    eval_set: EvalSet | None = eval_source(eval_spec, class_ids=class_ids, img_size=info.img_size)
+    eval_set: EvalSet | None = eval_source(choices.eval, class_ids=class_ids, img_size=info.img_size)
     if mean is None or std is None:
         if eval_teacher is not None:
             mean, std = tuple(eval_teacher.mean), tuple(eval_teacher.std)
         else:
             log.warning("no teacher mean/std recorded; normalising with %s/%s", DEFAULT_MEAN, DEFAULT_STD)
             mean, std = DEFAULT_MEAN, DEFAULT_STD
-    cfg = DistillConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
-                        sparse=args.sparse, device=device, seed=args.seed, augment=augment, workers=args.workers,
-                        amp=args.amp, checkpoint_every=args.checkpoint_every,
+    cfg = DistillConfig(epochs=choices.epochs or 1, steps=choices.steps, batch_size=args.batch_size, lr=args.lr,
+                        temperature=args.temperature, sparse=args.sparse, device=device, seed=args.seed,
+                        augment=augment, workers=args.workers, amp=args.amp, checkpoint_every=args.checkpoint_every,
                         checkpoint_dir=Path(args.checkpoint) if args.checkpoint else None)
     corpus = str(info.root.resolve()) if isinstance(info.root, Path) else str(info.root)
-    identity = {"student": args.student, "teacher": args.teacher, "corpus": corpus,
+    identity = {"student": choices.student, "teacher": choices.teacher, "corpus": corpus,
                 "corpus_images": info.num_images}
     result = distill(student, info, cfg, mean=mean, std=std,
                      teacher=teacher.model if teacher is not None else None,
@@ -467,22 +573,23 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, augment: KDAugm
             teacher_top1 = top1(eval_teacher.model, eval_set, mean=tuple(eval_teacher.mean),
                                 std=tuple(eval_teacher.std), device=device)
     report = {
-        "student": args.student, "student_params": count_params(result.model), "student_top1": student_top1,
-        "teacher": teacher_spec, "teacher_top1": teacher_top1, "images": result.images_seen,
-        "corpus_images": info.num_images, "epochs": args.epochs, "seconds": round(result.seconds, 3),
-        "images_per_s": round(result.images_seen / max(result.seconds, 1e-9), 2),
+        "student": choices.student, "student_params": count_params(result.model), "student_top1": student_top1,
+        "teacher": choices.teacher or recorded_teacher, "labels": "live teacher" if teacher is not None else "stored",
+        "teacher_top1": teacher_top1, "images": result.images_seen,
+        "corpus_images": info.num_images, "epochs": result.epochs, "steps": result.steps,
+        "seconds": round(result.seconds, 3), "images_per_s": round(result.images_seen / max(result.seconds, 1e-9), 2),
         "sparse": bool(args.sparse), "final_loss": result.losses[-1] if result.losses else None,
         "eval": eval_set.name if eval_set is not None else None,
         "eval_images": eval_set.num_images if eval_set is not None else 0,
         "world_size": ddp.world, "workers": args.workers, "amp": _amp(cfg, torch.device(device))[0],
-        "resumed_from_epoch": result.resumed_from_epoch, "saved": saved,
+        "resumed_from_epoch": result.resumed_from_epoch, "saved": saved, "chosen": choices.as_dict(),
     }
     if args.json:
         emit_json(report)
     else:
-        print(f"student {args.student} ({report['student_params']:,} params): top-1 {format_top1(student_top1)}; "
-              f"teacher top-1 {format_top1(teacher_top1)}; {result.images_seen} images in {result.seconds:.1f} s"
-              + (f"; saved to {saved}" if saved else ""))
+        print(f"student {choices.student} ({report['student_params']:,} params): top-1 {format_top1(student_top1)}; "
+              f"teacher top-1 {format_top1(teacher_top1)}; {result.steps:,} steps, {result.images_seen} images in "
+              f"{result.seconds:.1f} s" + (f"; saved to {saved}" if saved else ""))
     return 0
 
 

@@ -66,12 +66,13 @@ def test_distill_end_to_end_stored_soft_labels(tmp_path, make_corpus, teachers, 
     layout = make_corpus(tmp_path / "c")
     folder = write_imagefolder(tmp_path / "eval", ["class0", "class1", "class2"])
     rc, rep, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--eval", str(folder),
-                            "--epochs", "2", "--batch-size", "5", "--json"], capsys)
+                            "--epochs", "2", "--batch-size", "5", "--stored-labels", "--json"], capsys)
     assert rc == 0, err
     for key in ("student_top1", "teacher_top1", "images", "seconds", "epochs", "student_params"):
         assert key in rep
     assert 0.0 <= rep["student_top1"] <= 1.0 and 0.0 <= rep["teacher_top1"] <= 1.0
     assert rep["images"] == 2 * 12 and rep["epochs"] == 2 and rep["eval_images"] == 9
+    assert rep["labels"] == "stored" and rep["steps"] == 2 * 3 and rep["chosen"]["teacher"] == "--stored-labels"
 
 
 def test_distill_is_deterministic_and_sparse_path_runs(tmp_path, make_corpus, teachers):

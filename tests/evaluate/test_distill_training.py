@@ -139,7 +139,7 @@ def test_ddp_under_torchrun_two_cpu_processes(tmp_path, make_corpus):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "pipeline.cli", "distill", str(layout.root), "--student", "toy-student", "--epochs", "2",
            "--batch-size", "4", "--workers", "1", "--save", str(tmp_path / "s"), "--checkpoint", str(tmp_path / "ck"),
-           "--json"]
+           "--stored-labels", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

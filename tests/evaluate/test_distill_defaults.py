@@ -1,0 +1,150 @@
+"""``smi-synth distill OUT --eval DIR`` with no other flag: the corpus's own teacher live, the default student,
+a step budget sized to the corpus, each choice printed and in the --json object; flags override each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.evaluate import common as evaluation
+from pipeline.evaluate import defaults, distill
+from tests.evaluate.test_distill import run_cli, teachers, write_imagefolder  # noqa: F401 - fixture
+
+CLASSES = ["class0", "class1", "class2"]
+
+
+def test_no_flags_use_the_corpus_teacher_live_the_default_student_and_a_sized_budget(
+        tmp_path, make_corpus, teachers, capsys, monkeypatch):
+    layout = make_corpus(tmp_path / "c")  # 12 images; manifest teacher "toy" (a tiny ViT here)
+    monkeypatch.setattr(defaults, "MIN_STEPS", 3)  # keep the test short: 100 passes x 12 / 64 -> 19 steps
+    folder = write_imagefolder(tmp_path / "eval", CLASSES)
+    rc, rep, err = run_cli(["distill", str(layout.root), "--eval", str(folder), "--workers", "0", "--json"], capsys)
+    assert rc == 0, err
+    assert rep["teacher"] == "toy" and rep["labels"] == "live teacher"
+    assert rep["student"] == defaults.default_student(evaluation.corpus_info(layout.root)) == "test_resnet"
+    assert rep["steps"] == defaults.default_steps(12, 64) == 19 and rep["epochs"] == 19  # one batch per epoch
+    assert rep["student_top1"] is not None and rep["teacher_top1"] is not None and rep["eval_images"] == 9
+    assert set(rep["chosen"]) == {"teacher", "student", "budget", "eval"}
+    assert "manifest" in rep["chosen"]["teacher"] and "default" in rep["chosen"]["student"]
+    assert "12 images" in rep["chosen"]["budget"] and rep["chosen"]["eval"] == "--eval"
+    # one line per choice (on stderr under --json: stdout ends with the JSON object)
+    lines = [line for line in err.splitlines() if line.startswith("distill: ")]
+    assert [line.split(":")[1].strip() for line in lines] == ["labels", "student", "budget", "eval"]
+    assert "19 steps" in lines[2] and "teacher toy (live)" in lines[0]
+
+
+def test_without_json_the_choices_go_to_stdout(tmp_path, make_corpus, teachers, capsys):
+    from pipeline import cli
+
+    layout = make_corpus(tmp_path / "c")
+    assert cli.main(["distill", str(layout.root), "--student", "toy-student", "--steps", "2", "--workers", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1].strip() for line in out[:4]] == ["labels", "student", "budget", "eval"]
+    assert "student: toy-student; --student" in out[1] and "2 steps; --steps" in out[2]
+    assert out[-1].startswith("student toy-student") and "2 steps" in out[-1]
+
+
+def test_flags_override_every_choice(tmp_path, make_corpus, teachers, capsys):
+    layout = make_corpus(tmp_path / "c")
+    rc, rep, err = run_cli(["distill", str(layout.root), "--teacher", "tiny3", "--student", "toy-student",
+                            "--steps", "5", "--batch-size", "4", "--workers", "0", "--json"], capsys)
+    assert rc == 0, err
+    assert rep["teacher"] == "tiny3" and rep["student"] == "toy-student" and rep["steps"] == 5
+    assert rep["epochs"] == 2 and rep["images"] == 12 + 2 * 4  # 3 steps of 4, then 2 of the second pass
+    assert rep["chosen"] == {"teacher": "--teacher", "student": "--student", "budget": "--steps",
+                             "eval": rep["chosen"]["eval"]}
+    rc, rep, err = run_cli(["distill", str(layout.root), "--stored-labels", "--student", "toy-student",
+                            "--epochs", "1", "--workers", "0", "--json"], capsys)
+    assert rc == 0, err
+    assert rep["labels"] == "stored" and rep["epochs"] == 1 and rep["steps"] == 1
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--steps", "3", "--epochs", "1"], "--steps: give --steps or --epochs, not both"),
+    (["--teacher", "tiny3", "--stored-labels"], "--stored-labels: give --teacher"),
+    (["--steps", "0"], "--steps: must be >= 1"),
+    (["--epochs", "0"], "--epochs: must be >= 1"),
+])
+def test_conflicting_or_bad_budget_flags_exit_2(tmp_path, make_corpus, teachers, capsys, argv, needle):
+    layout = make_corpus(tmp_path / "c")
+    rc, _, err = run_cli(["distill", str(layout.root), *argv], capsys)
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_corpus_teacher_that_cannot_be_loaded_says_what_to_do(tmp_path, make_corpus, teachers, capsys):
+    layout = make_corpus(tmp_path / "c")
+    manifest = json.loads((layout.root / "manifest.json").read_text())
+    manifest["spec"]["teacher"] = "gone.safetensors"  # a checkpoint teacher that is nowhere to be found
+    (layout.root / "manifest.json").write_text(json.dumps(manifest))
+    rc, _, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--steps", "1"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "the corpus's teacher cannot be loaded" in err and "--teacher SPEC" in err and "--stored-labels" in err
+    rc, _, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--steps", "1", "--stored-labels"],
+                         capsys)
+    assert rc == 0, err
+
+
+def test_recorded_teacher_resolution(tmp_path: Path) -> None:
+    """timm teachers come back with the tag they were made with; a checkpoint is found beside the corpus only
+    when its sha256 is the recorded one."""
+    from pipeline.checksums import file_sha256
+
+    def info(**kw) -> evaluation.CorpusInfo:
+        base = dict(root=tmp_path / "corpus", teacher_spec=None, num_classes=3, img_size=16, patch_size=4,
+                    mean=None, std=None, class_ids={}, num_images=0)
+        return evaluation.CorpusInfo(**{**base, **kw})
+
+    assert evaluation.resolve_recorded_teacher(info()) is None
+    assert evaluation.resolve_recorded_teacher(info(teacher_spec="toy")) == "toy"
+    timm_info = info(teacher_spec="timm:deit_tiny_patch16_224", teacher_resolved_id="timm:deit_tiny_patch16_224.fb_in1k")
+    assert evaluation.resolve_recorded_teacher(timm_info) == "timm:deit_tiny_patch16_224.fb_in1k"
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "w.safetensors").write_bytes(b"the teacher")
+    right = file_sha256(tmp_path / "w.safetensors")
+    found = evaluation.resolve_recorded_teacher(info(teacher_spec="w.safetensors", teacher_sha256=right))
+    assert found == str(tmp_path / "w.safetensors")
+    wrong = info(teacher_spec="w.safetensors", teacher_sha256="0" * 64)
+    assert evaluation.resolve_recorded_teacher(wrong) == "w.safetensors"  # not that file: loading it fails by name
+
+
+def test_default_steps_fit_the_corpus_size() -> None:
+    assert defaults.default_steps(80, 64) == defaults.MIN_STEPS
+    assert defaults.default_steps(10_000, 64) == 15_625
+    assert defaults.default_steps(1_000_000, 64) == defaults.MAX_STEPS
+    with pytest.raises(ValueError):
+        defaults.default_steps(0, 64)
+
+
+def test_a_step_budget_resumes_from_a_checkpoint_to_the_same_student(tmp_path, make_corpus, teachers, capsys,
+                                                                     monkeypatch):
+    import torch
+
+    from pipeline.evaluate import checkpoints
+
+    layout = make_corpus(tmp_path / "c", shards_per_class=2)  # 24 images: 6 steps of 4 per pass
+    base = ["distill", str(layout.root), "--student", "toy-student", "--steps", "9", "--batch-size", "4",
+            "--workers", "0", "--json"]
+    rc, straight, err = run_cli([*base, "--save", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "ck-a")], capsys)
+    assert rc == 0, err
+    assert straight["steps"] == 9 and straight["epochs"] == 2
+    real_progress, calls = distill.progress, []
+
+    def interrupt_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_progress(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "progress", interrupt_in_epoch_2)
+    argv = [*base, "--save", str(tmp_path / "b"), "--checkpoint", str(tmp_path / "ck-b")]
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 1 and "interrupted" in err
+    monkeypatch.setattr(distill, "progress", real_progress)
+    rc, resumed, err = run_cli(argv, capsys)
+    assert rc == 0, err
+    assert resumed["resumed_from_epoch"] == 1 and resumed["steps"] == 9
+    a = checkpoints.load_student(tmp_path / "a").state_dict()
+    b = checkpoints.load_student(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
