@@ -1,7 +1,9 @@
 """``smi-synth demo`` (``make demo``): the embedded default, end to end on this machine.
 
 Runs ``manifests/demo.yaml`` (built-in toy teacher, local Ray, CPU): builds the teacher on first use,
-generates the corpus, verifies it, and says where it is, what was measured and how to load it.
+generates the corpus, verifies it, then distils a small student from it and, the same way, from a
+Gaussian-noise corpus of the same size (:func:`pipeline.evaluate.worth.corpus_worth`), and prints their
+held-out top-1 next to the teacher's; then says where the corpus is and how to load it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from pathlib import Path
 
 from pipeline.corpus.verify import verify_corpus
 from pipeline.errors import UserError
+from pipeline.evaluate.common import corpus_info, eval_source, format_top1
+from pipeline.evaluate.worth import Worth, WorthSettings, corpus_worth
 from pipeline.run.runner import format_report, prebuild_toy_teacher, run_corpus
 from pipeline.run.spec import load_spec
 
 DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "demo.yaml"
+# The demo's distillation, in one place (the corpus's size is manifests/demo.yaml's images_per_class):
+# student None = pipeline.evaluate.defaults.default_student; steps sized for about a minute per student
+# on 2 CPU cores (each student takes the same number).
+DEMO_DISTILL = WorthSettings(student=None, steps=150, batch_size=64, seed=0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -34,7 +42,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = run_corpus(spec, show_progress=sys.stderr.isatty())
     print(format_report(report), flush=True)
     verdict = verify_corpus(spec.output)
-    print(f"verify: {'ok' if verdict.ok else 'BAD'} ({verdict.checked_shards} shards checked)")
+    print(f"verify: {'ok' if verdict.ok else 'BAD'} ({verdict.checked_shards} shards checked)", flush=True)
+    if report.ok and verdict.ok:
+        print(format_worth(demo_worth(spec.output, sys.stderr.isatty())), flush=True)
     out = spec.output
     print(f"""
 demo finished in {time.perf_counter() - start:.1f} s. The corpus is in {out}
@@ -46,3 +56,31 @@ Load it:
   datasets.load_dataset("webdataset", data_files={{"train": "{out}/data/*.tar"}}, split="train")
 Next: smi-synth status {out} | smi-synth verify {out} | smi-synth preview {out}""")
     return 0 if report.ok and verdict.ok else 1
+
+
+def demo_worth(out: Path | str, show_progress: bool = False) -> Worth:
+    """:data:`DEMO_DISTILL`'s students from the demo corpus and from noise, scored on the toy held-out split."""
+    from pipeline.teachers.loading import load_teacher  # the toy teacher, already built by then
+
+    info = corpus_info(out)
+    teacher = load_teacher("toy")
+    eval_set = eval_source("toy", class_ids=info.class_ids, img_size=info.img_size)
+    if eval_set is None:
+        raise UserError(f"{out}: no toy held-out images for this corpus's classes")
+    steps = DEMO_DISTILL.steps
+    print(f"distilling two {DEMO_DISTILL.student or 'default'} students against the live toy teacher"
+          f"{f' for {steps} steps each' if steps else ''}: one from the corpus, one from Gaussian noise ...",
+          flush=True)
+    return corpus_worth(out, teacher, eval_set, DEMO_DISTILL, show_progress=show_progress)
+
+
+def format_worth(worth: Worth) -> str:
+    """The demo's few lines: held-out top-1 of the teacher and of both students."""
+    return "\n".join([
+        f"what the corpus teaches (held-out top-1 on {worth.eval_images:,} real toy images; {worth.student} "
+        f"students, {worth.steps} steps each, {worth.distill_seconds:.0f} s for both):",
+        f"  toy teacher                                        {format_top1(worth.teacher_top1):>7}",
+        f"  student distilled from the demo corpus             {format_top1(worth.corpus_top1):>7}",
+        f"  student distilled from Gaussian noise (baseline)   {format_top1(worth.noise_top1):>7}"
+        f"   ({worth.corpus_images} noise images, trained the same way; chance {100 / max(1, worth.num_classes):.0f}%)",
+    ])

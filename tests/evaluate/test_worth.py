@@ -1,0 +1,68 @@
+"""A corpus's worth: its student next to the teacher and to a student distilled the same way from a noise
+corpus of the same size (written through the corpus writer, removed afterwards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.corpus.index import read_manifest
+from pipeline.corpus.loader import load_corpus
+from pipeline.corpus.verify import verify_corpus
+from pipeline.evaluate import common as evaluation
+from pipeline.evaluate import worth as worth_mod
+from pipeline.evaluate.noise import write_noise_corpus
+from tests.evaluate.test_distill import MEAN, STD, teachers, write_imagefolder  # noqa: F401 - fixture
+
+
+def test_noise_corpus_is_shaped_like_its_source(tmp_path, make_corpus, teachers):
+    layout = make_corpus(tmp_path / "c", shards_per_class=2, per_shard=3)
+    info = evaluation.corpus_info(layout.root)
+    noise = write_noise_corpus(info, tmp_path / "noise", teachers["tiny3"].model, mean=MEAN, std=STD, seed=1)
+    assert verify_corpus(noise.root).ok
+    assert (noise.num_images, noise.num_classes, noise.img_size, noise.class_ids) == (
+        info.num_images, info.num_classes, info.img_size, info.class_ids)
+    source, copy = read_manifest(layout.root)["shards"], read_manifest(noise.root)["shards"]
+    fields = ("shard_id", "label", "class_name", "first_index", "count")
+    assert [[r[f] for f in fields] for r in copy] == [[r[f] for f in fields] for r in source]
+    images, labels, soft = [], [], []
+    for image, label, logits, _kept in load_corpus(noise.root, soft_labels=True):
+        images.append(image), labels.append(label), soft.append(logits)
+    x = torch.stack(images)
+    assert abs(float(x.mean()) - 0.5) < 0.05 and 0.2 < float(x.std()) < 0.3  # 0.5 + 0.25 N(0, 1), clipped
+    with torch.no_grad():  # the teacher's logits on the stored (8-bit) images are the soft labels
+        expected = teachers["tiny3"].model(evaluation.normalize(x, MEAN, STD))
+    assert torch.allclose(torch.stack([torch.as_tensor(s) for s in soft]).float(), expected, atol=2e-2)
+    again = write_noise_corpus(info, tmp_path / "noise2", teachers["tiny3"].model, mean=MEAN, std=STD, seed=1)
+    assert [p.read_bytes() for p in sorted(Path(again.root, "data").iterdir())] == [
+        p.read_bytes() for p in sorted(Path(noise.root, "data").iterdir())]
+
+
+def test_corpus_worth_distils_both_students_the_same_way(tmp_path, make_corpus, teachers, monkeypatch):
+    layout = make_corpus(tmp_path / "c")
+    folder = write_imagefolder(tmp_path / "eval", ["class0", "class1", "class2"])
+    info = evaluation.corpus_info(layout.root)
+    eval_set = evaluation.eval_source(str(folder), class_ids=info.class_ids, img_size=info.img_size)
+    trained: list[tuple[int, int, int | None]] = []
+    real_distill = worth_mod.distill
+
+    def recording_distill(student, info, cfg, **kw):
+        trained.append((info.num_images, cfg.steps, cfg.seed))
+        return real_distill(student, info, cfg, **kw)
+
+    monkeypatch.setattr(worth_mod, "distill", recording_distill)
+    temp_roots: list[str] = []
+    real_noise = worth_mod.write_noise_corpus
+    monkeypatch.setattr(worth_mod, "write_noise_corpus",
+                        lambda like, out, *a, **kw: temp_roots.append(str(out)) or real_noise(like, out, *a, **kw))
+    teacher = teachers["tiny3"]
+    result = worth_mod.corpus_worth(layout.root, teacher, eval_set,
+                                    worth_mod.WorthSettings(student="toy-student", steps=3, batch_size=4))
+    assert trained == [(12, 3, 0), (12, 3, 0)]  # the corpus, then noise of its size, same budget and seed
+    assert not Path(temp_roots[0]).exists()  # the noise corpus is gone
+    assert result.student == "toy-student" and result.steps == 3 and result.corpus_images == 12
+    assert result.num_classes == 3 and result.eval_images == 9
+    for value in (result.teacher_top1, result.corpus_top1, result.noise_top1):
+        assert 0.0 <= value <= 1.0
+    assert result.teacher_top1 == evaluation.top1(teacher.model, eval_set, mean=MEAN, std=STD)
