@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from smi_core.config import AugmentConfig, InversionConfig, LossWeights, SelectionConfig, StopSchedule
+from smi_core.config import (
+    AugmentConfig,
+    InversionConfig,
+    LossWeights,
+    SelectionConfig,
+    StopSchedule,
+)
 
 Method = Literal["dense", "smi"]
 

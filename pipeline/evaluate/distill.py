@@ -34,13 +34,29 @@ from torch import nn
 from pipeline.console import emit_json, progress
 from pipeline.corpus.loader import iter_samples, load_corpus
 from pipeline.errors import UserError
-from pipeline.evaluate.checkpoints import STATE_FILE, load_state, save_state, save_student, student_config
-from pipeline.evaluate.defaults import default_steps, default_student
-from pipeline.evaluate.common import (
-    format_top1,
-    DEFAULT_MEAN, DEFAULT_STD, CorpusInfo, EvalSet, corpus_info, default_eval_spec, eval_class_ids,
-    eval_source, load_teacher_spec, normalize, resolve_recorded_teacher, top1,
+from pipeline.evaluate.checkpoints import (
+    STATE_FILE,
+    load_state,
+    save_state,
+    save_student,
+    student_config,
 )
+from pipeline.evaluate.common import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    CorpusInfo,
+    EvalSet,
+    corpus_info,
+    default_eval_spec,
+    eval_class_ids,
+    eval_source,
+    format_top1,
+    load_teacher_spec,
+    normalize,
+    resolve_recorded_teacher,
+    top1,
+)
+from pipeline.evaluate.defaults import default_steps, default_student
 from pipeline.evaluate.kd_views import (
     NO_AUGMENT,
     KDAugmentConfig,

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.corpus.index import ShardTask, read_manifest, refresh_index, write_manifest
+from pipeline.corpus.index import (
+    ShardTask,
+    read_manifest,
+    refresh_index,
+    write_manifest,
+)
 from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.sample import ShardSample
 from pipeline.corpus.writer import write_shard

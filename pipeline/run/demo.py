@@ -60,7 +60,9 @@ Next: smi-synth status {out} | smi-synth verify {out} | smi-synth preview {out}"
 
 def demo_worth(out: Path | str, show_progress: bool = False) -> Worth:
     """:data:`DEMO_DISTILL`'s students from the demo corpus and from noise, scored on the toy held-out split."""
-    from pipeline.teachers.loading import load_teacher  # the toy teacher, already built by then
+    from pipeline.teachers.loading import (
+        load_teacher,  # the toy teacher, already built by then
+    )
 
     info = corpus_info(out)
     teacher = load_teacher("toy")
@@ -77,10 +79,10 @@ def demo_worth(out: Path | str, show_progress: bool = False) -> Worth:
 def format_worth(worth: Worth) -> str:
     """The demo's few lines: held-out top-1 of the teacher and of both students."""
     return "\n".join([
-        f"what the corpus teaches (held-out top-1 on {worth.eval_images:,} real toy images; {worth.student} "
-        f"students, {worth.steps} steps each, {worth.distill_seconds:.0f} s for both):",
+        (f"what the corpus teaches (held-out top-1 on {worth.eval_images:,} real toy images; {worth.student} "
+         f"students, {worth.steps} steps each, {worth.distill_seconds:.0f} s for both):"),
         f"  toy teacher                                        {format_top1(worth.teacher_top1):>7}",
         f"  student distilled from the demo corpus             {format_top1(worth.corpus_top1):>7}",
-        f"  student distilled from Gaussian noise (baseline)   {format_top1(worth.noise_top1):>7}"
-        f"   ({worth.corpus_images} noise images, trained the same way; chance {100 / max(1, worth.num_classes):.0f}%)",
+        (f"  student distilled from Gaussian noise (baseline)   {format_top1(worth.noise_top1):>7}"
+         f"   ({worth.corpus_images} noise images, trained the same way; chance {100 / max(1, worth.num_classes):.0f}%)"),
     ])

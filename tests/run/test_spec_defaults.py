@@ -16,7 +16,14 @@ import yaml
 import pipeline.run.spec as spec_mod
 from pipeline.cli import main
 from pipeline.corpus.layout import CorpusLayout
-from pipeline.run.spec import AugmentSpec, InversionSpec, LossSpec, ScheduleSpec, inversion_fields, load_spec
+from pipeline.run.spec import (
+    AugmentSpec,
+    InversionSpec,
+    LossSpec,
+    ScheduleSpec,
+    inversion_fields,
+    load_spec,
+)
 from smi_core import InversionConfig, paper_stops, recommended_config
 from smi_core.config import AugmentConfig, LossWeights, SelectionConfig, StopSchedule
 from tests.run.fake_teacher import fake_describe
