@@ -13,18 +13,24 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from pipeline.corpus.verify import verify_corpus
 from pipeline.errors import UserError
 from pipeline.evaluate.common import corpus_info, eval_source, format_top1
 from pipeline.evaluate.worth import Worth, WorthSettings, corpus_worth
 from pipeline.run.runner import format_report, prebuild_toy_teacher, run_corpus
 from pipeline.run.spec import load_spec
+from pipeline.teachers.loading import load_teacher
 
 DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "demo.yaml"
 # The demo's distillation, in one place (the corpus's size is manifests/demo.yaml's images_per_class):
 # student None = pipeline.evaluate.defaults.default_student; steps sized for about a minute per student
 # on 2 CPU cores (each student takes the same number).
 DEMO_DISTILL = WorthSettings(student=None, steps=150, batch_size=64, seed=0)
+# torch threads while distilling: one. Measured on the 2-core dev box under load (other jobs running), one
+# thread took 0.375 CPU-s per step and two 3.4 (threads spinning while the other waits for a core).
+DEMO_THREADS = 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -60,12 +66,8 @@ Next: smi-synth status {out} | smi-synth verify {out} | smi-synth preview {out}"
 
 def demo_worth(out: Path | str, show_progress: bool = False) -> Worth:
     """:data:`DEMO_DISTILL`'s students from the demo corpus and from noise, scored on the toy held-out split."""
-    from pipeline.teachers.loading import (
-        load_teacher,  # the toy teacher, already built by then
-    )
-
     info = corpus_info(out)
-    teacher = load_teacher("toy")
+    teacher = load_teacher("toy")  # built (or read from the cache) before the corpus was generated
     eval_set = eval_source("toy", class_ids=info.class_ids, img_size=info.img_size)
     if eval_set is None:
         raise UserError(f"{out}: no toy held-out images for this corpus's classes")
@@ -73,7 +75,12 @@ def demo_worth(out: Path | str, show_progress: bool = False) -> Worth:
     print(f"distilling two {DEMO_DISTILL.student or 'default'} students against the live toy teacher"
           f"{f' for {steps} steps each' if steps else ''}: one from the corpus, one from Gaussian noise ...",
           flush=True)
-    return corpus_worth(out, teacher, eval_set, DEMO_DISTILL, show_progress=show_progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(DEMO_THREADS)
+    try:
+        return corpus_worth(out, teacher, eval_set, DEMO_DISTILL, show_progress=show_progress)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def format_worth(worth: Worth) -> str:
