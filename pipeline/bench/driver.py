@@ -206,8 +206,11 @@ def _idle_figures(results: list[dict]) -> dict[str, Any]:
 
 
 def bench_busy(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 2), repeats: int = 3,
-               iterations: int = 20, per_shard: int = 2) -> dict[str, Any]:
-    """Real workers, short shards: idle time between shards per queue depth (see the module doc)."""
+               iterations: int = 20, per_shard: int = 2, planned: int = 0) -> dict[str, Any]:
+    """Real workers, short shards: idle time between shards per queue depth (see the module doc).
+
+    ``planned`` > ``shards``: the manifest lists that many shards (padded with synthetic rows after the
+    ``shards`` that run), so the driver's index flushes (every 10 s) cost what they cost at that size."""
     import ray
 
     from pipeline.corpus.index import write_manifest as write_index
@@ -219,6 +222,8 @@ def bench_busy(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 2), 
     with tempfile.TemporaryDirectory() as tmp:
         spec = _busy_spec(Path(tmp), iterations, per_shard, shards)
         tasks = plan_shards(spec)[:shards]
+        planned_tasks = tasks + [ShardTask(i, i // 4, f"class{i // 4}", 0, per_shard, i)
+                                 for i in range(len(tasks), planned)]
         ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR",
                  object_store_memory=256 * 1024 * 1024)
         try:
@@ -227,7 +232,8 @@ def bench_busy(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 2), 
             for repeat in range(repeats):
                 for depth in depths:
                     layout = CorpusLayout(Path(tmp) / f"corpus-{repeat}-{depth}")
-                    write_index(layout, spec={"name": "busy"}, spec_hash="busy", package_version="bench", tasks=tasks)
+                    write_index(layout, spec={"name": "busy"}, spec_hash="busy", package_version="bench",
+                                tasks=planned_tasks)
                     config = WorkerConfig(teacher_spec=spec.teacher_spec, out=str(layout.root),
                                           inversion=spec.inversion_config(), method=spec.method,
                                           batch_size=spec.batch_size, image_format=spec.image_format,
@@ -255,7 +261,8 @@ def bench_busy(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 2), 
         summary[str(depth)] = {k: statistics.median(r[k] for r in mine)
                                for k in ("idle_gap_ms_median", "idle_gap_ms_mean", "busy_share", "shards_per_s",
                                          "shard_ms_median")}
-    return {"shards": shards, "workers": workers, "iterations": iterations, "images_per_shard": per_shard,
+    return {"shards": shards, "planned_shards": len(planned_tasks), "workers": workers, "iterations": iterations,
+            "images_per_shard": per_shard,
             "repeats": repeats, "runs": runs, "median_over_repeats": summary,
             "load_average": list(os.getloadavg())}
 
@@ -269,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="actors of --dispatch and --busy")
     parser.add_argument("--repeats", type=int, default=3, help="--busy runs per depth, interleaved")
     parser.add_argument("--iterations", type=int, default=20, help="inversion iterations of a --busy shard")
+    parser.add_argument("--planned", type=int, default=0, help="--busy: shards in the manifest (its first --busy run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     depths = tuple(int(x) for x in args.depths.split(","))
@@ -283,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     for d in dispatch or []:
         print(f"scheduler, queue depth {d['queue_depth']}: {d['dispatch_ms']:.2f} ms per shard over {d['shards']} "
               "instant shards")
-    busy = bench_busy(args.busy, args.workers, depths, args.repeats, args.iterations) if args.busy else None
+    busy = (bench_busy(args.busy, args.workers, depths, args.repeats, args.iterations, planned=args.planned)
+            if args.busy else None)
     for depth, m in (busy or {}).get("median_over_repeats", {}).items():
         print(f"queue depth {depth}: idle between shards {m['idle_gap_ms_median']:.1f} ms median "
               f"({m['idle_gap_ms_mean']:.1f} mean), busy share {100 * m['busy_share']:.1f}%, "
