@@ -76,7 +76,7 @@ def test_a_hung_shard_is_killed_and_the_shard_queued_behind_it_uses_no_attempt(r
 def test_a_killed_actor_with_a_queued_shard_loses_nothing(ray_local, tmp_path) -> None:
     # one actor: shard 2 is queued behind shard 1 when the process dies; with max_attempts=1 a
     # queued shard charged for its neighbour's crash would fail the run
-    outcome, done = run(ray_local, tmp_path, {1: ("crash", 0.5)}, shards=5, actors=1, max_attempts=2)
+    outcome, done = run(ray_local, tmp_path, {1: ("crash", 2.0)}, shards=5, actors=1, max_attempts=2)
     assert outcome.retries == 1 and outcome.requeued_unstarted == 1
     assert done[0]["pid"] != done[2]["pid"] == done[1]["pid"]  # both re-ran on the restarted worker
     assert outcome.shards_per_actor == [5]
