@@ -35,19 +35,33 @@ def tasks(n: int) -> list[ShardTask]:
     return [ShardTask(i, 0, "a", 2 * i, 2, i) for i in range(n)]
 
 
-def run(ray_local, tmp_path: Path, script: dict, *, shards: int, actors: int, **policy) -> tuple[ScheduleOutcome, dict]:
+def run(ray_local, tmp_path: Path, script: dict, *, shards: int, actors: int, all_up_first: bool = False,
+        **policy) -> tuple[ScheduleOutcome, dict]:
     """Schedule ``shards`` scripted shards on ``actors`` actors; return the outcome and each shard's results
-    (with ``received``: when the driver got it)."""
+    (with ``received``: when the driver got it). ``all_up_first``: no actor is admitted (so no shard
+    is sent) before every actor has started, however slowly a loaded machine starts processes."""
     ray, registry = ray_local
     actor_cls = ray.remote(ScriptedWorker).options(num_cpus=0, max_restarts=-1, max_task_retries=0)
+    handles: list = []
+    admitted: list = []
     done: dict[int, list[dict]] = {}
+
+    def make_actor():
+        handles.append(actor_cls.remote(script, str(tmp_path)))
+        return handles[-1]
+
+    def all_up(handle) -> bool:
+        if not admitted:  # the first admission waits for the rest (later ones: they are up)
+            ray.get([h.ready.remote() for h in handles])
+        admitted.append(handle)
+        return True
 
     def on_done(task: ShardTask, result: dict) -> None:
         assert ray.get(registry.owner.remote(task.shard_id)) == result["token"]  # the current attempt
         done.setdefault(task.shard_id, []).append({**result, "received": time.time()})
 
-    outcome = schedule(ray, lambda: actor_cls.remote(script, str(tmp_path)), actors, tasks(shards),
-                       registry=registry, on_done=on_done, policy=SchedulePolicy(**policy))
+    outcome = schedule(ray, make_actor, actors, tasks(shards), registry=registry, on_done=on_done,
+                       policy=SchedulePolicy(**policy), on_ready=all_up if all_up_first else None)
     assert not outcome.failed, outcome.failed
     assert sorted(done) == list(range(shards)) and all(len(r) == 1 for r in done.values())  # once each
     return outcome, {sid: r[0] for sid, r in done.items()}
@@ -84,7 +98,7 @@ def test_a_killed_actor_with_a_queued_shard_loses_nothing(ray_local, tmp_path) -
 
 @pytest.mark.timeout(120)
 def test_an_idle_actor_takes_over_the_shard_queued_behind_a_long_one(ray_local, tmp_path) -> None:
-    outcome, done = run(ray_local, tmp_path, {0: ("ok", 6.0)}, shards=3, actors=2)
+    outcome, done = run(ray_local, tmp_path, {0: ("ok", 6.0)}, shards=3, actors=2, all_up_first=True)
     assert outcome.handed_over == 1 and outcome.retries == 0
     long_pid = done[0]["pid"]
     assert done[1]["pid"] != long_pid and done[2]["pid"] != long_pid  # neither waited for shard 0
