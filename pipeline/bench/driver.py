@@ -24,6 +24,7 @@ shard; no tars: only the driver's bookkeeping is measured), then times, in one p
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -131,7 +132,7 @@ def bench_dispatch(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 
                 index = IndexWriter(layout)
                 start = time.perf_counter()
                 outcome = schedule(ray, actor_cls.remote, workers, tasks, registry=registry,
-                                   on_done=lambda t, st: index.mark_complete(t.shard_id, st),
+                                   on_done=lambda t, st, index=index: index.mark_complete(t.shard_id, st),
                                    policy=SchedulePolicy(queue_depth=depth))
                 index.flush()
                 seconds = time.perf_counter() - start
@@ -143,7 +144,7 @@ def bench_dispatch(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 
     return results
 
 
-BUSY_ARCH = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=4)
+BUSY_ARCH = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 4}
 
 
 def _busy_spec(root: Path, iterations: int, per_shard: int, shards: int):
@@ -192,7 +193,7 @@ def _idle_figures(results: list[dict]) -> dict[str, Any]:
     gaps, busy = [], 0.0
     for runs in by_actor.values():
         runs.sort(key=lambda r: r["attempt_start"])
-        gaps += [b["attempt_start"] - a["attempt_end"] for a, b in zip(runs, runs[1:])]
+        gaps += [b["attempt_start"] - a["attempt_end"] for a, b in itertools.pairwise(runs)]
         busy += sum(r["attempt_end"] - r["attempt_start"] for r in runs)
     window = max(r["attempt_end"] for r in results) - min(r["attempt_start"] for r in results)
     durations = [r["attempt_end"] - r["attempt_start"] for r in results]
@@ -240,12 +241,13 @@ def bench_busy(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 2), 
                                           num_classes=spec.teacher.num_classes, device="cpu", threads=1)
                     index, results = IndexWriter(layout), []
 
-                    def on_done(task: ShardTask, stats: dict) -> None:
+                    def on_done(task: ShardTask, stats: dict, index=index, results=results) -> None:
                         index.mark_complete(task.shard_id, stats)
                         results.append(stats)
 
                     start = time.perf_counter()
-                    outcome = schedule(ray, lambda: actor_cls.remote(config), workers, tasks, registry=registry,
+                    outcome = schedule(ray, lambda config=config: actor_cls.remote(config), workers, tasks,
+                                       registry=registry,
                                        on_done=on_done, policy=SchedulePolicy(queue_depth=depth))
                     index.flush()
                     wall = time.perf_counter() - start

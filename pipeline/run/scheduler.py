@@ -37,8 +37,15 @@ from pipeline.corpus.writer import StaleAttempt
 from pipeline.run.attempts import AttemptRegistry
 from pipeline.run.worker import ShardWorker
 
-__all__ = ["AttemptRegistry", "RayShardWorker", "SchedulePolicy", "ScheduleOutcome", "WorkerStartError", "failure_reason",
-           "schedule"]
+__all__ = [
+    "AttemptRegistry",
+    "RayShardWorker",
+    "ScheduleOutcome",
+    "SchedulePolicy",
+    "WorkerStartError",
+    "failure_reason",
+    "schedule",
+]
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ class ScriptedWorker:
     an attempt checks the registry's token when it starts and before it reports the shard done."""
 
     def __init__(self, script: dict[int, tuple[str, float]], state_dir: str) -> None:
-        import pipeline.corpus.index  # noqa: F401 - what unpickling a ShardTask imports, before ready()
-        import pipeline.run.attempts  # noqa: F401 - and a handle to the registry
+        # paid here, before ready(): what unpickling a ShardTask and a handle to the registry imports
+        import pipeline.corpus.index
+        import pipeline.run.attempts  # noqa: F401
 
         self.script, self.state_dir = script, Path(state_dir)
 

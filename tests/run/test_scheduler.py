@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.corpus.index import ShardTask
 from pipeline.run.attempts import AttemptRegistry
-from pipeline.run.scheduler import SchedulePolicy, ScheduleOutcome, schedule
+from pipeline.run.scheduler import ScheduleOutcome, SchedulePolicy, schedule
 from tests.run.scripted_worker import ScriptedWorker
 
 
