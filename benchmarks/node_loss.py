@@ -1,5 +1,6 @@
 """A 3-node local Ray cluster (ray.cluster_utils.Cluster, one CPU per node) generates a small corpus
-while one node is removed mid-run; prints wall time, retries and shards per worker, side by side
+while one node is removed mid-run; prints wall time, retries (running shards re-queued), shards
+re-queued from the lost worker's queue without an attempt, and shards per worker, side by side
 with the same run on an intact 3-node cluster (both in this process).
 
     .venv/bin/python benchmarks/node_loss.py --out /tmp/node-loss
@@ -75,7 +76,8 @@ def one_run(spec, out: Path, remove_after: int | None) -> dict:
         if isinstance(report, Exception):
             return {"ok": False, "error": f"{type(report).__name__}: {report}"}
         return {"ok": report.ok and verify_corpus(out).ok, "wall_seconds": time.perf_counter() - start,
-                "node_removed_at_s": removed_at, "retries": report.retries, "shards": report.completed_shards,
+                "node_removed_at_s": removed_at, "retries": report.retries,
+                "requeued_unstarted": report.requeued_unstarted, "shards": report.completed_shards,
                 "shards_per_worker": report.shards_per_worker}
     finally:
         cluster.shutdown()

@@ -89,6 +89,7 @@ class RunReport:
     inversion_seconds: float = 0.0  # summed over workers
     write_seconds: float = 0.0  # summed over workers
     retries: int = 0  # shard attempts re-queued after a failure
+    requeued_unstarted: int = 0  # shards queued behind a failed attempt on its worker: re-queued, no attempt used
     shards_per_worker: list[int] = field(default_factory=list)  # in worker start order (grown pools too)
 
     @property
@@ -105,6 +106,7 @@ class RunReport:
             "workers": self.workers, "device": self.device, "wall_seconds": self.wall_seconds,
             "startup_seconds": self.startup_seconds, "inversion_seconds": self.inversion_seconds,
             "write_seconds": self.write_seconds, "retries": self.retries,
+            "requeued_unstarted": self.requeued_unstarted,
             "shards_per_worker": self.shards_per_worker,
             "images_per_second": self.completed_images / self.wall_seconds if self.wall_seconds else 0.0,
             "images_per_second_per_worker": (
@@ -116,8 +118,17 @@ class RunReport:
 
 def check_resumable(spec: RunSpec, layout: CorpusLayout) -> set[int]:
     """Refuse an OUT holding another spec's corpus or non-corpus files; return its complete shard ids."""
+    return load_resumable(spec, layout)[2]
+
+
+def load_resumable(spec: RunSpec, layout: CorpusLayout) -> tuple[RunSpec, dict, set[int]]:
+    """:func:`check_resumable`, also returning the spec to resume with and OUT's manifest.json as read
+    (``{}`` for a new corpus), so that a resume reads it once and hands it to :func:`check_provenance` and
+    :func:`prepare_out`. On a resume, the inversion fields the manifest leaves out keep the values the
+    corpus recorded (:meth:`RunSpec.with_recorded_recipe`), so a corpus finishes with the recipe it began."""
     if layout.storage.exists(layout.manifest):
         existing = read_manifest(layout)
+        spec = spec.with_recorded_recipe(existing)
         if not spec.matches_hash(existing.get("spec_hash")):
             recorded = (existing.get("spec") or {}).get("hashed_fields")
             diffs = spec.hash_differences(recorded) if isinstance(recorded, dict) else []
@@ -126,14 +137,15 @@ def check_resumable(spec: RunSpec, layout: CorpusLayout) -> set[int]:
                 f"{layout.root} holds a corpus of a different spec (spec hash {str(existing.get('spec_hash'))[:12]}, "
                 f"this manifest {spec.spec_hash()[:12]}){named}; refusing to resume into it: use another --out"
             )
-        return set(complete_shard_ids(layout, existing))
+        return spec, existing, set(complete_shard_ids(layout, existing))
     if not layout.storage.is_empty():
         raise UserError(f"{layout.root} is not empty and is not an smi-synth corpus; refusing to write into it")
-    return set()
+    return spec, {}, set()
 
 
 def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execution: dict,
-                provenance: dict | None = None, *, allow_provenance_mismatch: bool = False) -> None:
+                provenance: dict | None = None, *, allow_provenance_mismatch: bool = False,
+                manifest: dict | None = None) -> None:
     """Clear stray temporaries and incomplete shards, then (re)write manifest.json.
 
     ``execution`` (device kind and dtype) is recorded; resuming a corpus that already has complete
@@ -141,9 +153,12 @@ def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execu
     (allowed with ``allow_provenance_mismatch``, and recorded). ``provenance`` (from
     :func:`check_provenance`) is written into the spec as ``provenance`` and
     ``provenance_mismatches``. The package version recorded when the first shards were made is kept.
+    ``manifest``: OUT's manifest.json as :func:`load_resumable` read it (``{}``: none); read here if None.
     """
     layout = CorpusLayout(spec.output)
-    existing = read_manifest(layout) if complete and layout.storage.exists(layout.manifest) else {}
+    if manifest is None:
+        manifest = read_manifest(layout) if layout.storage.exists(layout.manifest) else {}
+    existing = manifest if complete else {}
     recorded_spec = existing.get("spec") or {}
     provenance = dict(provenance or {})
     recorded = recorded_spec.get("execution")
@@ -162,21 +177,24 @@ def prepare_out(spec: RunSpec, tasks: list[ShardTask], complete: set[int], execu
     resolved = {**spec.resolved(), "execution": execution, **provenance}
     version = existing.get("package_version") if complete else None
     write_manifest(layout, spec=resolved, spec_hash=spec.spec_hash(), package_version=version or package_version(),
-                   tasks=tasks, previous=existing or None)
+                   tasks=tasks, previous=manifest or {"shards": []})
 
 
 def check_provenance(records: list[dict | None], layout: CorpusLayout, complete: set[int],
-                     allow: bool = False) -> dict:
+                     allow: bool = False, manifest: dict | None = None) -> dict:
     """Compare the workers' provenance records with the corpus's; return what manifest.json records.
 
     The reference is the record manifest.json kept from the corpus's first shards when some shards
     are complete, else the first worker's. ``None`` records (workers that did not start) are skipped.
     Raises UserError naming the first differences unless ``allow``; then the difference is recorded.
+    ``manifest``: OUT's manifest.json as :func:`load_resumable` read it (``{}``: none); read here if None.
     """
     records = [r for r in records if r is not None]
     recorded_spec: dict = {}
-    if complete and layout.storage.exists(layout.manifest):
-        recorded_spec = read_manifest(layout).get("spec") or {}
+    if complete:
+        if manifest is None:
+            manifest = read_manifest(layout) if layout.storage.exists(layout.manifest) else {}
+        recorded_spec = manifest.get("spec") or {}
     reference = recorded_spec.get("provenance") if complete else None
     history = list(recorded_spec.get("provenance_mismatches") or [])
     if not records:
@@ -241,7 +259,8 @@ def _worker_layout(spec: RunSpec, ray, workers: int | None) -> tuple[str, int, d
     def room() -> int:
         return workers_that_fit(ray.nodes(), per_cpu, per_gpu)
 
-    count = check_fit(wanted, room(), per_cpu, per_gpu, ray.nodes(), label)
+    nodes = ray.nodes()
+    count = check_fit(wanted, workers_that_fit(nodes, per_cpu, per_gpu), per_cpu, per_gpu, nodes, label)
     options = {"num_cpus": per_cpu, **({"num_gpus": per_gpu} if use_gpu else {})}
     return ("cuda" if use_gpu else "cpu"), count, options, (room if wanted is None else None)
 
@@ -276,10 +295,8 @@ def run_corpus(
     if workers is not None and workers < 1:
         raise UserError(f"--workers: must be >= 1, got {workers}")
     layout = CorpusLayout(spec.output)
-    if layout.storage.exists(layout.manifest):  # a resume: what the manifest leaves out keeps the corpus's values
-        spec = spec.with_recorded_recipe(read_manifest(layout))
+    spec, manifest, complete = load_resumable(spec, layout)
     tasks = plan_shards(spec)
-    complete = check_resumable(spec, layout)
     pending = [t for t in tasks if t.shard_id not in complete]
     report = RunReport(out=str(layout.root), shards=len(tasks), images=sum(t.count for t in tasks))
     report.skipped_shards = len(tasks) - len(pending)
@@ -305,7 +322,7 @@ def run_corpus(
             )
             actor_cls = ray.remote(RayShardWorker).options(max_restarts=-1, max_task_retries=0, **options)
             registry = ray.remote(AttemptRegistry).options(num_cpus=0).remote()
-            gate = _ProvenanceGate(ray, spec, tasks, complete, execution, allow_provenance_mismatch)
+            gate = _ProvenanceGate(ray, spec, tasks, complete, manifest, execution, allow_provenance_mismatch)
             report.startup_seconds = time.perf_counter() - start
             _dispatch(ray, lambda: actor_cls.remote(config), count, pending, registry, layout, report,
                       show_progress, room, policy, gate)
@@ -357,10 +374,10 @@ class _ProvenanceGate:
     differs from that reference (a restart on an unlike node) gets no shards, unless mismatches are
     allowed."""
 
-    def __init__(self, ray, spec: RunSpec, tasks: list[ShardTask], complete: set[int], execution: dict,
-                 allow: bool) -> None:
-        self.ray, self.spec, self.tasks, self.complete, self.execution, self.allow = (
-            ray, spec, tasks, complete, execution, allow)
+    def __init__(self, ray, spec: RunSpec, tasks: list[ShardTask], complete: set[int], manifest: dict,
+                 execution: dict, allow: bool) -> None:
+        self.ray, self.spec, self.tasks, self.complete, self.manifest, self.execution, self.allow = (
+            ray, spec, tasks, complete, manifest, execution, allow)
         self.reference: dict | None = None
         self.prepared = False
 
@@ -368,9 +385,9 @@ class _ProvenanceGate:
         record = self.ray.get(handle.provenance.remote())
         if not self.prepared:
             layout = CorpusLayout(self.spec.output)
-            recorded = check_provenance([record], layout, self.complete, self.allow)
+            recorded = check_provenance([record], layout, self.complete, self.allow, manifest=self.manifest)
             prepare_out(self.spec, self.tasks, self.complete, self.execution, recorded,
-                        allow_provenance_mismatch=self.allow)
+                        allow_provenance_mismatch=self.allow, manifest=self.manifest)
             self.reference, self.prepared = recorded.get("provenance") or record, True
             return True
         diffs = mismatches(self.reference, record)
@@ -411,6 +428,7 @@ def _dispatch(ray, make_actor, count: int, pending: list[ShardTask], registry, l
         bar.close()
     report.failed_shards.update(outcome.failed)
     report.retries, report.workers = outcome.retries, max(report.workers, outcome.actors_started)
+    report.requeued_unstarted = outcome.requeued_unstarted
     report.shards_per_worker = outcome.shards_per_actor
     for shard, reason in sorted(outcome.failed.items()):
         log.warning("shard %d failed: %s", shard, reason)

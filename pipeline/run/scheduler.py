@@ -1,11 +1,21 @@
-"""Handing shards to Ray actors so that a run finishes or fails, and never hangs.
+"""Handing shards to Ray actors so that a run finishes or fails, never hangs, and keeps the actors busy.
 
 - An actor gets work only after it has answered ``ready()`` (its teacher is loaded and it is placed);
   an actor Ray cannot place simply never becomes ready and is never given a shard.
 - An actor that dies in its constructor fails the run at once with the constructor's own error.
-- Any ``RayError`` of a shard (actor or node died, object lost, out of memory, task raised) re-queues
-  it, up to ``max_attempts``; the actor is probed with ``ready()`` before it gets more work.
+- Each actor holds up to ``queue_depth`` shards: one runs, the others wait in its Ray call queue (an
+  actor runs its calls in order), so it starts the next shard the moment it finishes one instead of
+  idling while the driver receives the result and sends more. Every actor gets a first shard before
+  any gets a second. When the queue is empty and an actor has nothing, a shard still waiting behind
+  another actor's running one is handed to it as a new attempt: the waiting attempt no longer owns
+  the shard and stops as soon as it starts (``ray.cancel`` would only take effect then too).
+- Any ``RayError`` of a running shard (actor or node died, object lost, out of memory, task raised)
+  re-queues it, up to ``max_attempts``; the actor is probed with ``ready()`` before it gets more work.
+  Shards that were only waiting behind it on a failed actor never ran: they are re-queued at the
+  front without using an attempt.
 - A shard running past its deadline has its actor killed (Ray restarts it) and is re-queued elsewhere.
+  A queued shard's deadline starts when it starts running: when the driver sees its predecessor's
+  result (never earlier than the actual start, so a deadline can only be late, never early).
 - Every attempt carries a token; the :class:`AttemptRegistry` knows the current one, so an older
   attempt of a re-queued shard can no longer mark the shard complete.
 - With ``grow``, new actors are started when the cluster gains room (a node added mid-run).
@@ -24,7 +34,18 @@ from typing import Any
 
 from pipeline.corpus.index import ShardTask
 from pipeline.corpus.writer import StaleAttempt
+from pipeline.run.attempts import AttemptRegistry
 from pipeline.run.worker import ShardWorker
+
+__all__ = [
+    "AttemptRegistry",
+    "RayShardWorker",
+    "ScheduleOutcome",
+    "SchedulePolicy",
+    "WorkerStartError",
+    "failure_reason",
+    "schedule",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +60,34 @@ class WorkerStartError(RuntimeError):
 class SchedulePolicy:
     """Limits of :func:`schedule`."""
 
-    max_attempts: int = 3  # per shard, counting worker crashes and deadlines
-    shard_deadline_s: float = 3600.0  # one attempt of one shard, from dispatch to result
+    max_attempts: int = 3  # per shard, counting worker crashes and deadlines of its running attempts
+    shard_deadline_s: float = 3600.0  # one attempt of one shard, from the start of its run to its result
     idle_timeout_s: float = 120.0  # no actor ready or busy for this long while shards wait: fail them
     max_probes: int = 12  # readiness probes of a failed actor (back-off 1, 2, 4 .. 30 s)
     grow_every_s: float = 5.0  # how often to look for room for more actors (with ``grow``)
+    queue_depth: int = 2  # shards held by one actor at a time: one running, the rest queued behind it
+
+    def __post_init__(self) -> None:
+        if self.queue_depth < 1:
+            raise ValueError(f"queue_depth: must be >= 1, got {self.queue_depth}")
 
 
-class AttemptRegistry:
-    """Current attempt token of every dispatched shard (runs as a Ray actor beside the workers)."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[int, str] = {}
-
-    def assign(self, shard_id: int, token: str) -> None:
-        self._tokens[int(shard_id)] = token
-
-    def owner(self, shard_id: int) -> str | None:
-        return self._tokens.get(int(shard_id))
+@dataclass
+class _Attempt:
+    ref: Any
+    task: ShardTask
+    started: float | None = None  # when it started running, as the driver knows it; None: queued
+    orphaned: bool = False  # queued on an actor whose running shard failed: its failure uses no attempt
+    superseded: bool = False  # handed to an idle actor as a new attempt: its own result is ignored
 
 
 @dataclass
 class _Actor:
     handle: Any
-    state: str = "starting"  # starting | idle | busy | probing | dropped
+    state: str = "starting"  # starting | ready | probing | dropped
     probes: int = 0
     probe_due: float = 0.0
-    task: ShardTask | None = None
-    started: float = 0.0
+    attempts: list[_Attempt] = field(default_factory=list)  # in the actor's call order: the first runs
 
 
 @dataclass
@@ -74,7 +95,9 @@ class ScheduleOutcome:
     """What happened to the pending shards."""
 
     failed: dict[int, str] = field(default_factory=dict)  # shard id -> last reason
-    retries: int = 0
+    retries: int = 0  # running attempts that failed and were re-queued
+    requeued_unstarted: int = 0  # queued shards lost with their actor (or cancelled), re-queued at no attempt
+    handed_over: int = 0  # shards queued on a busy actor and handed to an idle one
     deadline_kills: int = 0
     actors_started: int = 0
     shards_per_actor: list[int] = field(default_factory=list)  # completed shards, in actor start order
@@ -110,7 +133,7 @@ def schedule(
     gets no work; an exception ends the schedule). Raises :class:`WorkerStartError` when an actor's
     constructor raises.
     """
-    from ray.exceptions import RayError
+    from ray.exceptions import RayError, RayTaskError
 
     outcome = ScheduleOutcome()
     queue: deque[ShardTask] = deque(pending)
@@ -142,36 +165,72 @@ def schedule(
             return
         actor.state, actor.probe_due = "probing", time.monotonic() + min(30.0, 2.0 ** actor.probes)
 
+    def send(index: int, task: ShardTask, now: float) -> None:
+        actor = actors[index]
+        token = secrets.token_hex(8)
+        assigned = registry.assign.remote(task.shard_id, token)  # an argument: done before the attempt runs
+        ref = actor.handle.run_attempt.remote(task, token, registry, assigned)
+        actor.attempts.append(_Attempt(ref, task, started=now if not actor.attempts else None))
+        refs[ref] = ("run", index)
+
+    def dispatch(now: float) -> None:
+        # in rounds: every ready actor gets its first shard before any gets its second
+        for depth in range(policy.queue_depth):
+            for index, actor in enumerate(actors):
+                if not queue:
+                    return
+                if actor.state == "ready" and sum(not a.superseded for a in actor.attempts) == depth:
+                    send(index, queue.popleft(), now)
+
+    def hand_over(now: float) -> None:
+        """Give each actor that has nothing a shard still queued behind another actor's running one."""
+        for index, actor in enumerate(actors):
+            if actor.state != "ready" or actor.attempts:
+                continue
+            waiting = [(len(a.attempts), a, t) for a in actors for t in a.attempts[1:] if not t.superseded]
+            if not waiting:
+                return
+            _, _, attempt = max(waiting, key=lambda w: w[0])
+            attempt.superseded = True  # the new attempt's token makes it stop when it starts
+            outcome.handed_over += 1
+            send(index, attempt.task, now)
+
+    def finish(index: int, attempt: _Attempt, now: float) -> int:
+        """Drop ``attempt`` from its actor; the next one, if it was the running one's, starts now."""
+        actor = actors[index]
+        position = actor.attempts.index(attempt)
+        actor.attempts.pop(position)
+        if position == 0 and actor.attempts and actor.attempts[0].started is None:
+            actor.attempts[0].started = now
+        return position
+
     for _ in range(count):
         start_actor()
     last_alive, last_grow = time.monotonic(), time.monotonic()
-    while queue or any(a.state == "busy" for a in actors):
+    while queue or any(a.attempts for a in actors):
         now = time.monotonic()
         for index, actor in enumerate(actors):
             if actor.state == "probing" and actor.probe_due <= now:
                 actor.state, actor.probes = "starting", actor.probes + 1
                 refs[actor.handle.ready.remote()] = ("ready", index)
-            elif actor.state == "busy" and now - actor.started > policy.shard_deadline_s:
-                log.warning("shard %d passed its %.0f s deadline; restarting its worker", actor.task.shard_id,
+            running = actor.attempts[0] if actor.attempts else None
+            if running is not None and now - (running.started or now) > policy.shard_deadline_s:
+                log.warning("shard %d passed its %.0f s deadline; restarting its worker", running.task.shard_id,
                             policy.shard_deadline_s)
                 outcome.deadline_kills += 1
-                ray.kill(actor.handle, no_restart=False)  # its ref fails with an actor error: re-queued there
-                actor.started = float("inf")
+                ray.kill(actor.handle, no_restart=False)  # its refs fail with an actor error: re-queued there
+                running.started = float("inf")
         if room is not None and queue and now - last_grow > policy.grow_every_s:
             last_grow = now
             live = sum(a.state != "dropped" for a in actors)
             for _ in range(max(0, min(room() - live, len(queue)))):
                 start_actor()
-        for index, actor in enumerate(actors):
-            if actor.state == "idle" and queue:
-                task = queue.popleft()
-                token = secrets.token_hex(8)
-                assigned = registry.assign.remote(task.shard_id, token)  # an argument: done before the attempt runs
-                actor.state, actor.task, actor.started = "busy", task, time.monotonic()
-                refs[actor.handle.run_attempt.remote(task, token, registry, assigned)] = ("run", index)
-        if any(a.state in ("idle", "busy") for a in actors):
+        dispatch(now)
+        if not queue and policy.queue_depth > 1:
+            hand_over(now)
+        if any(a.state == "ready" or a.attempts for a in actors):
             last_alive = now
-        elif room is None and actors and all(a.state == "dropped" for a in actors):
+        elif room is None and actors and all(a.state == "dropped" and not a.attempts for a in actors):
             break
         elif queue and now - last_alive > policy.idle_timeout_s:
             reason = (f"no worker was ready for {policy.idle_timeout_s:.0f} s "
@@ -183,29 +242,56 @@ def schedule(
             time.sleep(0.2)
             continue
         done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
-        for ref in done:
-            kind, index = refs.pop(ref)
+        if done and len(refs) > 1:  # everything else already back, handled in each actor's call order
+            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        now = time.monotonic()
+        kinds = {ref: refs.pop(ref) for ref in done}
+        ordered = sorted(done, key=lambda r: (kinds[r][1], kinds[r][0] == "run",
+                                              _position(actors[kinds[r][1]], r)))
+        for ref in ordered:
+            kind, index = kinds[ref]
             actor = actors[index]
+            attempt = next((a for a in actor.attempts if a.ref == ref), None) if kind == "run" else None
             try:
                 result = ray.get(ref)
             except RayError as exc:
                 reason = failure_reason(exc)
                 if CREATION_FAILURE in str(exc):
                     raise WorkerStartError(f"a worker failed to start: {reason}") from None
-                if kind == "run":
-                    requeue(actor.task, reason)
-                    actor.task = None
-                probe_later(index)
+                if attempt is None:  # a readiness probe
+                    probe_later(index)
+                    continue
+                ran = finish(index, attempt, now) == 0 and not attempt.orphaned
+                actor_failed = not isinstance(exc, RayTaskError)
+                if ran and actor_failed:  # what waited behind it on this actor will never run
+                    for queued in actor.attempts:
+                        queued.orphaned = True
+                if ran and (actor_failed or not attempt.superseded) and actor.state == "ready":
+                    probe_later(index)
+                if attempt.superseded:  # handed over: the new attempt's result counts
+                    continue
+                if not ran:
+                    log.info("shard %d was queued on a failed worker (%s); re-queued", attempt.task.shard_id, reason)
+                    queue.appendleft(attempt.task)
+                    outcome.requeued_unstarted += 1
+                    continue
+                requeue(attempt.task, reason)
                 continue
             if kind == "ready":
                 admitted = on_ready is None or on_ready(actor.handle)
-                actor.state, actor.probes = ("idle" if admitted else "dropped"), 0
+                actor.state, actor.probes = ("ready" if admitted else "dropped"), 0
                 continue
-            task, actor.task, actor.state = actor.task, None, "idle"
+            finish(index, attempt, now)
+            if attempt.superseded:  # it finished before the hand-over reached it: the new attempt rewrites it
+                continue
             outcome.shards_per_actor[index] += 1
-            on_done(task, result)
+            on_done(attempt.task, result)
     outcome.failed.update({t.shard_id: "no worker could be reached" for t in queue if t.shard_id not in outcome.failed})
     return outcome
+
+
+def _position(actor: _Actor, ref: Any) -> int:
+    return next((i for i, a in enumerate(actor.attempts) if a.ref == ref), -1)
 
 
 class RayShardWorker(ShardWorker):
@@ -220,4 +306,5 @@ class RayShardWorker(ShardWorker):
             if owner != token:
                 raise StaleAttempt(f"shard {task.shard_id}: attempt {token} was superseded by {owner}")
 
+        guard()  # a queued attempt handed to another worker meanwhile stops here, before any work
         return self.run(task, guard=guard)

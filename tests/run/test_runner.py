@@ -184,3 +184,25 @@ def test_shards_made_by_a_worker_unlike_the_reference_are_rejected(make_corpus, 
     assert (report.completed_shards, report.completed_images) == (2, 4)
     assert not (layout.root / layout.stats(2)).exists() and not (layout.root / layout.tar(2)).exists()
     assert (layout.root / layout.tar(1)).exists()  # another host alone changes no byte
+
+
+def test_a_resume_reads_the_manifest_once(tmp_path, teacher_file, make_samples, monkeypatch):
+    from pipeline.corpus.storage import CorpusStorage
+    from pipeline.corpus.writer import write_shard
+    from pipeline.run.plan import plan_shards
+    from pipeline.run.runner import check_provenance, load_resumable, prepare_out
+
+    spec = load_spec(write_manifest(tmp_path, teacher_file)).with_output(tmp_path / "out")
+    tasks, execution = plan_shards(spec), {"device": "cpu", "dtype": "float32", "threads_per_worker": 1}
+    record = {"device": "cpu", "packages": {"torch": torch.__version__}}
+    prepare_out(spec, tasks, set(), execution, {"provenance": record})
+    layout = CorpusLayout(spec.output)
+    write_shard(layout, 0, make_samples(tasks[0], num_classes=4), num_classes=4)
+    reads = []
+    original = CorpusStorage.read_text
+    monkeypatch.setattr(CorpusStorage, "read_text", lambda self, name: reads.append(name) or original(self, name))
+    spec, manifest, complete = load_resumable(spec, layout)
+    recorded = check_provenance([record], layout, complete, manifest=manifest)
+    prepare_out(spec, tasks, complete, execution, recorded, manifest=manifest)
+    assert complete == {0} and reads.count(layout.manifest) == 1  # three reads before
+    assert json.loads((layout.root / layout.manifest).read_text())["complete_shards"] == 1
