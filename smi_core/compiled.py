@@ -1,0 +1,47 @@
+"""The compiled path of one inversion step: ``torch.compile`` of a step function, one graph per shape.
+
+A step's shapes change only at the schedule's stops (and between batch sizes), so the step is compiled
+with ``dynamic=False``: each (batch, kept-token count, saliency) key gets its own static graph, which is
+what CUDA graphs need, and nothing recompiles between stops. Dynamo's recompile limit (8 graphs per
+function by default) would silently send the ninth key back to eager, so calls run with a limit of
+:data:`MAX_GRAPHS`. ``"reduce-overhead"`` replays CUDA graphs on CUDA: each step marks a new
+cudagraph step and its outputs are cloned, since the next replay overwrites the graph's own buffers.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from smi_core.config import CompileMode
+
+MAX_GRAPHS = 64  # compiled graphs one step function may hold (per process): 2 batch sizes x 9 keys, many teachers
+
+
+class CompiledStep:
+    """``fn`` under ``torch.compile(mode=mode, dynamic=False, fullgraph=True)``; call it like ``fn``."""
+
+    def __init__(self, fn: Callable[..., Any], mode: CompileMode) -> None:
+        if mode == "off":
+            raise ValueError("compile: 'off' is the eager step; call the step function itself")
+        self.mode = mode
+        self._fn = torch.compile(fn, mode=mode, dynamic=False, fullgraph=True)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        cudagraphs = self.mode == "reduce-overhead" and torch.cuda.is_available()
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):
+            out = self._fn(*args, **kwargs)
+        if cudagraphs:  # the next replay overwrites the graph's output buffers
+            out = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in out)
+        return out
+
+
+@functools.cache
+def compiled_step(fn: Callable[..., Any], mode: CompileMode) -> CompiledStep:
+    """One :class:`CompiledStep` per (function, mode) per process, so graphs compile once and are reused."""
+    return CompiledStep(fn, mode)
