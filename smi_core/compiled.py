@@ -22,16 +22,22 @@ MAX_GRAPHS = 64  # compiled graphs one step function may hold (per process): 2 b
 
 
 class CompiledStep:
-    """``fn`` under ``torch.compile(mode=mode, dynamic=False, fullgraph=True)``; call it like ``fn``."""
+    """``fn`` under ``torch.compile(mode=mode, dynamic=False, fullgraph=True)``; call it like ``fn``.
 
-    def __init__(self, fn: Callable[..., Any], mode: CompileMode) -> None:
+    ``backend`` other than Inductor (a name or a dynamo backend callable) ignores ``mode``: tests use it
+    to check the capture (one graph per shape, no graph break) without compiling C++ kernels.
+    """
+
+    def __init__(self, fn: Callable[..., Any], mode: CompileMode, backend: str | Callable[..., Any] = "inductor") -> None:
         if mode == "off":
             raise ValueError("compile: 'off' is the eager step; call the step function itself")
         self.mode = mode
-        self._fn = torch.compile(fn, mode=mode, dynamic=False, fullgraph=True)
+        self._backend_inductor = backend == "inductor"
+        options: dict[str, Any] = {"mode": mode} if backend == "inductor" else {}
+        self._fn = torch.compile(fn, backend=backend, dynamic=False, fullgraph=True, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        cudagraphs = self.mode == "reduce-overhead" and torch.cuda.is_available()
+        cudagraphs = self.mode == "reduce-overhead" and self._backend_inductor and torch.cuda.is_available()
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):

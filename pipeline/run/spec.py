@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 HASH_VERSION = 3
 HASH_VERSIONS_ACCEPTED = (1, 2, 3)
 LEGACY_ENGINE_VERSION = 1  # the engine of every corpus hashed before version 3 recorded it
-FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant"}
+FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant", "compile": "off",
+                                      "pack_batches": 1}
 SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
 # Size limits, checked arithmetically before anything is enumerated (see _check_sizes):
@@ -121,6 +122,9 @@ class InversionSpec(_Model):
     loss: LossSpec = Field(default_factory=LossSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     keep_best: StrictBool = _INV.keep_best
+    # both change rounding, not the algorithm (smi_core.compiled, smi_core.packing): hashed when not default
+    compile: Literal["off", "default", "reduce-overhead"] = _INV.compile
+    pack_batches: PositiveInt = 1
 
 
 class ClassRange(_Model):
@@ -279,6 +283,11 @@ class RunSpec:
         """Images inverted together; default ``min(images_per_shard, images_per_class, 64)``."""
         b = self.manifest.inversion.batch_size
         return b if b is not None else min(self.images_per_shard, self.images_per_class, DEFAULT_MAX_BATCH)
+
+    @property
+    def pack_batches(self) -> int:
+        """Batches of one shard inverted together by one engine call (``smi_core.invert_packed``)."""
+        return self.manifest.inversion.pack_batches
 
     @property
     def license(self) -> str:
@@ -520,6 +529,7 @@ def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
         loss=LossWeights(**inv.loss.model_dump()),
         augment=AugmentConfig(**inv.augment.model_dump()),
         keep_best=inv.keep_best,
+        compile=inv.compile,
     )
 
 
