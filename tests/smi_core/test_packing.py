@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from smi_core import AugmentConfig, InversionConfig, LossWeights, SelectionConfig, StopSchedule, invert, invert_packed
+from smi_core import (
+    AugmentConfig,
+    InversionConfig,
+    LossWeights,
+    SelectionConfig,
+    StopSchedule,
+    invert,
+    invert_packed,
+)
 from smi_core.losses import BNStatisticsPrior
 from smi_core.packing import BatchStreams
 from tests.smi_core.vit_models import tiny_vit
