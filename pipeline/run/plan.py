@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 from pipeline.console import emit_json
 from pipeline.corpus.index import ShardTask
 from pipeline.run.spec import RunSpec, load_spec
+from smi_core import memory
 
 # --- estimate assumptions (stated in every summary) ----------------------------------------------
 FWD_BWD_FACTOR = 2  # one inversion step = forward + backward to the pixels only (no weight gradients), as smi_core runs it
@@ -18,11 +19,6 @@ GPU_PEAK_FLOPS = {"bfloat16": 989.4e12, "float32": 66.9e12}  # dense tensor-core
 GPU_UTILISATION = 0.40  # ASSUMED model-FLOP utilisation: no GPU has run this engine yet (make bench-gpu measures it)
 GPU_UTILISATION_SOURCE = "assumed (no GPU measurement yet; `make bench-gpu` measures images/s on a lent GPU)"
 GPU_MEMORY_BYTES = {"H100 80GB": 80e9, "H200 141GB": 141e9}  # usable memory is a little less (CUDA context)
-# --- per-GPU memory of the dense phase (see memory_estimate) ------------------------------------
-PIXEL_BUFFERS = 8  # fp32 image-sized buffers per image: pixels, grad, Adam m and v, best, frozen, view, a temporary
-SAVED_FP32_PER_TOKEN = 2  # per block and token, x D: the two LayerNorm inputs (fp32 even under bf16 autocast)
-SAVED_ACT_PER_TOKEN = 4  # per block and token, x D, at the compute dtype: q, k, v, attention output; plus m x D (GELU input)
-WORKING_PER_TOKEN = 4  # one block's backward gradient buffers per token, x (m + 4) x D, fp32
 CPU_CORE_FLOPS = 50e9  # effective fp32 FLOP/s per core (measured ~70-80 GFLOP/s/core for small ViTs, AVX2)
 BYTES_PER_PIXEL = {"png": 3.0, "webp": 2.8}  # lossless, high-frequency synthetic images (see summarize)
 JSON_BASE_BYTES = 512  # per-sample .json without kept-patch indices
@@ -110,68 +106,34 @@ def sample_bytes(spec: RunSpec, label: int, kept: int) -> int:
 
 
 def vit_param_count(spec: RunSpec) -> int:
-    """Parameters of a plain timm ViT of the teacher's dimensions (used when the teacher's own count is unknown).
-
-    ``3*P*D + D`` patch embedding, ``(N + prefix)*D`` position embedding, ``prefix*D`` prefix tokens,
-    per block ``4D^2 + 2mD^2`` weights plus ``(9 + m)D`` biases and LayerNorm, ``2D`` final norm,
-    ``D*C + C`` head (LayerScale and registers without position embeddings are not counted).
-    """
+    """Parameters of a plain timm ViT of the teacher's dimensions (:func:`smi_core.memory.vit_param_count`)."""
     t = spec.teacher
-    d, (ph, pw), prefix, hidden = t.embed_dim, t.patch_size, t.num_prefix_tokens, int(t.mlp_ratio * t.embed_dim)
-    block = 4 * d * d + 2 * hidden * d + 9 * d + hidden
-    return (3 * ph * pw * d + d) + (num_patches(spec) + prefix) * d + prefix * d + t.depth * block + 2 * d \
-        + d * t.num_classes + t.num_classes
+    return memory.vit_param_count(img_size=t.img_size, patch_size=t.patch_size, num_prefix_tokens=t.num_prefix_tokens,
+                                  embed_dim=t.embed_dim, depth=t.depth, mlp_ratio=t.mlp_ratio,
+                                  num_classes=t.num_classes)
 
 
-class MemoryEstimate(TypedDict):
-    """Estimated peak GPU memory of one worker in the dense phase (bytes), by part."""
+class MemoryEstimate(memory.MemoryParts):
+    """:class:`smi_core.memory.MemoryParts` plus the images per call that fit each reference GPU."""
 
-    images_per_call: int
-    weights: int
-    autocast_weight_copies: int
-    pixel_state: int
-    saved_activations: int
-    backward_working_set: int
-    total: int
-    formula: str
     largest_batch: dict[str, int]
 
 
 def memory_estimate(spec: RunSpec, images: int | None = None) -> MemoryEstimate:
-    """Peak memory of one engine call of ``images`` (default ``batch_size * pack_batches``) in the dense
-    phase, the largest (later phases keep fewer tokens). With B images, T = patches + prefix tokens, D,
-    L blocks, MLP ratio m, a = 2 bytes (bf16 autocast) or 4 (fp32), params W::
-
-        weights                 4W                  (fp32, frozen: no gradients, no optimiser state)
-        autocast weight copies  2W if bf16          (autocast caches the bf16 casts for one iteration)
-        pixel state             PIXEL_BUFFERS * B*3*H*W*4
-        saved activations       B*T*L*D * (2*4 + (4 + m)*a)   (pixel-only backward: a linear layer with a
-                                frozen weight saves no input; LayerNorm inputs stay fp32 under autocast)
-        backward working set    B*T*(m + 4)*D*4     (one block's gradient buffers)
-
-    An estimate; ``make bench-gpu`` measures the peak on a GPU.
-    """
+    """Peak GPU memory of one engine call of ``images`` (default ``batch_size * pack_batches``) in the
+    dense phase, by the formula of :mod:`smi_core.memory` (the teacher's own parameter count when known);
+    ``largest_batch``: the most images per call each of :data:`GPU_MEMORY_BYTES` holds. An estimate:
+    ``make bench-gpu`` prints it beside the measured peak."""
     t = spec.teacher
-    b = images if images is not None else spec.batch_size * spec.pack_batches
-    a = 2 if spec.dtype == "bfloat16" else 4
-    params = t.num_params or vit_param_count(spec)
-    tokens, d, m = num_patches(spec) + t.num_prefix_tokens, t.embed_dim, t.mlp_ratio
-    (h, w) = t.img_size
-    per_image = {
-        "pixel_state": PIXEL_BUFFERS * 3 * h * w * 4,
-        "saved_activations": int(tokens * t.depth * d * (SAVED_FP32_PER_TOKEN * 4 + (SAVED_ACT_PER_TOKEN + m) * a)),
-        "backward_working_set": int(tokens * (m + WORKING_PER_TOKEN) * d * 4),
-    }
-    fixed = {"weights": 4 * params, "autocast_weight_copies": 2 * params if a == 2 else 0}
-    per = sum(per_image.values())
-    largest = {gpu: max(0, int((cap - sum(fixed.values())) // per)) for gpu, cap in GPU_MEMORY_BYTES.items()}
-    parts = {**fixed, **{k: v * b for k, v in per_image.items()}}
-    return MemoryEstimate(
-        images_per_call=b, **parts, total=sum(parts.values()),  # type: ignore[typeddict-item]
-        formula="4W (+2W bf16) + B*(8*3*H*W*4 + T*L*D*(2*4 + (4+m)*a) + T*(m+4)*D*4); W params, T tokens, "
-                "a = 2 (bf16) or 4 (fp32) bytes",
-        largest_batch=largest,
-    )
+    dims = {"img_size": t.img_size, "patch_size": t.patch_size, "num_prefix_tokens": t.num_prefix_tokens,
+            "embed_dim": t.embed_dim, "depth": t.depth, "mlp_ratio": t.mlp_ratio,
+            "params": t.num_params or vit_param_count(spec), "dtype": spec.dtype}
+    parts = memory.inversion_memory(images=images if images is not None else spec.batch_size * spec.pack_batches,
+                                    **dims)
+    one = memory.inversion_memory(images=1, **dims)
+    fixed = one["weights"] + one["autocast_weight_copies"]
+    largest = {gpu: max(0, int((cap - fixed) // (one["total"] - fixed))) for gpu, cap in GPU_MEMORY_BYTES.items()}
+    return MemoryEstimate(**parts, largest_batch=largest)
 
 
 class PlanSummary(TypedDict):

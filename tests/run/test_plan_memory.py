@@ -5,11 +5,12 @@ from __future__ import annotations
 import timm
 import torch
 
-from pipeline.run.plan import PIXEL_BUFFERS, memory_estimate, summarize, vit_param_count
+from pipeline.run.plan import memory_estimate, summarize, vit_param_count
 from pipeline.run.spec import load_spec
 from pipeline.teachers.loading import load_teacher
 from smi_core import LossWeights
 from smi_core.inversion import forward_objective
+from smi_core.memory import PIXEL_BUFFERS
 from tests.run.fake_teacher import fake_describe
 from tests.run.tiny_run import write_manifest
 
