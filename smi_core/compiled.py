@@ -19,6 +19,7 @@ import torch
 from smi_core.config import CompileMode
 
 MAX_GRAPHS = 64  # compiled graphs one step function may hold (per process): 2 batch sizes x 9 keys, many teachers
+_LIMIT = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
 
 
 class CompiledStep:
@@ -40,7 +41,7 @@ class CompiledStep:
         cudagraphs = self.mode == "reduce-overhead" and self._backend_inductor and torch.cuda.is_available()
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):
+        with torch._dynamo.config.patch(**{_LIMIT: MAX_GRAPHS}):
             out = self._fn(*args, **kwargs)
         if cudagraphs:  # the next replay overwrites the graph's output buffers
             out = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in out)
