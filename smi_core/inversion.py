@@ -8,6 +8,10 @@ or, with ``selection.stopped == "prior"``, leaves them to the image priors alone
 clips to the normalisation's valid range after each step, and keeps a real copy of each sample's
 best iterate of the final phase (once the kept set stops changing: losses over different token
 sets are not comparable, and the published image should carry the final stop mask).
+
+Each iteration's teacher forward and per-sample objective is one function, ``forward_objective``,
+which ``InversionConfig.compile`` runs compiled (:mod:`smi_core.compiled`); ``invert_packed`` runs
+several batches through one loop, each with its own random stream (:mod:`smi_core.packing`).
 """
 
 from __future__ import annotations
