@@ -16,6 +16,9 @@ proportions). It measures, side by side:
   the teacher saved as a checkpoint first), and shard 0 generated again into another folder: tar and
   parquet bytes identical or not.
 
+Everything runs under a shard worker's deterministic settings (:func:`~pipeline.run.worker.deterministic_settings`),
+as a corpus run does.
+
 Smoke mode (no CUDA, or ``--smoke``): a small ViT on the CPU, the same steps; it says so. ``--cpu-preset
 tiny`` (the default, seconds: the test) or ``toy`` (the demo's teacher size and 300 iterations, minutes:
 the CPU figures of BENCHMARKS.md).
@@ -47,7 +50,7 @@ from torch import nn
 from pipeline.console import emit_json
 from pipeline.corpus.index import ShardTask
 from pipeline.corpus.layout import CorpusLayout
-from pipeline.run.worker import ShardWorker, WorkerConfig
+from pipeline.run.worker import ShardWorker, WorkerConfig, deterministic_settings
 from pipeline.teachers.checkpoint import save_checkpoint
 from smi_core import (
     InversionConfig,
@@ -289,20 +292,22 @@ def measure_shards(bench: Bench, folder: Path) -> dict:
 
 def run(plan: GpuBenchPlan, folder: Path) -> dict:
     started = time.perf_counter()
+    # a worker's settings from the start (cuBLAS reads its workspace setting once): what production runs
+    determinism = deterministic_settings(torch.device(plan.device))
     bench = Bench(plan)
     report: dict[str, Any] = {
         "bench": "gpu", "mode": plan.mode, "notes": plan.notes, "date": datetime.now(timezone.utc).isoformat(),
         "device": plan.device, "device_name": torch.cuda.get_device_name() if plan.device.startswith("cuda")
         else platform.processor() or platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "model": plan.model, "model_kwargs": plan.model_kwargs, "params": bench.params, "img_size": plan.img_size,
-        "dtype": plan.dtype, "iterations": plan.iterations,
+        "dtype": plan.dtype, "iterations": plan.iterations, "determinism": determinism,
         "schedule": {"iterations": list(plan.schedule.iterations), "ratios": list(plan.schedule.ratios),
                      "kept": [bench.geometry.num_patches, *plan.schedule.kept_counts(bench.geometry.num_patches)]},
     }
     report["eager"] = measure_eager(bench)
     report["packing"] = measure_packing(bench)
     report["compiled"] = measure_compiled(bench, started)
-    report["shards"] = measure_shards(bench, folder)  # last: the worker turns deterministic kernels on
+    report["shards"] = measure_shards(bench, folder)
     report["total_seconds"] = time.perf_counter() - started
     return report
 
