@@ -38,6 +38,7 @@ class CompiledStep:
         self._fn = torch.compile(fn, backend=backend, dynamic=False, fullgraph=True, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args = _distinct(args)
         cudagraphs = self.mode == "reduce-overhead" and self._backend_inductor and torch.cuda.is_available()
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
@@ -46,6 +47,20 @@ class CompiledStep:
         if cudagraphs:  # the next replay overwrites the graph's output buffers
             out = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in out)
         return out
+
+
+def _distinct(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with a repeated tensor replaced by a (differentiable) clone: dynamo compiles a separate graph
+    for aliased inputs (the roll/flip view IS the pixels when the draw is the identity), which would add a
+    compile mid-run at every kept-token count."""
+    seen: set[int] = set()
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            a = a.clone() if id(a) in seen else a
+            seen.add(id(a))
+        out.append(a)
+    return tuple(out)
 
 
 @functools.cache
