@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,6 +82,7 @@ class GpuBenchPlan:
     pack: int  # batches of batches[0] packed into one call in the throughput comparison
     compile_modes: tuple[str, ...]
     shard_images: int  # images per shard of the 2-shard generation (one batch each)
+    repeats: int = 1  # compared runs alternate this many times; each keeps its fastest
     seed: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -208,15 +210,30 @@ def _distance(a: list, b: list) -> dict:
             "bit_identical": all(bool(torch.equal(x.images, y.images)) for x, y in zip(a, b))}
 
 
+def side_by_side(runs: list[Callable[[], tuple[dict, list]]], repeats: int) -> list[tuple[dict, list]]:
+    """Run the compared measurements alternately ``repeats`` times (so load changes hit them alike) and
+    keep each one's fastest run, with every run's seconds in ``seconds_all``."""
+    best: list[tuple[dict, list] | None] = [None] * len(runs)
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for i, fn in enumerate(runs):
+            row, results = fn()
+            times[i].append(row["seconds"])
+            if best[i] is None or row["seconds"] < best[i][0]["seconds"]:  # type: ignore[index]
+                best[i] = (row, results)
+    return [({**b[0], "seconds_all": t}, b[1]) for b, t in zip(best, times)]  # type: ignore[index]
+
+
 def measure_eager(bench: Bench) -> list[dict]:
     plan, rows = bench.plan, []
     for batch in plan.batches:
-        for kind in ("dense", "smi"):
-            config = bench.config(kind, plan.schedule, plan.iterations)
+        configs = [bench.config(kind, plan.schedule, plan.iterations) for kind in ("dense", "smi")]
+        for config in configs:
             bench.warm(config, batch)
-            row, _ = bench.timed(config, batch)
-            rows.append({"kind": kind, "batch": batch, **row})
-        rows[-1]["speedup_over_dense"] = rows[-2]["seconds"] / rows[-1]["seconds"]
+        (dense, _), (smi, _) = side_by_side([lambda c=c, b=batch: bench.timed(c, b) for c in configs],
+                                               plan.repeats)
+        rows += [{"kind": "dense", "batch": batch, **dense},
+                 {"kind": "smi", "batch": batch, **smi, "speedup_over_dense": dense["seconds"] / smi["seconds"]}]
     return rows
 
 
@@ -225,37 +242,54 @@ def measure_packing(bench: Bench) -> dict:
     batch, config = plan.batches[0], bench.config("smi", plan.schedule, plan.iterations)
     bench.warm(config, batch)
     bench.warm(config, batch, plan.pack)
-    one_by_one, alone = bench.timed(config, batch, pack=1, calls=plan.pack)
-    packed, together = bench.timed(config, batch, pack=plan.pack)
+    (one_by_one, alone), (packed, together) = side_by_side(
+        [lambda: bench.timed(config, batch, pack=1, calls=plan.pack), lambda: bench.timed(config, batch, pack=plan.pack)],
+        plan.repeats)
     return {"kind": "smi", "batch": batch, "pack": plan.pack, "one_by_one": one_by_one, "packed": packed,
             "speedup": packed["images_per_second"] / one_by_one["images_per_second"],
             "packed_vs_one_by_one": _distance(alone, together)}
 
 
+def _error(exc: Exception) -> dict:
+    return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            "traceback_tail": traceback.format_exc().splitlines()[-3:]}
+
+
 def measure_compiled(bench: Bench, started: float) -> dict:
+    """Eager against each compile mode on a one-stop schedule: every mode compiled first (its warm-up's
+    seconds are the compile time), then timed alternately with eager. A mode that fails is reported."""
     plan = bench.plan
     batch = plan.batches[0]
     schedule = one_stop_schedule(plan.schedule, bench.geometry.num_patches)
-    eager_config = bench.config("smi", schedule, plan.iterations)
-    bench.warm(eager_config, batch)
-    eager, eager_results = bench.timed(eager_config, batch)
+    configs = {"off": bench.config("smi", schedule, plan.iterations)}
     out: dict[str, Any] = {"kind": "smi", "batch": batch, "schedule": {"iterations": list(schedule.iterations),
                            "kept": [bench.geometry.num_patches, *schedule.kept_counts(bench.geometry.num_patches)]},
-                           "eager": eager, "modes": {}}
+                           "modes": {}}
+    bench.warm(configs["off"], batch)
+    compile_seconds = {}
     for mode in plan.compile_modes:
         if time.perf_counter() - started > TIME_BUDGET_S:
             out["modes"][mode] = {"skipped": f"time budget of {TIME_BUDGET_S:.0f} s spent"}
             continue
         try:
             config = bench.config("smi", schedule, plan.iterations, compile=mode)
-            compile_seconds = bench.warm(config, batch)
-            row, results = bench.timed(config, batch)
-            out["modes"][mode] = {**row, "compile_seconds": compile_seconds,
-                                  "speedup_over_eager": eager["seconds"] / row["seconds"],
-                                  "vs_eager": _distance(eager_results, results)}
+            compile_seconds[mode] = bench.warm(config, batch)
+            configs[mode] = config
         except Exception as exc:  # noqa: BLE001 - a failing mode is a finding, not the end of the bench
-            out["modes"][mode] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                                  "traceback_tail": traceback.format_exc().splitlines()[-3:]}
+            out["modes"][mode] = _error(exc)
+    names = list(configs)
+    try:
+        measured = dict(zip(names, side_by_side([lambda c=configs[n]: bench.timed(c, batch) for n in names],
+                                                plan.repeats)))
+    except Exception as exc:  # noqa: BLE001 - e.g. CUDA graphs failing only when replayed
+        measured = {"off": bench.timed(configs["off"], batch)}
+        out["modes"].update({n: _error(exc) for n in names if n != "off"})
+    eager, eager_results = measured.pop("off")
+    out["eager"] = eager
+    for mode, (row, results) in measured.items():
+        out["modes"][mode] = {**row, "compile_seconds": compile_seconds[mode],
+                              "speedup_over_eager": eager["seconds"] / row["seconds"],
+                              "vs_eager": _distance(eager_results, results)}
     return out
 
 
@@ -302,7 +336,7 @@ def run(plan: GpuBenchPlan, folder: Path) -> dict:
         "device": plan.device, "device_name": torch.cuda.get_device_name() if plan.device.startswith("cuda")
         else platform.processor() or platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "model": plan.model, "model_kwargs": plan.model_kwargs, "params": bench.params, "img_size": plan.img_size,
-        "dtype": plan.dtype, "iterations": plan.iterations, "determinism": determinism,
+        "dtype": plan.dtype, "iterations": plan.iterations, "repeats": plan.repeats, "determinism": determinism,
         "schedule": {"iterations": list(plan.schedule.iterations), "ratios": list(plan.schedule.ratios),
                      "kept": [bench.geometry.num_patches, *plan.schedule.kept_counts(bench.geometry.num_patches)]},
     }
@@ -322,7 +356,8 @@ def markdown(r: dict) -> str:
     """The BENCHMARKS.md table of a report."""
     head = (f"{r['mode']} mode, {r['model']} {r['model_kwargs'] or ''} at {r['img_size']} px, {r['dtype']}, "
             f"{r['device']} ({r['device_name']}), torch {r['torch']}, {r['iterations']} iterations, "
-            f"kept {' -> '.join(map(str, r['schedule']['kept']))}, {r['date'][:10]}")
+            f"kept {' -> '.join(map(str, r['schedule']['kept']))}, best of {r['repeats']} alternated runs, "
+            f"{r['date'][:10]}")
     lines = [head, "", "| what | batch (images/call) | images/s | ratio | peak GiB (estimate) | note |",
              "|---|---|---|---|---|---|"]
     for row in r["eager"]:
@@ -365,6 +400,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-preset", choices=sorted(CPU_PRESETS), default="tiny",
                         help="smoke mode's workload: tiny (seconds; the test) or toy (the demo's teacher size and "
                              "300 iterations; minutes) (default: tiny)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run compared measurements alternately this many times and keep each one's fastest "
+                             "(default: 1)")
     parser.add_argument("--compile-modes", default=None,
                         help="comma-separated torch.compile modes to measure against eager, or 'none' "
                              "(default: default,reduce-overhead on CUDA; default in smoke mode)")
@@ -381,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--compile-modes: expected 'none' or modes among default, reduce-overhead, got {bad[0]!r}",
                   file=sys.stderr)
             return 2
+    if args.repeats < 1:
+        print(f"--repeats: must be >= 1, got {args.repeats}", file=sys.stderr)
+        return 2
     if torch.cuda.is_available() and not args.smoke:
         plan = full_plan(modes) if modes is not None else full_plan()
     else:
@@ -390,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         plan.notes.append(f"SMOKE MODE ({why}): a small ViT ({args.cpu_preset} preset) on the CPU, {plan.iterations} "
                           "iterations; not a GPU measurement")
         print(f"bench-gpu: {plan.notes[-1]}", file=sys.stderr)
+    plan = replace(plan, repeats=args.repeats)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
             report = run(plan, Path(tmp))

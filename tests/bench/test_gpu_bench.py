@@ -33,12 +33,13 @@ def _run_smoke(tmp_path: Path, *args: str) -> tuple[dict, str]:
 
 
 def test_smoke_mode_runs_without_ray_webdataset_or_pydantic_and_reports_everything(tmp_path: Path) -> None:
-    report, stderr = _run_smoke(tmp_path, "--compile-modes", "none")
+    report, stderr = _run_smoke(tmp_path, "--compile-modes", "none", "--repeats", "2")
     assert report["mode"] == "smoke" and "SMOKE MODE (no CUDA device)" in stderr
     assert any("not a GPU measurement" in note for note in report["notes"])
     rows = {(r["kind"], r["batch"]): r for r in report["eager"]}
     assert set(rows) == {(k, b) for k in ("dense", "smi") for b in gpu.smoke_plan().batches}
     assert all(r["images_per_second"] > 0 and r["estimated_memory_bytes"] > 0 for r in rows.values())
+    assert all(len(r["seconds_all"]) == 2 and r["seconds"] == min(r["seconds_all"]) for r in rows.values())
     packing = report["packing"]
     assert packing["packed"]["images_per_call"] == packing["pack"] * packing["batch"]
     assert packing["packed_vs_one_by_one"]["kept_masks_equal"]
@@ -51,9 +52,11 @@ def test_smoke_mode_runs_without_ray_webdataset_or_pydantic_and_reports_everythi
     assert "| eager dense |" in table and "packed" in table and "tar identical True" in table
 
 
-def test_bad_compile_modes_exit_2(capsys) -> None:
+def test_bad_arguments_exit_2_naming_the_flag(capsys) -> None:
     assert gpu.main(["--compile-modes", "max-autotune"]) == 2
     assert "--compile-modes" in capsys.readouterr().err
+    assert gpu.main(["--repeats", "0"]) == 2
+    assert "--repeats" in capsys.readouterr().err
 
 
 def test_one_stop_schedule_lands_on_the_final_kept_count() -> None:
