@@ -98,7 +98,7 @@ def full_plan(compile_modes: tuple[str, ...] = ("default", "reduce-overhead")) -
 def smoke_plan(compile_modes: tuple[str, ...] = ("default",), device: str = "cpu") -> GpuBenchPlan:
     return GpuBenchPlan(mode="smoke", model="vit_tiny_patch16_224",
                         model_kwargs={"patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3, "num_classes": 10},
-                        img_size=32, device=device, dtype="float32", batches=(4, 16), iterations=40,
+                        img_size=32, device=device, dtype="float32", batches=(4, 16), iterations=20,
                         schedule=StopSchedule((1, 2, 4, 6), (0.3, 0.3, 0.3, 0.3)), pack=4,
                         compile_modes=compile_modes, shard_images=4)
 
