@@ -19,7 +19,6 @@ import torch
 from smi_core.config import CompileMode
 
 MAX_GRAPHS = 64  # compiled graphs one step function may hold (per process): 2 batch sizes x 9 keys, many teachers
-_LIMIT = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
 
 
 class CompiledStep:
@@ -36,13 +35,15 @@ class CompiledStep:
         self._backend_inductor = backend == "inductor"
         options: dict[str, Any] = {"mode": mode} if backend == "inductor" else {}
         self._fn = torch.compile(fn, backend=backend, dynamic=False, fullgraph=True, **options)
+        config = torch._dynamo.config  # imported here, not with smi_core: only the compiled path pays for it
+        self._limit = {"recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit": MAX_GRAPHS}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args = _distinct(args)
         cudagraphs = self.mode == "reduce-overhead" and self._backend_inductor and torch.cuda.is_available()
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        with torch._dynamo.config.patch(**{_LIMIT: MAX_GRAPHS}):
+        with torch._dynamo.config.patch(**self._limit):  # cache_size_limit before torch 2.6
             out = self._fn(*args, **kwargs)
         if cudagraphs:  # the next replay overwrites the graph's output buffers
             out = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in out)
