@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-all demo bench bench-quick clean
+.PHONY: venv test test-all demo bench bench-quick bench-gpu clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/smi-synth bench --quick
+
+# The GPU path in one process (no .venv, no install: the lent GPU machine's python3 has what it needs);
+# without CUDA it runs the smoke mode and says so. Writes bench-gpu-out/bench-gpu.{json,md}.
+bench-gpu:
+	$(PYTHON) -m pipeline.bench.gpu --out bench-gpu-out
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

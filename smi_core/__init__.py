@@ -15,6 +15,7 @@ _EXPORTS = {
     "InversionResult": "smi_core.result",
     "IterationState": "smi_core.inversion",
     "invert": "smi_core.inversion",
+    "invert_packed": "smi_core.inversion",
     "make_policy": "smi_core.selection",
     "tokens_per_iteration": "smi_core.selection",
     "ViTGeometry": "smi_core.vit",

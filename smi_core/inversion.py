@@ -8,6 +8,10 @@ or, with ``selection.stopped == "prior"``, leaves them to the image priors alone
 clips to the normalisation's valid range after each step, and keeps a real copy of each sample's
 best iterate of the final phase (once the kept set stops changing: losses over different token
 sets are not comparable, and the published image should carry the final stop mask).
+
+Each iteration's teacher forward and per-sample objective is one function, ``forward_objective``,
+which ``InversionConfig.compile`` runs compiled (:mod:`smi_core.compiled`); ``invert_packed`` runs
+several batches through one loop, each with its own random stream (:mod:`smi_core.packing`).
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ from torch import nn
 
 from smi_core import losses
 from smi_core.augment import (
-    Warp, apply_roll_flip, apply_warp, remap_patch_index, sample_roll_flip, sample_warp, token_overlap,
+    Warp,
+    apply_roll_flip,
+    apply_warp,
+    token_overlap,
     token_source_patch,
 )
-from smi_core.config import InversionConfig
+from smi_core.compiled import compiled_step
+from smi_core.config import InversionConfig, LossWeights
 from smi_core.flops import schedule_flops
+from smi_core.packing import BatchStreams
 from smi_core.result import InversionResult, expand_patch_mask
-from smi_core.selection import make_policy
 from smi_core.vit import ViTGeometry, embed_tokens, forward_blocks, vit_geometry
 
 log = logging.getLogger(__name__)
@@ -119,11 +127,59 @@ def _zoomed_forward(
     return view, subset, saliency, kept, features, logits
 
 
+def per_sample_objective(
+    weights: LossWeights,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    pixels: torch.Tensor,
+    features: torch.Tensor,
+    num_prefix_tokens: int,
+) -> torch.Tensor:
+    """The objective's per-sample terms ``(B,)``: weighted CE, TV, l2 and patch-similarity entropy.
+
+    Batch-level terms (the BN prior) are added to the batch mean in the loop.
+    """
+    per_sample = weights.ce * losses.cross_entropy(logits, targets)
+    if weights.tv_l1:
+        per_sample = per_sample + weights.tv_l1 * losses.total_variation(pixels, 1)
+    if weights.tv_l2:
+        per_sample = per_sample + weights.tv_l2 * losses.total_variation(pixels, 2)
+    if weights.l2:
+        per_sample = per_sample + weights.l2 * losses.pixel_l2(pixels)
+    if weights.patch_entropy:
+        per_sample = per_sample - weights.patch_entropy * losses.patch_similarity_entropy(features, num_prefix_tokens)
+    return per_sample
+
+
+def forward_objective(
+    model: nn.Module,
+    view: torch.Tensor,
+    subset: torch.Tensor | None,
+    pixels: torch.Tensor,
+    targets: torch.Tensor,
+    weights: LossWeights,
+    num_prefix_tokens: int,
+    want_saliency: bool,
+    autocast_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One iteration's teacher forward on the view's tokens at ``subset`` and its per-sample objective.
+
+    Returns ``(per_sample, saliency)``. This is the unit ``InversionConfig.compile`` compiles: its shapes
+    change only at the schedule's stops. The roll/flip that made ``view`` stays outside (its draw would
+    be a graph guard).
+    """
+    with torch.autocast(view.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        tokens = embed_tokens(model, view, subset)
+        features, saliency = forward_blocks(model, tokens, saliency=want_saliency)
+        logits = model.forward_head(features)
+    return per_sample_objective(weights, logits, targets, pixels, features, num_prefix_tokens), saliency
+
+
 def invert(
     model: nn.Module,
     targets: torch.Tensor,
     config: InversionConfig,
-    generator: torch.Generator,
+    generator: torch.Generator | BatchStreams,
     *,
     img_size: tuple[int, int] | None = None,
     mean: Sequence[float] | None = None,
@@ -138,7 +194,10 @@ def invert(
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the teacher under autocast; pixels stay float32.
     ``bn_prior`` is needed when ``config.loss.bn_prior > 0``; its CNN gets the augmented view in this
     teacher's normalisation. ``observer`` is called after every iteration (progress, tracing, tests).
+    ``generator`` is one batch's generator, or the :class:`~smi_core.packing.BatchStreams` of batches
+    packed into ``targets`` (see :func:`invert_packed`).
     """
+    streams = generator if isinstance(generator, BatchStreams) else BatchStreams([targets.shape[0]], [generator])
     geometry = vit_geometry(model, img_size)
     device = targets.device
     weights = config.loss
@@ -151,6 +210,9 @@ def invert(
         raise ValueError("targets: expected a non-empty 1-D int64 tensor of class indices")
     if num_classes and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
         raise ValueError(f"targets: class indices must lie in [0, {num_classes}), got {targets.tolist()}")
+    if sum(streams.sizes) != targets.shape[0]:
+        raise ValueError(f"targets: {targets.shape[0]} targets for packed batches of {list(streams.sizes)}")
+    streams.check(config.augment)
 
     mean_t, std_t = normalization(model, mean, std)
     mean_v = torch.tensor(mean_t, device=device).view(1, 3, 1, 1)
@@ -158,12 +220,13 @@ def invert(
     low, high = (0 - mean_v) / std_v, (1 - mean_v) / std_v
     batch, num_patches, prefix = targets.shape[0], geometry.num_patches, geometry.num_prefix_tokens
     autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    step = forward_objective if config.compile == "off" else compiled_step(forward_objective, config.compile)
 
     start = time.perf_counter()
-    noise = torch.randn(batch, 3, *geometry.img_size, generator=generator, device=generator.device)
+    noise = streams.noise((3, *geometry.img_size))
     pixels = torch.maximum(torch.minimum(noise.to(device), high), low).requires_grad_(True)
     optimizer = torch.optim.Adam([pixels], lr=config.lr, betas=config.betas)
-    policy = make_policy(config.selection, num_patches)
+    policy = streams.policy(config.selection, num_patches)
     final_phase = policy.final_phase_start()
     kept = torch.arange(num_patches, device=device).expand(batch, -1).contiguous()
     keep_pixels: torch.Tensor | None = None  # (B, 1, H, W) bool once a patch has stopped
@@ -179,39 +242,29 @@ def invert(
     instant_saliency = config.selection.saliency == "instant"
 
     for iteration in range(config.iterations):
-        aug = sample_roll_flip(config.augment, geometry.grid, generator)
-        warp = sample_warp(config.augment, batch, generator, device)
+        augs = streams.roll_flips(config.augment, geometry.grid)
+        warp = streams.warp(config.augment, device)
         want_saliency = policy.needs_saliency(iteration)
         if warp is not None and want_saliency and instant_saliency:
             warp = warp.without_zoom()  # a stop ranks every kept patch: this forward sees them all, uncropped
         seen_kept = kept
         if warp is None or warp.theta is None:
-            view = apply_roll_flip(pixels, aug, geometry.patch_size)
+            view = streams.apply_roll_flip(pixels, augs, geometry.patch_size)
             if warp is not None:
                 view = apply_warp(view, warp)
-            view_index, order = torch.sort(remap_patch_index(kept, aug, geometry.grid), dim=1)
+            view_index, order = torch.sort(streams.remap_patch_index(kept, augs, geometry.grid), dim=1)
             canonical = torch.gather(kept, 1, order)  # canonical patch of each gathered token
             subset = None if kept.shape[1] == num_patches else view_index
-            with autocast:
-                tokens = embed_tokens(model, view, subset)
-                features, saliency = forward_blocks(model, tokens, saliency=want_saliency)
-                logits = model.forward_head(features)
+            per_sample, saliency = step(model, view, subset, pixels, targets, weights, prefix, want_saliency,
+                                        autocast_dtype)
         else:
             view, subset, saliency, canonical, features, logits = _zoomed_forward(
-                model, pixels, kept, keep_pixels, aug, warp, patch_of_pixel, geometry, want_saliency, autocast
+                model, pixels, kept, keep_pixels, augs[0], warp, patch_of_pixel, geometry, want_saliency, autocast
             )
-        per_sample = weights.ce * losses.cross_entropy(logits, targets)
-        if weights.tv_l1:
-            per_sample = per_sample + weights.tv_l1 * losses.total_variation(pixels, 1)
-        if weights.tv_l2:
-            per_sample = per_sample + weights.tv_l2 * losses.total_variation(pixels, 2)
-        if weights.l2:
-            per_sample = per_sample + weights.l2 * losses.pixel_l2(pixels)
-        if weights.patch_entropy:
-            per_sample = per_sample - weights.patch_entropy * losses.patch_similarity_entropy(features, prefix)
-        objective = per_sample.mean()
+            per_sample = per_sample_objective(weights, logits, targets, pixels, features, prefix)
+        objective = streams.mean(per_sample)
         if weights.bn_prior:
-            objective = objective + weights.bn_prior * bn_prior.loss(view)  # type: ignore[union-attr]
+            objective = objective + weights.bn_prior * streams.batch_term(bn_prior.loss, view)  # type: ignore[union-attr]
 
         with torch.no_grad():
             sample_loss = per_sample.detach().float()
@@ -231,7 +284,7 @@ def invert(
             pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
             if frozen is not None:  # Adam momentum would move them too
                 pixels.copy_(torch.where(keep_pixels, pixels, frozen))
-            new_kept = policy.update(iteration, canonical if want_saliency else kept, saliency, generator)
+            new_kept = streams.update(iteration, canonical if want_saliency else kept, saliency)
             if new_kept.shape[1] != kept.shape[1]:
                 kept = new_kept
                 keep_pixels = patch_mask_to_pixels(_kept_to_mask(kept, num_patches), geometry)
@@ -267,3 +320,26 @@ def invert(
         flops=flops,
         seconds=seconds,
     )
+
+
+def invert_packed(
+    model: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Generator]],
+    config: InversionConfig,
+    **kwargs,
+) -> list[InversionResult]:
+    """Invert several ``(targets, generator)`` batches in one engine call, one result per batch.
+
+    The teacher runs one forward over all their images per iteration while each batch keeps its own
+    randomness, batch mean and policy state (:mod:`smi_core.packing`): the images are those of
+    :func:`invert` on each batch alone, up to the rounding of kernels chosen for the larger shape.
+    Keyword arguments are :func:`invert`'s; ``seconds`` and ``flops`` are the call's, shared by images.
+    """
+    if not batches:
+        raise ValueError("batches: expected at least one (targets, generator) pair")
+    for targets, _ in batches:
+        if targets.ndim != 1 or targets.numel() == 0:
+            raise ValueError("targets: every packed batch needs a non-empty 1-D tensor of class indices")
+    streams = BatchStreams([t.shape[0] for t, _ in batches], [g for _, g in batches])
+    whole = invert(model, torch.cat([t for t, _ in batches]), config, streams, **kwargs)
+    return whole.split(streams.sizes)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -44,3 +45,20 @@ class InversionResult:
     def masked_images(self) -> torch.Tensor:
         """The images with stopped patches zeroed, as the SMI paper publishes them."""
         return self.images * self.pixel_mask()
+
+    def split(self, sizes: Sequence[int]) -> list[InversionResult]:
+        """One result per consecutive part of ``sizes`` images (a packed call's batches); ``flops`` and
+        ``seconds`` are shared out in proportion to the images."""
+        total = self.images.shape[0]
+        if sum(sizes) != total or any(n < 1 for n in sizes):
+            raise ValueError(f"sizes: {list(sizes)} do not split a result of {total} images")
+        parts, start = [], 0
+        for n in sizes:
+            cut = slice(start, start + n)
+            parts.append(replace(
+                self, images=self.images[cut], labels=self.labels[cut], kept_mask=self.kept_mask[cut],
+                logits=self.logits[cut], loss=self.loss[cut], confidence=self.confidence[cut],
+                flops=self.flops * n // total, seconds=self.seconds * n / total,
+            ))
+            start += n
+        return parts

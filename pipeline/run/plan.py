@@ -10,12 +10,15 @@ from typing import Any, TypedDict
 from pipeline.console import emit_json
 from pipeline.corpus.index import ShardTask
 from pipeline.run.spec import RunSpec, load_spec
+from smi_core import memory
 
 # --- estimate assumptions (stated in every summary) ----------------------------------------------
 FWD_BWD_FACTOR = 2  # one inversion step = forward + backward to the pixels only (no weight gradients), as smi_core runs it
-GPU_NAME = "NVIDIA H100 SXM"
+GPU_NAME = "NVIDIA H100/H200 SXM"  # the same tensor cores and clocks: one time estimate; memory differs
 GPU_PEAK_FLOPS = {"bfloat16": 989.4e12, "float32": 66.9e12}  # dense tensor-core bf16 / non-tensor fp32
-GPU_UTILISATION = 0.40  # assumed model-FLOP utilisation
+GPU_UTILISATION = 0.40  # ASSUMED model-FLOP utilisation: no GPU has run this engine yet (make bench-gpu measures it)
+GPU_UTILISATION_SOURCE = "assumed (no GPU measurement yet; `make bench-gpu` measures images/s on a lent GPU)"
+GPU_MEMORY_BYTES = {"H100 80GB": 80e9, "H200 141GB": 141e9}  # usable memory is a little less (CUDA context)
 CPU_CORE_FLOPS = 50e9  # effective fp32 FLOP/s per core (measured ~70-80 GFLOP/s/core for small ViTs, AVX2)
 BYTES_PER_PIXEL = {"png": 3.0, "webp": 2.8}  # lossless, high-frequency synthetic images (see summarize)
 JSON_BASE_BYTES = 512  # per-sample .json without kept-patch indices
@@ -102,6 +105,37 @@ def sample_bytes(spec: RunSpec, label: int, kept: int) -> int:
     return sum(_tar_member(m) for m in members) + PARQUET_ROW_BYTES + 4 * kept
 
 
+def vit_param_count(spec: RunSpec) -> int:
+    """Parameters of a plain timm ViT of the teacher's dimensions (:func:`smi_core.memory.vit_param_count`)."""
+    t = spec.teacher
+    return memory.vit_param_count(img_size=t.img_size, patch_size=t.patch_size, num_prefix_tokens=t.num_prefix_tokens,
+                                  embed_dim=t.embed_dim, depth=t.depth, mlp_ratio=t.mlp_ratio,
+                                  num_classes=t.num_classes)
+
+
+class MemoryEstimate(memory.MemoryParts):
+    """:class:`smi_core.memory.MemoryParts` plus the images per call that fit each reference GPU."""
+
+    largest_batch: dict[str, int]
+
+
+def memory_estimate(spec: RunSpec, images: int | None = None) -> MemoryEstimate:
+    """Peak GPU memory of one engine call of ``images`` (default ``batch_size * pack_batches``) in the
+    dense phase, by the formula of :mod:`smi_core.memory` (the teacher's own parameter count when known);
+    ``largest_batch``: the most images per call each of :data:`GPU_MEMORY_BYTES` holds. An estimate:
+    ``make bench-gpu`` prints it beside the measured peak."""
+    t = spec.teacher
+    dims = {"img_size": t.img_size, "patch_size": t.patch_size, "num_prefix_tokens": t.num_prefix_tokens,
+            "embed_dim": t.embed_dim, "depth": t.depth, "mlp_ratio": t.mlp_ratio,
+            "params": t.num_params or vit_param_count(spec), "dtype": spec.dtype}
+    parts = memory.inversion_memory(images=images if images is not None else spec.batch_size * spec.pack_batches,
+                                    **dims)
+    one = memory.inversion_memory(images=1, **dims)
+    fixed = one["weights"] + one["autocast_weight_copies"]
+    largest = {gpu: max(0, int((cap - fixed) // (one["total"] - fixed))) for gpu, cap in GPU_MEMORY_BYTES.items()}
+    return MemoryEstimate(**parts, largest_batch=largest)
+
+
 class PlanSummary(TypedDict):
     """What ``smi-synth plan --json`` prints (all counts exact, FLOPs/bytes/hours estimates)."""
 
@@ -116,6 +150,7 @@ class PlanSummary(TypedDict):
     images_per_shard: int
     shards_per_class: int
     batch_size: int
+    pack_batches: int
     iterations: int
     kept_patches: list[int]
     flops: int
@@ -123,6 +158,7 @@ class PlanSummary(TypedDict):
     flops_per_image: int
     bytes: int
     gpu_hours: float
+    gpu_memory: MemoryEstimate
     cpu_core_hours: float
     output: str
     assumptions: dict[str, Any]
@@ -137,8 +173,9 @@ def summarize(spec: RunSpec) -> PlanSummary:
     2.9-3.0 B/px, i.e. incompressible RGB; 1.7-2.1 after a 1-px blur; lossless WebP ~5% less) plus
     .cls, .json (with kept-patch indices) and float16 .npy soft label (2*C bytes), each with a 512-byte
     tar header and 512-byte padding, plus a parquet row; per shard, tar end blocks, parquet footer, stats.
-    Hours: FLOPs / (peak x utilisation) of the reference GPU at the spec's dtype, and FLOPs / per-core
-    CPU throughput.
+    Hours: FLOPs / (peak x utilisation) of the reference GPU at the spec's dtype (the utilisation is
+    assumed until a GPU measurement exists), and FLOPs / per-core CPU throughput. GPU memory: see
+    :func:`memory_estimate`.
     """
     images, shards = spec.num_images, spec.num_shards
     per_image, dense_per_image = flops_per_image(spec), flops_per_image(spec, dense=True)
@@ -159,6 +196,7 @@ def summarize(spec: RunSpec) -> PlanSummary:
         images_per_shard=spec.images_per_shard,
         shards_per_class=spec.shards_per_class,
         batch_size=spec.batch_size,
+        pack_batches=spec.pack_batches,
         iterations=spec.manifest.inversion.iterations,
         kept_patches=[kept for _, kept in phases],
         flops=flops,
@@ -166,6 +204,7 @@ def summarize(spec: RunSpec) -> PlanSummary:
         flops_per_image=per_image,
         bytes=size,
         gpu_hours=flops / gpu_rate / 3600,
+        gpu_memory=memory_estimate(spec),
         cpu_core_hours=flops / CPU_CORE_FLOPS / 3600,
         output=str(spec.output),
         assumptions={
@@ -173,6 +212,10 @@ def summarize(spec: RunSpec) -> PlanSummary:
             "gpu": f"{GPU_NAME} {spec.dtype}: {GPU_PEAK_FLOPS[spec.dtype] / 1e12:.1f} TFLOP/s peak dense "
             f"x {GPU_UTILISATION:.0%} utilisation = {gpu_rate / 1e12:.1f} TFLOP/s effective",
             "gpu_effective_flops_per_s": gpu_rate,
+            "gpu_utilisation": GPU_UTILISATION,
+            "gpu_utilisation_source": GPU_UTILISATION_SOURCE,
+            "batch_size_in_spec_hash": "batch_size (and pack_batches, compile when set) are part of the spec "
+            "hash: a corpus is finished with the ones it was started with",
             "cpu_effective_flops_per_s_per_core": CPU_CORE_FLOPS,
             "image_bytes_per_pixel": BYTES_PER_PIXEL[spec.image_format],
         },
@@ -195,6 +238,20 @@ def _hours_text(h: float) -> str:
     return f"{h:,.2f} h" if h >= 0.1 else f"{h * 3600:,.3g} s"
 
 
+def _memory_text(m: MemoryEstimate, spec: RunSpec) -> str:
+    scale, unit = (2**30, "GiB") if m["total"] >= 2**30 else (2**20, "MiB")
+    return (f"~{m['total'] / scale:,.1f} {unit} per GPU, {m['images_per_call']} images per engine call, {spec.dtype}, "
+            f"dense phase (weights {(m['weights'] + m['autocast_weight_copies']) / scale:.2f} + activations "
+            f"{(m['saved_activations'] + m['backward_working_set']) / scale:.2f} + pixels/Adam "
+            f"{m['pixel_state'] / scale:.2f} {unit}; estimate)")
+
+
+def _fit_text(m: MemoryEstimate) -> str:
+    fits = ", ".join(f"{gpu} up to {n:,}" for gpu, n in m["largest_batch"].items())
+    return (f"images per engine call (batch_size x pack_batches) that fit: {fits}; batch_size and "
+            f"pack_batches are in the spec hash, so a corpus is finished with the ones it started with")
+
+
 def _table(s: PlanSummary, spec: RunSpec) -> str:
     t = spec.teacher
     kept = " -> ".join(str(k) for k in s["kept_patches"])
@@ -205,15 +262,23 @@ def _table(s: PlanSummary, spec: RunSpec) -> str:
         ("classes", f"{s['classes']:,}"),
         ("images", f"{s['images']:,}  ({s['images_per_class']:,} per class)"),
         ("shards", f"{s['shards']:,}  ({s['shards_per_class']} per class, up to {s['images_per_shard']:,} images)"),
-        ("inversion", f"{s['method']}, {s['iterations']:,} iterations, batch {s['batch_size']}, "
-                      f"kept patches {kept}, {spec.dtype}"),
+        ("inversion", f"{s['method']}, {s['iterations']:,} iterations, batch {s['batch_size']}"
+                      + (f" x {s['pack_batches']} packed" if s["pack_batches"] > 1 else "")
+                      + f", kept patches {kept}, {spec.dtype}"
+                      + (f", compile {spec.inversion_config().compile}" if spec.inversion_config().compile != "off"
+                         else "")),
         ("compute", f"{_flops_text(s['flops'])}  (dense {_flops_text(s['flops_dense'])}: {saving:.2f}x more)"),
         ("storage", _scaled(s["bytes"], "B", (("G", 1e9), ("M", 1e6)))),
-        ("GPU time", f"{_hours_text(s['gpu_hours'])}  (at {s['assumptions']['gpu']})"),
+        ("GPU time", f"{_hours_text(s['gpu_hours'])}  (at {s['assumptions']['gpu']}; utilisation "
+                     f"{GPU_UTILISATION_SOURCE})"),
+        ("GPU memory", _memory_text(s["gpu_memory"], spec)),
+        ("GPU fit", _fit_text(s["gpu_memory"])),
         ("CPU time", f"{_hours_text(s['cpu_core_hours'])} core-time  (at {CPU_CORE_FLOPS / 1e9:.0f} GFLOP/s per core)"),
         ("output", s["output"]),
         ("spec hash", s["spec_hash"]),
     ]
+    if spec.device == "cuda":  # a GPU run: CPU core-time says nothing useful
+        rows = [r for r in rows if r[0] != "CPU time"]
     width = max(len(k) for k, _ in rows)
     return "\n".join([f"plan: {s['name']}"] + [f"  {k:<{width}}  {v}" for k, v in rows])
 

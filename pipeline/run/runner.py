@@ -316,7 +316,8 @@ def run_corpus(
             report.workers, report.device = count, device
             config = WorkerConfig(
                 teacher_spec=spec.teacher_spec, out=str(layout.root), inversion=spec.inversion_config(),
-                method=spec.method, batch_size=spec.batch_size, image_format=spec.image_format,
+                method=spec.method, batch_size=spec.batch_size, pack_batches=spec.pack_batches,
+                image_format=spec.image_format,
                 num_classes=spec.teacher.num_classes, device=device, dtype=dtype,
                 threads=threads, fault=FaultPlan.from_env(),
             )

@@ -64,7 +64,8 @@ HASHED_SINCE_V1 = frozenset({
     "augment.enabled", "augment.max_roll_fraction", "augment.flip",
 })
 # what older corpora, which did not record these fields yet, did (the engine's defaults)
-FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant"}
+FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant", "compile": "off",
+                                      "pack_batches": 1}
 SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
 # Size limits, checked arithmetically before anything is enumerated (see _check_sizes):
@@ -155,6 +156,9 @@ class InversionSpec(_RecipeModel):
     loss: LossSpec = Field(default_factory=LossSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     keep_best: StrictBool | None = None
+    # both change rounding, not the algorithm (smi_core.compiled, smi_core.packing): hashed when not default
+    compile: Literal["off", "default", "reduce-overhead"] | None = None
+    pack_batches: PositiveInt = 1
 
 
 class ClassRange(_Model):
@@ -315,6 +319,11 @@ class RunSpec:
         return b if b is not None else min(self.images_per_shard, self.images_per_class, DEFAULT_MAX_BATCH)
 
     @property
+    def pack_batches(self) -> int:
+        """Batches of one shard inverted together by one engine call (``smi_core.invert_packed``)."""
+        return self.manifest.inversion.pack_batches
+
+    @property
     def license(self) -> str:
         """The corpus licence: the manifest's, else the teacher's, else ``other``."""
         return self.manifest.license or self.teacher.license or "other"
@@ -355,7 +364,7 @@ class RunSpec:
 
     def _inversion_dict(self, *, hash_version: int | None = None) -> dict[str, Any]:
         """The resolved inversion section; with ``hash_version``, as that version of the spec hash reads it."""
-        d = inversion_fields(self.inversion_config(), batch_size=self.batch_size)
+        d = inversion_fields(self.inversion_config(), batch_size=self.batch_size, pack_batches=self.pack_batches)
         if hash_version is None:
             return d
         engine = _engine_defaults()
@@ -381,7 +390,8 @@ class RunSpec:
         if not isinstance(recorded, dict) or self.matches_hash(corpus_manifest.get("spec_hash")):
             return self
         inv = self.manifest.inversion
-        not_recipe = {"method": inv.method, "iterations": inv.iterations, "batch_size": inv.batch_size}
+        not_recipe = {"method": inv.method, "iterations": inv.iterations, "batch_size": inv.batch_size,
+                      "pack_batches": inv.pack_batches}
         # engine defaults for what an older corpus did not record yet, then its record, then the manifest
         data = _deep_merge(_deep_merge(_engine_defaults(), recorded), inv.model_dump(exclude_unset=True))
         data.update(not_recipe)  # not recipe fields: always the manifest's
@@ -592,7 +602,8 @@ def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
         rec.selection, kind=inv.method, schedule=StopSchedule(iterations=stops, ratios=ratios),
         **{name: getattr(inv, field) for name, field in (("stopped", "stopped_patches"), ("saliency", "saliency"))
            if field in inv.model_fields_set})
-    top = {name: getattr(inv, name) for name in ("lr", "betas", "keep_best") if name in inv.model_fields_set}
+    top = {name: getattr(inv, name) for name in ("lr", "betas", "keep_best", "compile")
+           if name in inv.model_fields_set}
     if "betas" in top:
         top["betas"] = tuple(top["betas"])
     augment_set = {name: getattr(inv.augment, name) for name in augment}
@@ -605,7 +616,7 @@ def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
     )
 
 
-def inversion_fields(cfg: InversionConfig, *, batch_size: int) -> dict[str, Any]:
+def inversion_fields(cfg: InversionConfig, *, batch_size: int, pack_batches: int = 1) -> dict[str, Any]:
     """An engine config as a manifest's ``inversion`` section (every field, JSON types): what
     ``manifest.json`` records and the spec hash reads. Numbers go through :class:`InversionSpec`, so a
     value reads the same whether a manifest wrote it or the recommended recipe gave it (``1`` -> ``1.0``)."""
@@ -618,7 +629,7 @@ def inversion_fields(cfg: InversionConfig, *, batch_size: int) -> dict[str, Any]
         "betas": list(cfg.betas),
         "schedule": {"iterations": list(sel.schedule.iterations), "ratios": list(sel.schedule.ratios)},
         "stopped_patches": sel.stopped, "saliency": sel.saliency, "loss": dataclasses.asdict(cfg.loss),
-        "augment": augment, "keep_best": cfg.keep_best,
+        "augment": augment, "keep_best": cfg.keep_best, "compile": cfg.compile, "pack_batches": pack_batches,
     }
     try:
         return InversionSpec.model_validate(raw).model_dump(mode="json")

@@ -4,7 +4,8 @@
 wraps it in a Ray actor, but it runs the same without Ray. Every batch's generator is seeded from
 (shard seed, batch index), so a shard's bytes depend only on the manifest and its id (on one kind of
 device and GPU model: see :func:`deterministic_settings`). Every shard's stats carry the worker's
-provenance record (:mod:`pipeline.run.provenance`).
+provenance record (:mod:`pipeline.run.provenance`). With ``pack_batches > 1`` consecutive batches of a
+shard are inverted by one engine call, each still from its own generator (:mod:`smi_core.packing`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pipeline.corpus.writer import warm_up, write_shard
 from pipeline.run.faults import FaultPlan
 from pipeline.run.provenance import collect as collect_provenance
 from pipeline.teachers.loading import load_teacher
-from smi_core import InversionConfig, InversionResult, invert
+from smi_core import InversionConfig, InversionResult, invert_packed
 from smi_core.flops import schedule_flops
 from smi_core.vit import vit_geometry
 from smi_core.version import ENGINE_VERSION
@@ -48,6 +49,7 @@ class WorkerConfig:
     dtype: str = "float32"  # "bfloat16": autocast on the teacher
     threads: int | None = None  # torch intra-op threads for CPU workers
     fault: FaultPlan | None = None
+    pack_batches: int = 1  # batches of one shard inverted together by one engine call (smi_core.packing)
 
 
 CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to pick deterministic reductions (CUDA >= 10.2)
@@ -182,21 +184,24 @@ class ShardWorker:
         cfg, teacher = self.config, self.teacher
         autocast = torch.bfloat16 if cfg.dtype == "bfloat16" else None
         samples, inversion_seconds, flops = [], 0.0, 0
-        for batch_index, offset in enumerate(range(0, task.count, cfg.batch_size)):
-            n = min(cfg.batch_size, task.count - offset)
-            generator = torch.Generator(device="cpu").manual_seed(batch_seed(task.seed, batch_index))
-            targets = torch.full((n,), task.label, dtype=torch.int64, device=self.device)
-            result = invert(
-                teacher.model, targets, cfg.inversion, generator,
+        offsets = list(range(0, task.count, cfg.batch_size))
+        for first in range(0, len(offsets), cfg.pack_batches):
+            packed = [(i, offsets[i], min(cfg.batch_size, task.count - offsets[i]))
+                      for i in range(first, min(first + cfg.pack_batches, len(offsets)))]
+            batches = [(torch.full((n,), task.label, dtype=torch.int64, device=self.device),
+                        torch.Generator(device="cpu").manual_seed(batch_seed(task.seed, i))) for i, _, n in packed]
+            results = invert_packed(
+                teacher.model, batches, cfg.inversion,
                 img_size=teacher.img_size, mean=teacher.mean, std=teacher.std, autocast_dtype=autocast,
                 count_flops=False,
             )
-            inversion_seconds += result.seconds
-            flops += self.batch_flops(n)
-            samples += samples_from_result(
-                result, task, offset=offset, teacher=teacher.teacher_id, method=cfg.method,
-                seconds_per_image=result.seconds / n,
-            )
+            for (_, offset, n), result in zip(packed, results):
+                inversion_seconds += result.seconds
+                flops += self.batch_flops(n)
+                samples += samples_from_result(
+                    result, task, offset=offset, teacher=teacher.teacher_id, method=cfg.method,
+                    seconds_per_image=result.seconds / n,
+                )
             if cfg.fault is not None:
                 cfg.fault.maybe_fire(task.shard_id)
         start = time.perf_counter()

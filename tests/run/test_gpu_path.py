@@ -77,3 +77,66 @@ def test_unusable_gpus_per_worker_exits_2(tmp_path, teacher_file, per) -> None:
         runner._worker_layout(spec, _FakeRay(gpus=4), None)
 
 
+
+
+def _shard_records(out) -> dict:
+    from pipeline.corpus.layout import CorpusLayout
+    from pipeline.corpus.tar_io import read_tar
+
+    layout = CorpusLayout(out)
+    return dict(read_tar(layout.storage, layout.tar(0)))
+
+
+def test_packed_batches_write_the_shard_the_batch_by_batch_worker_writes(tmp_path, teacher_file, monkeypatch) -> None:
+    """pack_batches=3 inverts a shard's batches of 2, 2 and 1 in one engine call; each batch keeps its own
+    generator, so the shard holds the same samples (pixels within one uint8 step: kernel rounding)."""
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    calls = []
+    real = worker.invert_packed
+    monkeypatch.setattr(worker, "invert_packed", lambda model, batches, *a, **k: calls.append(len(batches))
+                        or real(model, batches, *a, **k))
+    spec = load_spec(_manifest(tmp_path, teacher_file))
+    records, stats = {}, {}
+    for pack in (1, 3):
+        config = WorkerConfig(teacher_spec=spec.teacher_spec, out=str(tmp_path / f"out{pack}"),
+                              inversion=spec.inversion_config(), method="smi", batch_size=2, pack_batches=pack,
+                              image_format="png", num_classes=4, threads=1)
+        stats[pack] = ShardWorker(config).run(ShardTask(0, 2, "gamma", 0, 5, 11))
+        records[pack] = _shard_records(tmp_path / f"out{pack}")
+    assert calls == [1, 1, 1, 3]
+    assert stats[1]["flops"] == stats[3]["flops"] > 0 and stats[1]["samples"] == stats[3]["samples"] == 5
+    assert sorted(records[1]) == sorted(records[3])
+    for key, one in records[1].items():
+        three = records[3][key]
+        a, b = (np.asarray(Image.open(io.BytesIO(r["png"])), dtype=np.int16) for r in (one, three))
+        assert np.abs(a - b).max() <= 1, key
+        assert one["cls"] == three["cls"]
+        meta1, meta3 = (json.loads(r["json"]) for r in (one, three))
+        assert meta1["kept_patches"] == meta3["kept_patches"] and meta1["seed"] == meta3["seed"]
+
+
+def test_compile_and_pack_batches_enter_the_spec_hash_only_when_set(tmp_path, teacher_file) -> None:
+    base = load_spec(_manifest(tmp_path, teacher_file))
+    inversion = {"method": "smi", "iterations": 6, "batch_size": 2, "schedule": {"iterations": [2, 4],
+                                                                                 "ratios": [0.3, 0.3]}}
+    from tests.run.tiny_run import write_manifest
+
+    def spec_with(**fields):
+        return load_spec(write_manifest(tmp_path, teacher_file, inversion={**inversion, **fields}))
+
+    assert spec_with(compile="off", pack_batches=1).spec_hash() == base.spec_hash()  # corpora made before keep theirs
+    packed, compiled = spec_with(pack_batches=2), spec_with(compile="default")
+    assert packed.spec_hash() != base.spec_hash() != compiled.spec_hash() != packed.spec_hash()
+    # a resume across modes is refused naming the field (runner.check_resumable reports these differences)
+    assert base.hash_differences(packed.hashed_fields()) == ["inversion.pack_batches: 2 -> None"]
+    assert base.hash_differences(compiled.hashed_fields()) == ["inversion.compile: 'default' -> None"]
+    assert packed.pack_batches == 2 and compiled.inversion_config().compile == "default"
+    with pytest.raises(UserError, match="inversion.pack_batches"):
+        spec_with(pack_batches=0)
+    with pytest.raises(UserError, match="inversion.compile"):
+        spec_with(compile="max-autotune")

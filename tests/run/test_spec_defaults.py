@@ -88,10 +88,11 @@ def test_every_engine_field_can_be_written_in_a_manifest(tmp_path: Path, fake_te
     selection = {"kind": "method", "schedule": "schedule", "stopped": "stopped_patches", "saliency": "saliency"}
     assert set(selection) == {f.name for f in dataclasses.fields(SelectionConfig)}
     top = {f.name for f in dataclasses.fields(InversionConfig)} - {"selection"}
-    assert top | set(selection.values()) | {"batch_size"} == set(InversionSpec.model_fields)
+    # batch_size and pack_batches say how a shard is split into engine calls, not what one call does
+    assert top | set(selection.values()) | {"batch_size", "pack_batches"} == set(InversionSpec.model_fields)
     # every field away from both the engine's and the recipe's default round-trips through a manifest
     odd = InversionConfig(
-        iterations=50, lr=0.3, betas=(0.6, 0.9), keep_best=False,
+        iterations=50, lr=0.3, betas=(0.6, 0.9), keep_best=False, compile="default",
         selection=SelectionConfig(kind="smi", schedule=StopSchedule((5, 9), (0.2, 0.4)), stopped="prior",
                                   saliency="accumulated"),
         loss=LossWeights(ce=0.5, tv_l1=0.1, tv_l2=0.2, l2=0.3, bn_prior=0.4, patch_entropy=0.6),
