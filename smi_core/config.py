@@ -175,10 +175,20 @@ class InversionConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     keep_best: bool = True
     compile: CompileMode = "off"
+    # coarse levels of the image parametrisation: the image is the pixel level plus each level ``s`` (an
+    # image at 1/s of the side) upsampled bilinearly; Adam moves every level. () = pixels only.
+    pyramid: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"compile: expected one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        object.__setattr__(self, "pyramid", tuple(self.pyramid))
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in self.pyramid) or len(
+            set(self.pyramid)
+        ) != len(self.pyramid):
+            raise ValueError(f"pyramid: expected distinct integer scale factors >= 2, got {self.pyramid!r}")
+        if self.pyramid and self.selection.stopped == "frozen" and self.selection.kind != "dense":
+            raise ValueError("pyramid: coarse levels move stopped pixels too; use selection.stopped 'prior'")
         if not isinstance(self.iterations, int) or self.iterations < 1:
             raise ValueError(f"iterations: must be a positive integer, got {self.iterations!r}")
         if not self.lr > 0:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from smi_core import losses
@@ -225,14 +226,29 @@ def invert(
     start = time.perf_counter()
     noise = streams.noise((3, *geometry.img_size))
     pixels = torch.maximum(torch.minimum(noise.to(device), high), low).requires_grad_(True)
-    optimizer = torch.optim.Adam([pixels], lr=config.lr, betas=config.betas)
+    coarse = [
+        torch.zeros(batch, 3, -(-geometry.img_size[0] // s), -(-geometry.img_size[1] // s), device=device,
+                    requires_grad=True)
+        for s in config.pyramid
+    ]
+    optimizer = torch.optim.Adam([pixels, *coarse], lr=config.lr, betas=config.betas)
+
+    def compose() -> torch.Tensor:
+        """The image the teacher and the priors see: the pixel level plus the upsampled coarse levels."""
+        if not coarse:
+            return pixels
+        image = pixels
+        for level in coarse:
+            image = image + F.interpolate(level, size=geometry.img_size, mode="bilinear", align_corners=False)
+        return image
+
     policy = streams.policy(config.selection, num_patches)
     final_phase = policy.final_phase_start()
     kept = torch.arange(num_patches, device=device).expand(batch, -1).contiguous()
     keep_pixels: torch.Tensor | None = None  # (B, 1, H, W) bool once a patch has stopped
     pin_stopped = config.selection.stopped == "frozen"
     frozen: torch.Tensor | None = None  # values of stopped pixels, kept only when they are pinned
-    best = pixels.detach().clone()
+    best = compose().detach().clone()
     best_loss = torch.full((batch,), float("inf"), device=device)
     best_mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
 
@@ -248,20 +264,21 @@ def invert(
         if warp is not None and want_saliency and instant_saliency:
             warp = warp.without_zoom()  # a stop ranks every kept patch: this forward sees them all, uncropped
         seen_kept = kept
+        image = compose()
         if warp is None or warp.theta is None:
-            view = streams.apply_roll_flip(pixels, augs, geometry.patch_size)
+            view = streams.apply_roll_flip(image, augs, geometry.patch_size)
             if warp is not None:
                 view = apply_warp(view, warp)
             view_index, order = torch.sort(streams.remap_patch_index(kept, augs, geometry.grid), dim=1)
             canonical = torch.gather(kept, 1, order)  # canonical patch of each gathered token
             subset = None if kept.shape[1] == num_patches else view_index
-            per_sample, saliency = step(model, view, subset, pixels, targets, weights, prefix, want_saliency,
+            per_sample, saliency = step(model, view, subset, image, targets, weights, prefix, want_saliency,
                                         autocast_dtype)
         else:
             view, subset, saliency, canonical, features, logits = _zoomed_forward(
-                model, pixels, kept, keep_pixels, augs[0], warp, patch_of_pixel, geometry, want_saliency, autocast
+                model, image, kept, keep_pixels, augs[0], warp, patch_of_pixel, geometry, want_saliency, autocast
             )
-            per_sample = per_sample_objective(weights, logits, targets, pixels, features, prefix)
+            per_sample = per_sample_objective(weights, logits, targets, image, features, prefix)
         objective = streams.mean(per_sample)
         if weights.bn_prior:
             objective = objective + weights.bn_prior * streams.batch_term(bn_prior.loss, view)  # type: ignore[union-attr]
@@ -271,17 +288,24 @@ def invert(
             # the best iterate is sought in the final phase only: losses over other token sets differ
             improved = (sample_loss < best_loss) & (iteration >= final_phase)
             best_loss = torch.where(improved, sample_loss, best_loss)
-            best = torch.where(improved.view(-1, 1, 1, 1), pixels.detach(), best)
+            best = torch.where(improved.view(-1, 1, 1, 1), image.detach(), best)
             if keep_pixels is not None:
                 best_mask = torch.where(improved.view(-1, 1), _kept_to_mask(kept, num_patches), best_mask)
 
-        (grad,) = torch.autograd.grad(objective, [pixels])
+        (grad,) = torch.autograd.grad(objective, [image], retain_graph=bool(coarse))
         if frozen is not None:  # image priors would otherwise reach stopped pixels
             grad = grad * keep_pixels
         pixels.grad = grad
+        if coarse:  # the image is linear in every level: chain the image gradient through the upsampling
+            for level, level_grad in zip(coarse, torch.autograd.grad(image, coarse, grad_outputs=grad)):
+                level.grad = level_grad
         optimizer.step()
         with torch.no_grad():
-            pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
+            if coarse:  # clip the composed image by moving the pixel level
+                composed = compose()
+                pixels.add_(torch.maximum(torch.minimum(composed, high), low) - composed)
+            else:
+                pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
             if frozen is not None:  # Adam momentum would move them too
                 pixels.copy_(torch.where(keep_pixels, pixels, frozen))
             new_kept = streams.update(iteration, canonical if want_saliency else kept, saliency)
@@ -291,9 +315,9 @@ def invert(
                 frozen = pixels.detach().clone() if pin_stopped else None
                 log.debug("iteration %d: %d patches keep evolving", iteration, kept.shape[1])
         if observer is not None:
-            observer(IterationState(iteration, seen_kept, pixels.detach(), grad, sample_loss))
+            observer(IterationState(iteration, seen_kept, compose().detach(), grad, sample_loss))
 
-    final = best if config.keep_best else pixels.detach()
+    final = best if config.keep_best else compose().detach()
     final_mask = best_mask if config.keep_best else _kept_to_mask(kept, num_patches)
     with torch.no_grad():  # the stored soft labels: one float32 forward of the final images, not autocast
         logits = model.forward_head(forward_blocks(model, embed_tokens(model, final))[0]).float()

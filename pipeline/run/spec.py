@@ -159,6 +159,8 @@ class InversionSpec(_RecipeModel):
     # both change rounding, not the algorithm (smi_core.compiled, smi_core.packing): hashed when not default
     compile: Literal["off", "default", "reduce-overhead"] | None = None
     pack_batches: PositiveInt = 1
+    # scale factors of the image's coarse levels (smi_core's pyramid parametrisation); [] = pixels only
+    pyramid: list[StrictInt] | None = None
 
 
 class ClassRange(_Model):
@@ -602,10 +604,11 @@ def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
         rec.selection, kind=inv.method, schedule=StopSchedule(iterations=stops, ratios=ratios),
         **{name: getattr(inv, field) for name, field in (("stopped", "stopped_patches"), ("saliency", "saliency"))
            if field in inv.model_fields_set})
-    top = {name: getattr(inv, name) for name in ("lr", "betas", "keep_best", "compile")
+    top = {name: getattr(inv, name) for name in ("lr", "betas", "keep_best", "compile", "pyramid")
            if name in inv.model_fields_set}
-    if "betas" in top:
-        top["betas"] = tuple(top["betas"])
+    for name in ("betas", "pyramid"):
+        if name in top:
+            top[name] = tuple(top[name])
     augment_set = {name: getattr(inv.augment, name) for name in augment}
     if augment_set.get("zoom") is not None:
         augment_set["zoom"] = tuple(augment_set["zoom"])
@@ -630,6 +633,7 @@ def inversion_fields(cfg: InversionConfig, *, batch_size: int, pack_batches: int
         "schedule": {"iterations": list(sel.schedule.iterations), "ratios": list(sel.schedule.ratios)},
         "stopped_patches": sel.stopped, "saliency": sel.saliency, "loss": dataclasses.asdict(cfg.loss),
         "augment": augment, "keep_best": cfg.keep_best, "compile": cfg.compile, "pack_batches": pack_batches,
+        "pyramid": list(cfg.pyramid),
     }
     try:
         return InversionSpec.model_validate(raw).model_dump(mode="json")

@@ -92,7 +92,7 @@ def test_every_engine_field_can_be_written_in_a_manifest(tmp_path: Path, fake_te
     assert top | set(selection.values()) | {"batch_size", "pack_batches"} == set(InversionSpec.model_fields)
     # every field away from both the engine's and the recipe's default round-trips through a manifest
     odd = InversionConfig(
-        iterations=50, lr=0.3, betas=(0.6, 0.9), keep_best=False, compile="default",
+        iterations=50, lr=0.3, betas=(0.6, 0.9), keep_best=False, compile="default", pyramid=(2, 4),
         selection=SelectionConfig(kind="smi", schedule=StopSchedule((5, 9), (0.2, 0.4)), stopped="prior",
                                   saliency="accumulated"),
         loss=LossWeights(ce=0.5, tv_l1=0.1, tv_l2=0.2, l2=0.3, bn_prior=0.4, patch_entropy=0.6),

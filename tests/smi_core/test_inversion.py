@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import timm
 import torch
@@ -271,3 +273,47 @@ def test_smi_zoom_forward_sees_the_scheduled_token_count_and_stopped_pixels_get_
         mask = torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, kept, True)
         stopped = ~patch_mask_to_pixels(mask, geo).expand(-1, 3, -1, -1)
         assert torch.count_nonzero(grad[stopped]) == 0  # no prior weight: only the teacher could reach them
+
+
+# --- the pyramid parametrisation ------------------------------------------------------------------------
+
+
+def _prior_config(kind="smi", **kw):
+    return InversionConfig(iterations=20, selection=SelectionConfig(kind, SCHEDULE, stopped="prior"), **kw)
+
+
+def test_pyramid_images_stay_in_range_learn_and_are_reproducible():
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=48,
+                              depth=2, num_heads=3, num_classes=7).eval().requires_grad_(False)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)
+    states = []
+    config = InversionConfig(iterations=60, lr=0.1, selection=SelectionConfig("smi", SCHEDULE, stopped="prior"),
+                             pyramid=(2, 4))
+    a = _run(model, config, observer=lambda s: states.append(s.pixels.clone()))
+    assert a.confidence.min() > 0.9, a.confidence
+    assert all(p.min() >= -1 - 1e-5 and p.max() <= 1 + 1e-5 for p in states)  # timm's default mean/std 0.5
+    b = _run(model, config)
+    assert torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, _run(model, replace(config, pyramid=())).images)
+
+
+def test_pyramid_moves_low_frequencies_faster_than_pixels_alone():
+    """With only the CE term, a pyramid's update is smoother: less energy between neighbouring pixels."""
+    model = tiny_vit("vit")
+    def roughness(config):
+        states = []
+        _run(model, config, observer=lambda s: states.append(s.pixels.clone()))
+        step = states[-1] - states[0]
+        return float((step[..., 1:, :] - step[..., :-1, :]).pow(2).mean() / step.pow(2).mean())
+    plain = _prior_config("dense", loss=LossWeights(tv_l2=0.0), augment=AugmentConfig(enabled=False))
+    assert roughness(replace(plain, pyramid=(2, 4, 8))) < 0.8 * roughness(plain)
+
+
+def test_pyramid_refuses_frozen_stopped_patches_and_bad_scales():
+    with pytest.raises(ValueError, match="stopped"):
+        _config(pyramid=(2,))
+    for bad in ((1,), (2, 2), (2.0,), (True,)):
+        with pytest.raises(ValueError, match="pyramid"):
+            _prior_config(pyramid=bad)
