@@ -50,12 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_seeds  # noqa: E402  (benchmarks/quality_seeds.py: the over-seeds summary)
 from pipeline.console import emit_json  # noqa: E402
 from pipeline.corpus.index import ShardTask, refresh_index, write_manifest  # noqa: E402
-from pipeline.corpus.layout import CorpusLayout, sample_key  # noqa: E402
-from pipeline.corpus.sample import ShardSample  # noqa: E402
+from pipeline.corpus.layout import CorpusLayout  # noqa: E402
 from pipeline.corpus.writer import write_shard  # noqa: E402
 from pipeline.evaluate.common import EvalSet, corpus_info, normalize, top1  # noqa: E402
 from pipeline.evaluate.distill import DistillConfig, build_student, distill  # noqa: E402
 from pipeline.evaluate.kd_views import KDAugmentConfig  # noqa: E402
+from pipeline.evaluate.noise import labelled_samples, noise_images  # noqa: E402
 from pipeline.run.worker import batch_seed, samples_from_result  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
@@ -183,23 +183,11 @@ def write_reference(root: Path, kind: str, teacher: Any, checkpoint: Path, name:
         real, real_labels = suite.real_images(name, per_class, seed)
     for task in tasks:
         if kind == "noise":
-            g = torch.Generator().manual_seed(task.seed)
-            images = (0.5 + 0.25 * torch.randn(per_class, 3, h, w, generator=g)).clamp(0, 1)
+            images = noise_images(per_class, h, w, torch.Generator().manual_seed(task.seed))
         else:
             images = real[real_labels == task.label][:per_class]
-        pixels = (images * 255).round().to(torch.uint8)
-        with torch.no_grad():
-            logits = teacher.model(normalize(pixels.float() / 255, teacher.mean, teacher.std))
-        probs = logits.softmax(-1)
-        hwc = pixels.permute(0, 2, 3, 1).contiguous().numpy()
-        samples = [
-            ShardSample(key=sample_key(task.label, i), image=hwc[i], label=task.label, class_name=task.class_name,
-                        seed=task.seed, shard_id=task.shard_id, teacher=teacher.teacher_id, method=kind,
-                        kept_patches=list(range(grid[0] * grid[1])), patch_grid=grid, final_loss=0.0,
-                        confidence=float(probs[i, task.label]), soft_label=logits[i].numpy().astype("float32"),
-                        generation_seconds=0.0)
-            for i in range(per_class)
-        ]
+        samples = labelled_samples(task, images, lambda x: teacher.model(normalize(x, teacher.mean, teacher.std)),
+                                   grid, teacher_name=teacher.teacher_id, method=kind)
         write_shard(layout, task.shard_id, samples, num_classes=len(teacher.class_names))
     refresh_index(layout)
     return {"gen_seconds": time.perf_counter() - start}

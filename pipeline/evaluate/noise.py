@@ -7,6 +7,7 @@ corpus writer, so it loads (and distils) like any corpus.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +25,30 @@ from pipeline.errors import CorpusError
 from pipeline.evaluate.common import CorpusInfo, corpus_info, normalize
 
 NOISE_MEAN, NOISE_STD = 0.5, 0.25
+
+
+def noise_images(count: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` noise images ``0.5 + 0.25 N(0, 1)`` per pixel, clipped to [0, 1]: ``(count, 3, H, W)``."""
+    return (NOISE_MEAN + NOISE_STD * torch.randn(count, 3, height, width, generator=generator)).clamp(0, 1)
+
+
+@torch.no_grad()
+def labelled_samples(task: ShardTask, images: torch.Tensor, logits_of: Callable[[torch.Tensor], torch.Tensor],
+                     grid: tuple[int, int], *, teacher_name: str, method: str) -> list[ShardSample]:
+    """Shard samples of ``images`` in [0, 1] (stored as 8-bit PNG pixels), each labelled with the teacher's
+    logits on its stored pixels (``logits_of`` takes images in [0, 1]); every patch counts as kept."""
+    pixels = (images * 255).round().to(torch.uint8)
+    logits = logits_of(pixels.float() / 255).float()
+    probs = logits.softmax(-1)
+    hwc = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+    return [
+        ShardSample(key=sample_key(task.label, task.first_index + i), image=hwc[i], label=task.label,
+                    class_name=task.class_name, seed=task.seed, shard_id=task.shard_id, teacher=teacher_name,
+                    method=method, kept_patches=list(range(grid[0] * grid[1])), patch_grid=grid,
+                    final_loss=0.0, confidence=float(probs[i, task.label]),
+                    soft_label=logits[i].numpy().astype("float32"), generation_seconds=0.0)
+        for i in range(len(images))
+    ]
 
 
 @torch.no_grad()
@@ -52,20 +77,9 @@ def write_noise_corpus(like: CorpusInfo, out: str | Path, teacher: torch.nn.Modu
     size, patch = like.img_size, like.patch_size or like.img_size
     grid = (size // patch, size // patch)
     for task in tasks:
-        g = torch.Generator().manual_seed(task.seed)
-        images = (NOISE_MEAN + NOISE_STD * torch.randn(task.count, 3, size, size, generator=g)).clamp(0, 1)
-        pixels = (images * 255).round().to(torch.uint8)
-        logits = teacher(normalize(pixels.float() / 255, mean, std)).float()
-        probs = logits.softmax(-1)
-        hwc = pixels.permute(0, 2, 3, 1).contiguous().numpy()
-        samples = [
-            ShardSample(key=sample_key(task.label, task.first_index + i), image=hwc[i], label=task.label,
-                        class_name=task.class_name, seed=task.seed, shard_id=task.shard_id, teacher="noise",
-                        method="noise", kept_patches=list(range(grid[0] * grid[1])), patch_grid=grid,
-                        final_loss=0.0, confidence=float(probs[i, task.label]),
-                        soft_label=logits[i].numpy().astype("float32"), generation_seconds=0.0)
-            for i in range(task.count)
-        ]
+        images = noise_images(task.count, size, size, torch.Generator().manual_seed(task.seed))
+        samples = labelled_samples(task, images, lambda x: teacher(normalize(x, mean, std)), grid,
+                                   teacher_name="noise", method="noise")
         write_shard(layout, task.shard_id, samples, num_classes=like.num_classes)
     refresh_index(layout)
     return corpus_info(layout.root)
