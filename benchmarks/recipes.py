@@ -12,6 +12,7 @@ from smi_core import InversionConfig
 from smi_core.recipe import recommended_config
 
 
-def pyramid(method: str, iterations: int) -> InversionConfig:
-    """Coarse image levels at 1/2, 1/4 and 1/8 of the side on top of the pixels (``InversionConfig.pyramid``)."""
-    return dataclasses.replace(recommended_config(method, iterations), pyramid=(2, 4, 8))  # type: ignore[arg-type]
+def pixels(method: str, iterations: int) -> InversionConfig:
+    """The recommended recipe without its coarse image levels (the recommended recipe before issue 14's
+    session 8): Adam moves single pixels only."""
+    return dataclasses.replace(recommended_config(method, iterations), pyramid=())  # type: ignore[arg-type]

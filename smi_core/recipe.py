@@ -25,6 +25,11 @@ Method = Literal["dense", "smi"]
 PAPER_STOP_FRACTIONS: tuple[float, ...] = (50 / 4000, 100 / 4000, 200 / 4000, 300 / 4000)
 
 
+# coarse levels of the recommended image parametrisation: pixel-level inversions of normally trained ViTs
+# are high-frequency fooling patterns; coarse levels let low frequencies move as fast as single pixels
+RECOMMENDED_PYRAMID: tuple[int, ...] = (2, 4, 8)
+
+
 def paper_stops(iterations: int) -> tuple[int, ...]:
     """The paper's stop iterations scaled to ``iterations`` (each in [1, iterations - 1], distinct, sorted).
 
@@ -38,10 +43,11 @@ def paper_stops(iterations: int) -> tuple[int, ...]:
 def recommended_config(method: Method, iterations: int) -> InversionConfig:
     """The recommended recipe for ``method`` (``dense`` or ``smi``) at ``iterations`` Adam steps.
 
-    Today's best measured recipe (BENCHMARKS.md, issue 14): Adam lr 0.1, betas (0.5, 0.99); cross-entropy
-    plus TV-l2 0.75; a random horizontal flip as the only augmentation; SMI stops 30% of the remaining
-    patches at the paper's stops scaled to ``iterations``, stopped patches left to the image prior,
-    saliency from the last forward; each image's lowest-loss iterate kept.
+    Today's best measured recipe (BENCHMARKS.md, issue 14): the image parametrised as pixels plus coarse
+    levels at 1/2, 1/4 and 1/8 of the side (``pyramid``), all moved by Adam at lr 0.1, betas (0.5, 0.99);
+    cross-entropy plus TV-l2 0.75; a random horizontal flip as the only augmentation; SMI stops 30% of
+    the remaining patches at the paper's stops scaled to ``iterations``, stopped patches left to the
+    image prior, saliency from the last forward; each image's lowest-loss iterate kept.
     """
     if method not in ("dense", "smi"):
         raise ValueError(f"method: expected dense or smi, got {method!r}")
@@ -56,4 +62,5 @@ def recommended_config(method: Method, iterations: int) -> InversionConfig:
         augment=AugmentConfig(enabled=True, max_roll_fraction=0.0, flip=True, zoom=None, colour_shift=0.0,
                               per_sample=True),
         keep_best=True,
+        pyramid=RECOMMENDED_PYRAMID,
     )

@@ -590,7 +590,11 @@ def _describe_teacher(teacher_spec: str) -> TeacherInfo:
 
 def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
     """The engine's config: the fields ``inv`` sets over :func:`smi_core.recipe.recommended_config` for its
-    method and iteration count; raises the engine's ``ValueError`` (``field: message``) when invalid."""
+    method and iteration count; raises the engine's ``ValueError`` (``field: message``) when invalid.
+
+    The recommended pyramid goes with stopped patches left to the prior: a manifest that pins stopped
+    patches (``stopped_patches: frozen``, the paper's) for SMI and leaves ``pyramid`` out gets pixels
+    only, instead of an error about a field it never wrote."""
     rec = recommended_config(inv.method, inv.iterations)
     sched, loss, augment = inv.schedule.model_fields_set, inv.loss.model_fields_set, inv.augment.model_fields_set
     stops = tuple(inv.schedule.iterations) if "iterations" in sched else rec.selection.schedule.iterations
@@ -609,6 +613,8 @@ def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
     for name in ("betas", "pyramid"):
         if name in top:
             top[name] = tuple(top[name])
+    if "pyramid" not in top and selection.stopped == "frozen" and selection.kind != "dense":
+        top["pyramid"] = ()  # the paper's pinned stops: coarse levels would move them, so pixels only
     augment_set = {name: getattr(inv.augment, name) for name in augment}
     if augment_set.get("zoom") is not None:
         augment_set["zoom"] = tuple(augment_set["zoom"])

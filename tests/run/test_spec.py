@@ -40,6 +40,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "lr": 0.25, "betas": [0.5, 0.99], "stopped_patches": "frozen", "saliency": "instant", "keep_best": True,
     "loss": {"ce": 1.0, "tv_l1": 0.0, "tv_l2": 1e-4, "l2": 0.0, "bn_prior": 0.0, "patch_entropy": 0.0},
     "augment": {"enabled": True, "max_roll_fraction": 0.125, "flip": True},
+    "pyramid": [],  # pixels only: the recommended recipe's coarse levels are not the paper's
 }
 
 

@@ -53,6 +53,18 @@ def test_a_minimal_manifest_gets_the_recommended_recipe(tmp_path: Path, fake_tea
                                                             batch_size=2)
 
 
+def test_pinned_stops_get_pixels_only_unless_a_pyramid_is_written(tmp_path: Path, fake_teacher: None) -> None:
+    """The recommended coarse levels would move pinned pixels: an SMI manifest that pins its stopped patches
+    gets the pixel-only image instead of an error about a field it never wrote; writing both is refused."""
+    assert recommended_config("smi", 300).pyramid == (2, 4, 8)
+    frozen = load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"stopped_patches": "frozen"}})))
+    assert frozen.inversion_config().pyramid == () and frozen.inversion_config().selection.stopped == "frozen"
+    dense = load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"method": "dense", "stopped_patches": "frozen"}})))
+    assert dense.inversion_config().pyramid == (2, 4, 8)  # a dense run stops nothing: stopped_patches is moot
+    with pytest.raises(spec_mod.UserError, match="inversion.pyramid"):
+        load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"stopped_patches": "frozen", "pyramid": [2]}})))
+
+
 def test_explicit_fields_win_and_unset_ones_stay_recommended(tmp_path: Path, fake_teacher: None) -> None:
     spec = load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {
         "lr": 0.2, "loss": {"tv_l2": 1e-4}, "augment": {"max_roll_fraction": 0.125, "colour_shift": 0.3},
