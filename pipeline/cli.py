@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "pipeline.evaluate.defaults.default_steps, and printed)")
     p.add_argument("--epochs", type=int, help="passes over the corpus, instead of --steps")
     p.add_argument("--batch-size", type=int, default=64, help="corpus images per step (per rank under torchrun)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (warm-up, then cosine)")
+    p.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (warm-up, then cosine)")
     p.add_argument("--temperature", type=float, default=4.0, help="KD softmax temperature")
     p.add_argument("--sparse", action="store_true", help="train on the kept tokens only")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank (0: none)")

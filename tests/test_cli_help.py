@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from pipeline import cli
+from pipeline.evaluate.distill import DistillConfig
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "smi-synth"):
@@ -44,3 +45,13 @@ def test_version(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("smi-synth ") and out.split()[1] == cli.package_version() and out.split()[1][0].isdigit()
+
+
+def test_distill_hyper_parameter_defaults_are_the_libraries():
+    """The CLI's distillation defaults are DistillConfig's (the CLI spells them out to stay import-light)."""
+    distill = dict(_parsers(cli.build_parser()))["smi-synth distill"]
+    defaults = {a.dest: a.default for a in distill._actions}
+    config = DistillConfig()
+    for name in ("lr", "temperature", "batch_size", "weight_decay"):
+        if name in defaults:
+            assert defaults[name] == getattr(config, name), name
