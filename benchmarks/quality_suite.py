@@ -196,11 +196,17 @@ def write_reference(root: Path, kind: str, teacher: Any, checkpoint: Path, name:
 # --- one (teacher, seed) -------------------------------------------------------------------------------
 
 
+def kd_views(args: argparse.Namespace) -> KDAugmentConfig:
+    """The live teacher's views every student is distilled on: the library's defaults but ``--adversarial-eps``."""
+    return KDAugmentConfig(adversarial_eps=args.adversarial_eps)
+
+
 def settings_record(args: argparse.Namespace, name: str, configs: dict[str, dict]) -> dict[str, Any]:
     """What a (teacher, seed) result depends on besides the seed: a finished result is reused only if equal."""
     return {"teacher": name, "classes": args.classes, "per_class": args.per_class, "iterations": args.iterations,
             "distill_steps": args.steps, "student": args.student, "batch_size": args.batch_size, "lr": args.lr,
             "adversarial_eps": args.adversarial_eps, "eval_images": args.eval_images, "corpora": list(args.corpora),
+            "kd_views": dataclasses.asdict(kd_views(args)),
             "teacher_steps": args.teacher_steps, "inversion": configs}
 
 
@@ -260,7 +266,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             student = build_student(args.student, num_classes=info.num_classes, img_size=info.img_size,
                                     patch_size=info.patch_size)
             cfg = DistillConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, show_progress=False,
-                                augment=KDAugmentConfig(adversarial_eps=args.adversarial_eps))
+                                augment=kd_views(args))
             res = distill(student, info, cfg, mean=mean, std=std, teacher=teacher.model, teacher_norm=(mean, std))
             row.update(student_top1=top1(res.model, heldout, mean=mean, std=std), distill_seconds=res.seconds,
                        final_loss=res.losses[-1])

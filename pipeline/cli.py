@@ -130,12 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the training state in DIR and resume from it when the same command runs again")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N", help="epochs between checkpoints")
     aug = p.add_argument_group("views labelled by the live teacher (not with --stored-labels)")
-    aug.add_argument("--max-shift", type=int, default=2, help="random shift in pixels, with a random flip")
+    aug.add_argument("--max-shift", type=int, default=0,
+                     help="random shift in pixels, with a random flip (0: flip only; shifts that cut across the "
+                          "teacher's patches relabel inverted images)")
     aug.add_argument("--colour-jitter", type=float, default=0.3, help="contrast/brightness jitter strength")
     aug.add_argument("--no-channel-shuffle", dest="channel_shuffle", action="store_false",
                      help="keep the colour channels in order")
     aug.add_argument("--adversarial-eps", type=float, default=1.0,
                      help="L2 size of the student-teacher adversarial views added to each batch (0: none)")
+    aug.add_argument("--mix", type=float, default=0.5,
+                     help="fraction of each batch mixed with another of its images, half mixup, half cutmix (0: none)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (each torchrun rank takes its LOCAL_RANK GPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the student's initialisation, data order and views")
     p.add_argument("--json", action="store_true", help=JSON_HELP)

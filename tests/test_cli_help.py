@@ -8,6 +8,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.evaluate.distill import DistillConfig
+from pipeline.evaluate.kd_views import KDAugmentConfig
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "smi-synth"):
@@ -54,3 +55,6 @@ def test_distill_hyper_parameter_defaults_are_the_libraries():
     config = DistillConfig()
     for name in ("lr", "temperature", "batch_size"):  # the CLI does not expose weight_decay
         assert defaults[name] == getattr(config, name), name
+    views = KDAugmentConfig()
+    for name in ("max_shift", "colour_jitter", "channel_shuffle", "adversarial_eps", "mix"):  # the CLI has no --no-flip
+        assert defaults[name] == getattr(views, name), name

@@ -330,7 +330,8 @@ def distill(
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     augment = NO_AUGMENT
     if teacher is not None:  # kept masks stay aligned only without moving pixels: sparse gets colour only
-        augment = cfg.augment if not cfg.sparse else replace(cfg.augment, flip=False, max_shift=0, adversarial_eps=0.0)
+        augment = cfg.augment if not cfg.sparse else replace(cfg.augment, flip=False, max_shift=0,
+                                                             adversarial_eps=0.0, mix=0.0)
     teacher_mean, teacher_std = teacher_norm or (mean, std)
 
     def student_logits(raw: torch.Tensor) -> torch.Tensor:  # views only: no gradient sync needed
@@ -499,7 +500,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UserError(f"--checkpoint-every: must be >= 1, got {args.checkpoint_every}")
     try:
         augment = KDAugmentConfig(max_shift=args.max_shift, colour_jitter=args.colour_jitter,
-                                  channel_shuffle=args.channel_shuffle, adversarial_eps=args.adversarial_eps)
+                                  channel_shuffle=args.channel_shuffle, adversarial_eps=args.adversarial_eps,
+                                  mix=args.mix)
     except ValueError as exc:
         name, _, why = str(exc).partition(": ")
         raise UserError(f"--{name.replace('_', '-')}: {why}") from None

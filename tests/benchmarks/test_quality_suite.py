@@ -95,3 +95,14 @@ def test_quick_mode_on_every_teacher(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert qs.main(["--quick", "--out", str(tmp_path), "--seeds", "0,1"]) == 0
     _check_quick(tmp_path, json.loads(capsys.readouterr().out.strip().splitlines()[-1]),
                  {"shapes64", "glyphs196", "digits64"})
+
+
+def test_settings_record_the_kd_views_so_a_new_default_is_not_reused() -> None:
+    """A finished result is reused only under equal settings: the students' views are part of them."""
+    from pipeline.evaluate.kd_views import KDAugmentConfig
+
+    qs = _load("quality_suite")
+    args = qs.parse_args(["--adversarial-eps", "0.5"])
+    record = qs.settings_record(args, "shapes64", {})
+    assert record["kd_views"] == dataclasses.asdict(KDAugmentConfig(adversarial_eps=0.5))
+    assert qs.kd_views(args) == KDAugmentConfig(adversarial_eps=0.5)

@@ -124,7 +124,8 @@ def test_live_teacher_views_change_what_the_student_learns(tmp_path, make_corpus
     assert not torch.equal(plain, train(distill.KDAugmentConfig()))
 
 
-@pytest.mark.parametrize("flag, value", [("--colour-jitter", "1.5"), ("--max-shift", "-1"), ("--adversarial-eps", "-1")])
+@pytest.mark.parametrize("flag, value", [("--colour-jitter", "1.5"), ("--max-shift", "-1"), ("--adversarial-eps", "-1"),
+                                         ("--mix", "1.5")])
 def test_bad_view_settings_exit_2_naming_the_flag(tmp_path, make_corpus, teachers, capsys, flag, value):
     layout = make_corpus(tmp_path / "c")
     rc, _, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--teacher", "tiny3",

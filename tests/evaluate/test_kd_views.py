@@ -13,6 +13,7 @@ from pipeline.evaluate.kd_views import (
     flip_shift,
     kd_adversarial,
     kd_divergence,
+    mix_pairs,
     photometric,
 )
 
@@ -41,6 +42,25 @@ def test_shift_moves_content_by_at_most_max_shift():
     for img in out:
         (r, c) = (img[0] == 1).nonzero()[0].tolist()
         assert abs(r - 8) <= 2 and abs(c - 8) <= 2
+
+
+def test_mix_pairs_blends_or_pastes_other_images_of_the_batch():
+    x = torch.stack([torch.full((3, 16, 16), float(v)) for v in (0.0, 0.25, 0.5, 0.75, 1.0, 0.125, 0.375, 0.625)])
+    out = mix_pairs(x, torch.Generator().manual_seed(4), fraction=1.0)
+    values = set(x[:, 0, 0, 0].tolist())
+    changed = 0
+    for a, b in zip(x, out):
+        if torch.equal(a, b):
+            continue
+        changed += 1
+        pixels = set(b.flatten().tolist())
+        if pixels <= values:  # cutmix: a box of one other image pasted into this one
+            assert len(pixels) <= 2
+        else:  # mixup: one blended value everywhere, between the two
+            assert len(pixels) == 1 and 0 <= pixels.pop() <= 1
+    assert changed >= 4
+    assert torch.equal(mix_pairs(x, torch.Generator().manual_seed(4), fraction=0.0), x)
+    assert torch.equal(out, mix_pairs(x, torch.Generator().manual_seed(4), fraction=1.0))
 
 
 def test_channel_shuffle_permutes_channels_and_jitter_stays_in_range():
@@ -92,6 +112,7 @@ def test_adversarial_views_double_the_batch_and_need_both_models():
 
 @pytest.mark.parametrize("kwargs, field", [
     ({"max_shift": -1}, "max_shift"), ({"colour_jitter": 1.0}, "colour_jitter"), ({"adversarial_eps": -0.1}, "adversarial_eps"),
+    ({"mix": 1.2}, "mix"),
 ])
 def test_config_names_the_bad_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
