@@ -83,10 +83,9 @@ def mix_pairs(images: torch.Tensor, g: torch.Generator, fraction: float) -> torc
     u = torch.rand(b, 5, generator=g)  # chosen, cutmix, lam, box centre y, x
     lam = u[:, 2].view(b, 1, 1, 1)
     box_h, box_w = (1 - u[:, 2]).sqrt() * h, (1 - u[:, 2]).sqrt() * w
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
-    box = ((rows - (u[:, 3] * h).floor().view(b, 1, 1)).abs() * 2 < box_h.view(b, 1, 1)) & (
-        (cols - (u[:, 4] * w).floor().view(b, 1, 1)).abs() * 2 < box_w.view(b, 1, 1))
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    centre_y, centre_x = (u[:, 3] * h).floor().view(b, 1, 1), (u[:, 4] * w).floor().view(b, 1, 1)
+    box = ((rows - centre_y).abs() * 2 < box_h.view(b, 1, 1)) & ((cols - centre_x).abs() * 2 < box_w.view(b, 1, 1))
     lam, box, perm = lam.to(images.device), box.to(images.device), perm.to(images.device)
     other = images[perm]
     mixed = torch.where((u[:, 1] < 0.5).view(b, 1, 1, 1).to(images.device),
