@@ -205,8 +205,8 @@ def settings_record(args: argparse.Namespace, name: str, configs: dict[str, dict
     """What a (teacher, seed) result depends on besides the seed: a finished result is reused only if equal."""
     return {"teacher": name, "classes": args.classes, "per_class": args.per_class, "iterations": args.iterations,
             "distill_steps": args.steps, "student": args.student, "batch_size": args.batch_size, "lr": args.lr,
-            "adversarial_eps": args.adversarial_eps, "eval_images": args.eval_images, "corpora": list(args.corpora),
-            "kd_views": dataclasses.asdict(kd_views(args)),
+            "kd_views": dataclasses.asdict(kd_views(args)), "eval_images": args.eval_images,
+            "corpora": list(args.corpora),
             "teacher_steps": args.teacher_steps, "inversion": configs}
 
 

@@ -7,7 +7,8 @@ every random choice from the ``torch.Generator`` passed in.
 - :func:`flip_shift`: horizontal flip and a shift of up to ``max_shift`` pixels (reflect padding). The
   shift is off by default: an inverted image's class evidence sits on the teacher's patch grid, and a shift
   of a pixel or two cuts across it (the toy teacher kept the class of 9% of its pyramid inversions under a
-  diagonal 2-pixel shift, 46% of its real images), so shifted views mostly teach the teacher's answers off its data.
+  diagonal 2-pixel shift, 46% of its real images), so shifted views mostly teach the teacher's answers off
+  its data.
 - :func:`mix_pairs`: half of each batch (``mix``) blended with (mixup) or pasted into (cutmix) another
   image of the batch; the teacher labels the mixture, so the student also learns the teacher between the
   corpus's images. Measured on the two tuning teachers of the quality suite (one seed, 1,000 steps, the same
@@ -79,18 +80,18 @@ def mix_pairs(images: torch.Tensor, g: torch.Generator, fraction: float) -> torc
     half of them blended ``lam * x + (1 - lam) * y`` (mixup), half with a box of area ``1 - lam`` of ``y``
     pasted in (cutmix, box clipped at the border), ``lam ~ U(0, 1)`` per image."""
     b, _, h, w = images.shape
-    perm = torch.randperm(b, generator=g)
-    u = torch.rand(b, 5, generator=g)  # chosen, cutmix, lam, box centre y, x
+    device = images.device
+    perm = torch.randperm(b, generator=g).to(device)
+    u = torch.rand(b, 5, generator=g).to(device)  # chosen, cutmix, lam, box centre y, x
     lam = u[:, 2].view(b, 1, 1, 1)
-    box_h, box_w = (1 - u[:, 2]).sqrt() * h, (1 - u[:, 2]).sqrt() * w
-    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    box_h, box_w = ((1 - u[:, 2]).sqrt() * h).view(b, 1, 1), ((1 - u[:, 2]).sqrt() * w).view(b, 1, 1)
+    rows, cols = torch.arange(h, device=device).view(1, h, 1), torch.arange(w, device=device).view(1, 1, w)
     centre_y, centre_x = (u[:, 3] * h).floor().view(b, 1, 1), (u[:, 4] * w).floor().view(b, 1, 1)
-    box = ((rows - centre_y).abs() * 2 < box_h.view(b, 1, 1)) & ((cols - centre_x).abs() * 2 < box_w.view(b, 1, 1))
-    lam, box, perm = lam.to(images.device), box.to(images.device), perm.to(images.device)
+    box = ((rows - centre_y).abs() * 2 < box_h) & ((cols - centre_x).abs() * 2 < box_w)
     other = images[perm]
-    mixed = torch.where((u[:, 1] < 0.5).view(b, 1, 1, 1).to(images.device),
-                        torch.where(box.unsqueeze(1), other, images), lam * images + (1 - lam) * other)
-    return torch.where((u[:, 0] < fraction).view(b, 1, 1, 1).to(images.device), mixed, images)
+    cutmix = torch.where(box.unsqueeze(1), other, images)
+    mixed = torch.where((u[:, 1] < 0.5).view(b, 1, 1, 1), cutmix, lam * images + (1 - lam) * other)
+    return torch.where((u[:, 0] < fraction).view(b, 1, 1, 1), mixed, images)
 
 
 def photometric(images: torch.Tensor, g: torch.Generator, jitter: float, shuffle_channels: bool) -> torch.Tensor:
@@ -141,9 +142,10 @@ def augment_views(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The batch of views to distil on and, given a ``teacher``, its logits on every view (else None).
 
-    Views are (optionally mixed,) flip/shift and photometric views of ``images``, plus (with ``config.adversarial_eps`` > 0)
-    their adversarial counterparts, so the batch doubles. The adversarial step's teacher pass on the
-    clean views is reused as their labels, so only the adversarial half costs another teacher pass.
+    Views are (optionally mixed,) flip/shift and photometric views of ``images``, plus (with
+    ``config.adversarial_eps`` > 0) their adversarial counterparts, so the batch doubles. The adversarial
+    step's teacher pass on the clean views is reused as their labels, so only the adversarial half costs
+    another teacher pass.
     """
     views = mix_pairs(images, g, config.mix) if config.mix > 0 else images
     views = flip_shift(views, g, config.max_shift, config.flip)
