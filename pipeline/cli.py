@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (warm-up, then cosine)")
     p.add_argument("--temperature", type=float, default=4.0, help="KD softmax temperature")
     p.add_argument("--sparse", action="store_true", help="train on the kept tokens only")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank (0: none)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes per rank (0: none; default: none when "
+                   "the corpus fits in memory and one process trains, where it is decoded once, else 2)")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
                    help="autocast forward passes: auto = on CUDA only (bfloat16, else float16 with a grad scaler)")
     p.add_argument("--save", metavar="DIR", help="write the trained student to DIR/model.safetensors + DIR/config.json")

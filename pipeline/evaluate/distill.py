@@ -4,9 +4,11 @@ The loss is ``KL(softmax(s/T) || softmax(t/T)) * T^2`` against the stored soft l
 or a live teacher (``--teacher``). A live teacher labels augmented views of each batch
 (:mod:`pipeline.evaluate.kd_views`: flip/shift, colour jitter and channel shuffle, and one adversarial
 student-teacher step), which is what lets a student learn from a few hundred inverted images.
-The corpus is streamed through :func:`pipeline.corpus.loader.load_corpus` (seeded shard shuffle, several
-shards open at once, a shuffle buffer of raw samples, so batches mix classes) by a torch ``DataLoader``
-with ``--workers`` processes. Under ``torchrun`` the student trains data-parallel (DDP; gloo on CPU, NCCL
+A corpus whose decoded pixels fit in ``DistillConfig.memory_budget`` is decoded once and dealt from
+memory in full batches (:mod:`pipeline.evaluate.memory_batches`; one process, no ``--workers``); else it is
+streamed through :func:`pipeline.corpus.loader.load_corpus` (seeded shard shuffle, several shards open at
+once, a shuffle buffer of raw samples, so batches mix classes) by a torch ``DataLoader`` with
+``--workers`` processes. Under ``torchrun`` the student trains data-parallel (DDP; gloo on CPU, NCCL
 on GPUs) and the loader gives every rank the same number of batches. On CUDA the forward passes run
 under autocast (bfloat16, or float16 with a gradient scaler). ``--checkpoint DIR`` saves the training
 state after every ``--checkpoint-every`` epochs and resumes from it; ``--save DIR`` keeps the student
@@ -24,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,12 @@ from pipeline.evaluate.kd_views import (
     augment_views,
     kd_divergence,
 )
+from pipeline.evaluate.memory_batches import (
+    MEMORY_BUDGET_BYTES,
+    Batch,
+    fits_in_memory,
+    load_in_memory,
+)
 from smi_core.vit import forward_subset, vit_geometry
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,7 @@ log = logging.getLogger(__name__)
 TOY_STUDENT = "toy-student"
 TOY_STUDENT_ARCH = "vit_tiny_patch16_224"  # the timm architecture the toy student's arguments override
 AMP_MODES = ("auto", "on", "off")
+DEFAULT_STREAM_WORKERS = 2  # --workers left out and the corpus streamed (too large for memory, or DDP)
 
 
 @dataclass
@@ -89,6 +99,9 @@ class DistillConfig:
     augment: KDAugmentConfig = field(default_factory=KDAugmentConfig)
     show_progress: bool = True
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    # a single process without workers decodes a corpus of at most this many pixel bytes once and keeps it
+    # in memory (0: always stream it through the DataLoader)
+    memory_budget: int = MEMORY_BUDGET_BYTES
     amp: str = "auto"  # autocast: "auto" (on CUDA only), "on" (bfloat16 on CPU), "off"
     checkpoint_dir: Path | None = None  # training state saved here and resumed from
     checkpoint_every: int = 1  # epochs between checkpoints
@@ -104,6 +117,7 @@ class DistillResult:
     losses: list[float] = field(default_factory=list)  # mean loss per epoch (this rank's)
     resumed_from_epoch: int = 0
     steps: int = 0  # optimizer steps taken (a resumed run counts those before the interruption too)
+    in_memory: bool = False  # batches dealt from the corpus decoded in memory (else streamed)
 
     @property
     def epochs(self) -> int:
@@ -260,16 +274,51 @@ def _amp(cfg: DistillConfig, device: torch.device) -> tuple[bool, torch.dtype]:
     return on, torch.bfloat16
 
 
-def _fingerprint(cfg: DistillConfig, identity: dict[str, Any], ddp: Distributed) -> dict[str, Any]:
+def _fingerprint(cfg: DistillConfig, identity: dict[str, Any], ddp: Distributed, in_memory: bool) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (anything that changes the run's arithmetic or data order)."""
     keep = {k: v for k, v in asdict(cfg).items() if k not in ("show_progress", "checkpoint_dir", "checkpoint_every",
-                                                            "device")}
+                                                            "device", "memory_budget")}
+    if in_memory:  # batches dealt from memory (a streamed run's fingerprint is as before this path existed)
+        keep["in_memory"] = True
     if keep["steps"] is None:  # an epoch budget: fingerprints as before the step budget existed
         del keep["steps"]
     else:
         del keep["epochs"]
     keep["augment"] = asdict(cfg.augment)
     return {**keep, **identity, "world": ddp.world}
+
+
+def _epoch_batches(info: CorpusInfo, cfg: DistillConfig, ddp: Distributed, device: torch.device
+                   ) -> tuple[Callable[[int], Iterable[Batch]], int, bool]:
+    """The batches of each epoch (a function of the epoch), steps per epoch, and whether they come from
+    memory: a single process without loader workers holds a corpus within ``cfg.memory_budget`` decoded
+    in memory (:mod:`pipeline.evaluate.memory_batches`), anything else is streamed by a ``DataLoader``."""
+    memory = None
+    if ddp.world == 1 and cfg.workers == 0:
+        memory = load_in_memory(info.root, num_images=info.num_images, img_size=info.img_size,
+                                batch_size=cfg.batch_size, seed=cfg.seed, budget_bytes=cfg.memory_budget)
+    if memory is not None:
+        log.info("%s: %d images decoded in memory, %d full batches per epoch", info.root, len(memory.images),
+                 memory.steps_per_epoch)
+        return memory.epoch, memory.steps_per_epoch, True
+    # DDP needs the same number of batches on every rank: equal-length readers; one process reads each
+    # sample exactly once per epoch (its workers may differ in length)
+    ds = load_corpus(info.root, soft_labels=True, kept_mask=True, shuffle_shards=True, seed=cfg.seed,
+                     equal_epochs=ddp.world > 1)
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                                         pin_memory=device.type == "cuda")
+    readers = max(1, cfg.workers)
+    reader_samples = ds.epoch_samples(ddp.world * readers)
+    if reader_samples is None:  # unequal workers of one process: a bound for the schedule
+        steps_per_epoch = math.ceil(ds.num_samples / cfg.batch_size) + readers - 1
+    else:
+        steps_per_epoch = readers * math.ceil(reader_samples / cfg.batch_size)
+
+    def streamed(epoch: int) -> Iterable[Batch]:
+        ds.set_epoch(epoch)
+        return loader
+
+    return streamed, steps_per_epoch, False
 
 
 def distill(
@@ -301,18 +350,7 @@ def distill(
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    # DDP needs the same number of batches on every rank: equal-length readers; one process reads each
-    # sample exactly once per epoch (its workers may differ in length)
-    ds = load_corpus(info.root, soft_labels=True, kept_mask=True, shuffle_shards=True, seed=cfg.seed,
-                     equal_epochs=ddp.world > 1)
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                                         pin_memory=device.type == "cuda")
-    readers = max(1, cfg.workers)
-    reader_samples = ds.epoch_samples(ddp.world * readers)
-    if reader_samples is None:  # unequal workers of one process: a bound for the schedule
-        steps_per_epoch = math.ceil(ds.num_samples / cfg.batch_size) + readers - 1
-    else:
-        steps_per_epoch = readers * math.ceil(reader_samples / cfg.batch_size)
+    epoch_batches, steps_per_epoch, in_memory = _epoch_batches(info, cfg, ddp, device)
     if cfg.steps is not None:  # a step budget: as many passes as it takes, the last one cut short
         total_steps, epochs = cfg.steps, math.ceil(cfg.steps / max(1, steps_per_epoch))
     else:
@@ -340,7 +378,7 @@ def distill(
     def teacher_logits(raw: torch.Tensor) -> torch.Tensor:
         return teacher(normalize(raw, teacher_mean, teacher_std))  # type: ignore[misc]
 
-    fingerprint = _fingerprint(cfg, identity or {}, ddp)
+    fingerprint = _fingerprint(cfg, identity or {}, ddp, in_memory)
     state_path = cfg.checkpoint_dir / STATE_FILE if cfg.checkpoint_dir is not None else None
     first_epoch, seen, seconds, losses, step = 0, 0, 0.0, [], 0
     if state_path is not None and state_path.is_file():
@@ -364,14 +402,13 @@ def distill(
 
     epoch = first_epoch
     while (epoch < epochs if cfg.steps is None else budget_left()):
-        ds.set_epoch(epoch)
         # views drawn per (seed, rank, epoch): a resumed run draws what an uninterrupted one would
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ddp.rank * 10_007 + epoch)
         bar = progress(steps_per_epoch * cfg.batch_size * ddp.world, f"epoch {epoch + 1}/{epochs}", unit="img",
                        disable=not (cfg.show_progress and ddp.main and sys.stderr.isatty()))
         total, n, batches = 0.0, 0, 0
         with bar:
-            for images, _labels, soft, masks in loader:
+            for images, _labels, soft, masks in epoch_batches(epoch):
                 if not budget_left():  # every rank stops at the same step: they all get equal batches
                     break
                 batches += 1
@@ -413,7 +450,7 @@ def distill(
                 save_state(state_path, parts, meta)
             _barrier(ddp)
     student.eval()
-    return DistillResult(student, seen, time.perf_counter() - start, losses, first_epoch, step)
+    return DistillResult(student, seen, time.perf_counter() - start, losses, first_epoch, step, in_memory)
 
 
 def _first_mask_grid(info: CorpusInfo) -> tuple[int, int] | None:
@@ -494,7 +531,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
             raise UserError(f"{flag}: must be >= 1, got {value}")
     if args.batch_size < 1 or args.lr <= 0 or args.temperature <= 0:
         raise UserError("--batch-size must be >= 1, --lr and --temperature > 0")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers: must be >= 0, got {args.workers}")
     if args.checkpoint_every < 1:
         raise UserError(f"--checkpoint-every: must be >= 1, got {args.checkpoint_every}")
@@ -566,9 +603,13 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, choices: Distil
         else:
             log.warning("no teacher mean/std recorded; normalising with %s/%s", DEFAULT_MEAN, DEFAULT_STD)
             mean, std = DEFAULT_MEAN, DEFAULT_STD
+    workers = args.workers
+    if workers is None:  # none for a corpus held in memory (nothing to decode after the first read)
+        in_memory = ddp.world == 1 and fits_in_memory(info.num_images, info.img_size)
+        workers = 0 if in_memory else DEFAULT_STREAM_WORKERS
     cfg = DistillConfig(epochs=choices.epochs or 1, steps=choices.steps, batch_size=args.batch_size, lr=args.lr,
                         temperature=args.temperature, sparse=args.sparse, device=device, seed=args.seed,
-                        augment=augment, workers=args.workers, amp=args.amp, checkpoint_every=args.checkpoint_every,
+                        augment=augment, workers=workers, amp=args.amp, checkpoint_every=args.checkpoint_every,
                         checkpoint_dir=Path(args.checkpoint) if args.checkpoint else None)
     corpus = str(info.root.resolve()) if isinstance(info.root, Path) else str(info.root)
     identity = {"student": choices.student, "teacher": choices.teacher, "corpus": corpus,
@@ -599,7 +640,7 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, choices: Distil
         "sparse": bool(args.sparse), "final_loss": result.losses[-1] if result.losses else None,
         "eval": eval_set.name if eval_set is not None else None,
         "eval_images": eval_set.num_images if eval_set is not None else 0,
-        "world_size": ddp.world, "workers": args.workers, "amp": _amp(cfg, torch.device(device))[0],
+        "world_size": ddp.world, "workers": workers, "in_memory": result.in_memory, "amp": _amp(cfg, torch.device(device))[0],
         "resumed_from_epoch": result.resumed_from_epoch, "saved": saved, "chosen": choices.as_dict(),
     }
     if args.json:
