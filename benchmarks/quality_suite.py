@@ -206,6 +206,7 @@ def settings_record(args: argparse.Namespace, name: str, configs: dict[str, dict
     return {"teacher": name, "classes": args.classes, "per_class": args.per_class, "iterations": args.iterations,
             "distill_steps": args.steps, "student": args.student, "batch_size": args.batch_size, "lr": args.lr,
             "kd_views": dataclasses.asdict(kd_views(args)), "eval_images": args.eval_images,
+            "distill_memory_budget": DistillConfig.memory_budget,  # corpora within it are dealt from memory
             "corpora": list(args.corpora),
             "teacher_steps": args.teacher_steps, "inversion": configs}
 
@@ -345,7 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=1000, help="distillation steps per corpus (rounded to whole epochs)")
     p.add_argument("--student", default="test_resnet")
     p.add_argument("--batch-size", type=int, default=64, help="distillation batch size")
-    p.add_argument("--lr", type=float, default=3e-3, help="distillation learning rate")
+    p.add_argument("--lr", type=float, default=DistillConfig.lr, help="distillation learning rate")
     p.add_argument("--adversarial-eps", type=float, default=1.0, help="L2 size of the adversarial KD views (0: none)")
     p.add_argument("--corpora", default=",".join(CORPORA),
                    help="corpora to distil (all four are generated); dense and smi are needed for the paired summary")

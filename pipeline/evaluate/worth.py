@@ -7,17 +7,21 @@ augmented and adversarial views) and are scored on the same held-out images.
 
 from __future__ import annotations
 
+import multiprocessing
 import tempfile
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from pipeline.evaluate.common import CorpusInfo, EvalSet, corpus_info, top1
 from pipeline.evaluate.defaults import default_steps, default_student
 from pipeline.evaluate.distill import DistillConfig, build_student, distill
+from pipeline.evaluate.kd_views import KDAugmentConfig
 from pipeline.evaluate.noise import write_noise_corpus
 
 
@@ -30,6 +34,10 @@ class WorthSettings:
     batch_size: int = 64
     lr: float = DistillConfig.lr
     seed: int = 0
+    augment: KDAugmentConfig = field(default_factory=KDAugmentConfig)  # the views the live teacher labels
+    # train both students at once, each in its own (spawned) process with one torch thread; else one after
+    # the other in this process, with its threads
+    parallel: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,16 +58,42 @@ class Worth:
         return dict(self.__dict__)
 
 
-def _student_top1(info: CorpusInfo, teacher: Any, eval_set: EvalSet, settings: WorthSettings, student: str,
-                  steps: int, show_progress: bool) -> float:
-    mean, std = info.mean or tuple(teacher.mean), info.std or tuple(teacher.std)
-    torch.manual_seed(settings.seed)
-    model = build_student(student, num_classes=info.num_classes, img_size=info.img_size, patch_size=info.patch_size)
-    cfg = DistillConfig(steps=steps, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
-                        show_progress=show_progress, workers=0)
-    result = distill(model, info, cfg, mean=mean, std=std, teacher=teacher.model,
-                     teacher_norm=(tuple(teacher.mean), tuple(teacher.std)))
-    return top1(result.model, eval_set, mean=mean, std=std)
+@dataclass(frozen=True)
+class StudentJob:
+    """One student to distil from the corpus ``info`` against a live teacher (a picklable description)."""
+
+    info: CorpusInfo
+    teacher: nn.Module
+    teacher_norm: tuple[tuple[float, ...], tuple[float, ...]]  # the teacher's mean and std
+    student: str
+    config: DistillConfig
+    threads: int | None = None  # torch threads to train with (None: leave the process's setting)
+
+    @property
+    def norm(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The student's input normalisation: the corpus's recorded one, else the teacher's."""
+        return self.info.mean or self.teacher_norm[0], self.info.std or self.teacher_norm[1]
+
+
+def train_student(job: StudentJob) -> nn.Module:
+    """Build ``job.student`` (seeded with ``job.config.seed``) and distil it."""
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
+    info = job.info
+    torch.manual_seed(job.config.seed)
+    model = build_student(job.student, num_classes=info.num_classes, img_size=info.img_size,
+                          patch_size=info.patch_size)
+    mean, std = job.norm
+    return distill(model, info, job.config, mean=mean, std=std, teacher=job.teacher, teacher_norm=job.teacher_norm).model
+
+
+def train_students(jobs: list[StudentJob], parallel: bool = False) -> list[nn.Module]:
+    """:func:`train_student` for each job: one after the other, or each in its own spawned process (the jobs
+    must then be picklable, and each should set ``threads``)."""
+    if not parallel or len(jobs) < 2:
+        return [train_student(job) for job in jobs]
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(train_student, jobs))
 
 
 def corpus_worth(root: str | Path, teacher: Any, eval_set: EvalSet, settings: WorthSettings = WorthSettings(), *,
@@ -70,12 +104,20 @@ def corpus_worth(root: str | Path, teacher: Any, eval_set: EvalSet, settings: Wo
     info = corpus_info(root)
     student = settings.student or default_student(info)
     steps = settings.steps or default_steps(max(1, info.num_images), settings.batch_size)
+    norm = (tuple(teacher.mean), tuple(teacher.std))
+    config = DistillConfig(steps=steps, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
+                           augment=settings.augment, show_progress=show_progress, workers=0)
+    threads = 1 if settings.parallel else None
     start = time.perf_counter()
-    corpus_top1 = _student_top1(info, teacher, eval_set, settings, student, steps, show_progress)
     with tempfile.TemporaryDirectory(prefix="smi-synth-noise-") as scratch:
-        noise = write_noise_corpus(info, Path(scratch) / "noise", teacher.model, mean=tuple(teacher.mean),
-                                   std=tuple(teacher.std), seed=settings.seed)
-        noise_top1 = _student_top1(noise, teacher, eval_set, settings, student, steps, show_progress)
+        noise = write_noise_corpus(info, Path(scratch) / "noise", teacher.model, mean=norm[0], std=norm[1],
+                                   seed=settings.seed)
+        quiet = replace(config, show_progress=False)  # run at once, only the corpus's student shows progress
+        jobs = [StudentJob(info, teacher.model, norm, student, config, threads),
+                StudentJob(noise, teacher.model, norm, student, quiet if settings.parallel else config, threads)]
+        models = train_students(jobs, settings.parallel)
+    corpus_top1, noise_top1 = (top1(model, eval_set, mean=job.norm[0], std=job.norm[1])
+                               for model, job in zip(models, jobs))
     seconds = time.perf_counter() - start
     teacher_top1 = top1(teacher.model, eval_set, mean=tuple(teacher.mean), std=tuple(teacher.std))
     return Worth(teacher_top1, corpus_top1, noise_top1, student, steps, info.num_images, len(set(info.class_ids.values())),

@@ -106,3 +106,13 @@ def test_settings_record_the_kd_views_so_a_new_default_is_not_reused() -> None:
     record = qs.settings_record(args, "shapes64", {})
     assert record["kd_views"] == dataclasses.asdict(KDAugmentConfig(adversarial_eps=0.5))
     assert qs.kd_views(args) == KDAugmentConfig(adversarial_eps=0.5)
+
+
+def test_the_suite_distils_with_the_library_defaults() -> None:
+    """The student's learning rate defaults to the library's; the data path's budget is in the settings."""
+    from pipeline.evaluate.distill import DistillConfig
+
+    qs = _load("quality_suite")
+    args = qs.parse_args([])
+    assert args.lr == DistillConfig.lr
+    assert qs.settings_record(args, "shapes64", {})["distill_memory_budget"] == DistillConfig.memory_budget

@@ -66,3 +66,23 @@ def test_corpus_worth_distils_both_students_the_same_way(tmp_path, make_corpus, 
     for value in (result.teacher_top1, result.corpus_top1, result.noise_top1):
         assert 0.0 <= value <= 1.0
     assert result.teacher_top1 == evaluation.top1(teacher.model, eval_set, mean=MEAN, std=STD)
+
+
+def test_students_trained_in_parallel_processes_equal_those_trained_in_turn(tmp_path, make_corpus, teachers):
+    layout = make_corpus(tmp_path / "c")
+    info = evaluation.corpus_info(layout.root)
+    noise = write_noise_corpus(info, tmp_path / "noise", teachers["tiny3"].model, mean=MEAN, std=STD, seed=1)
+    config = worth_mod.DistillConfig(steps=3, batch_size=4, show_progress=False)
+    jobs = [worth_mod.StudentJob(source, teachers["tiny3"].model, (MEAN, STD), "toy-student", config, threads=1)
+            for source in (info, noise)]
+    threads = torch.get_num_threads()
+    try:
+        in_turn = worth_mod.train_students(jobs)
+    finally:
+        torch.set_num_threads(threads)
+    at_once = worth_mod.train_students(jobs, parallel=True)
+    assert torch.get_num_threads() == threads  # the workers' thread setting stays in the workers
+    for a, b in zip(in_turn, at_once):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not all(torch.equal(x, y) for x, y in zip(in_turn[0].state_dict().values(),
+                                                     in_turn[1].state_dict().values()))  # two different corpora
