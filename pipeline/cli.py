@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "pipeline.evaluate.defaults.default_steps, and printed)")
     p.add_argument("--epochs", type=int, help="passes over the corpus, instead of --steps")
     p.add_argument("--batch-size", type=int, default=64, help="corpus images per step (per rank under torchrun)")
-    p.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (warm-up, then cosine)")
+    p.add_argument("--lr", type=float, default=1e-2, help="AdamW peak learning rate (warm-up, then cosine)")
     p.add_argument("--temperature", type=float, default=4.0, help="KD softmax temperature")
     p.add_argument("--sparse", action="store_true", help="train on the kept tokens only")
     p.add_argument("--workers", type=int, help="DataLoader worker processes per rank (0: none; default: none when "
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the colour channels in order")
     aug.add_argument("--adversarial-eps", type=float, default=1.0,
                      help="L2 size of the student-teacher adversarial views added to each batch (0: none)")
-    aug.add_argument("--mix", type=float, default=0.5,
+    aug.add_argument("--mix", type=float, default=1.0,
                      help="fraction of each batch mixed with another of its images, half mixup, half cutmix (0: none)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (each torchrun rank takes its LOCAL_RANK GPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the student's initialisation, data order and views")

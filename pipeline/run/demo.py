@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from pipeline.corpus.verify import verify_corpus
 from pipeline.errors import UserError
 from pipeline.evaluate.common import corpus_info, eval_source, format_top1
+from pipeline.evaluate.kd_views import KDAugmentConfig
 from pipeline.evaluate.worth import Worth, WorthSettings, corpus_worth
 from pipeline.run.runner import format_report, prebuild_toy_teacher, run_corpus
 from pipeline.run.spec import load_spec
@@ -25,12 +24,12 @@ from pipeline.teachers.loading import load_teacher
 
 DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "demo.yaml"
 # The demo's distillation, in one place (the corpus's size is manifests/demo.yaml's images_per_class):
-# student None = pipeline.evaluate.defaults.default_student; steps sized for about a minute per student
-# on 2 CPU cores (each student takes the same number).
-DEMO_DISTILL = WorthSettings(student=None, steps=150, batch_size=64, seed=0)
-# torch threads while distilling: one. Measured on the 2-core dev box under load (other jobs running), one
-# thread took 0.375 CPU-s per step and two 3.4 (threads spinning while the other waits for a core).
-DEMO_THREADS = 1
+# student None = pipeline.evaluate.defaults.default_student; the library's views and learning rate but no
+# adversarial views (they cost 2.5x per step on this corpus); the corpus's and the noise corpus's students
+# train at once, each in its own process on one core, 1,500 steps in about two minutes on the 2-core dev box
+# (64.95% for the corpus's student; BENCHMARKS.md, issue 14, session 10).
+DEMO_DISTILL = WorthSettings(student=None, steps=1500, batch_size=64, seed=0,
+                             augment=KDAugmentConfig(adversarial_eps=0.0), parallel=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -73,14 +72,9 @@ def demo_worth(out: Path | str, show_progress: bool = False) -> Worth:
         raise UserError(f"{out}: no toy held-out images for this corpus's classes")
     steps = DEMO_DISTILL.steps
     print(f"distilling two {DEMO_DISTILL.student or 'default'} students against the live toy teacher"
-          f"{f' for {steps} steps each' if steps else ''}: one from the corpus, one from Gaussian noise ...",
+          f"{f' for {steps} steps each' if steps else ''}, at once: one from the corpus, one from Gaussian noise ...",
           flush=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(DEMO_THREADS)
-    try:
-        return corpus_worth(out, teacher, eval_set, DEMO_DISTILL, show_progress=show_progress)
-    finally:
-        torch.set_num_threads(threads)
+    return corpus_worth(out, teacher, eval_set, DEMO_DISTILL, show_progress=show_progress)
 
 
 def format_worth(worth: Worth) -> str:

@@ -97,7 +97,7 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, make_cor
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a checkpoint from another run is refused, naming the flag and what differs
-    rc, _, err = run_cli([*base[:-1], "--lr", "0.01", "--checkpoint", str(tmp_path / "ck-b")], capsys)
+    rc, _, err = run_cli([*base[:-1], "--lr", "0.02", "--checkpoint", str(tmp_path / "ck-b")], capsys)
     assert rc == 2 and "--checkpoint" in err and "lr" in err and len(err.strip().splitlines()) == 1
 
 
