@@ -220,6 +220,13 @@ def check_provenance(records: list[dict | None], layout: CorpusLayout, complete:
     return {"provenance": reference, "provenance_mismatches": history}
 
 
+# Ray runs its workers at niceness 15; beside any busy process at 0 (another job on a shared machine), the
+# local actors then got about 4% of a core each and none was ready within the scheduler's 120 s (the demo
+# failed so beside two CPU-bound processes, 2026-11-30). The shard workers are the run's work: niceness 0,
+# as Ray itself gives a job's driver (RAY_worker_niceness is Ray's RayConfig variable).
+LOCAL_WORKER_NICENESS = ("RAY_worker_niceness", "0")
+
+
 def _ray_init(address: str | None):
     import ray
 
@@ -227,7 +234,8 @@ def _ray_init(address: str | None):
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
     if address is None:  # a fresh local instance, never another session's cluster found on this host
         address = "local"
-        kwargs.update(num_cpus=os.cpu_count() or 1, object_store_memory=256 * 1024 * 1024)
+        kwargs.update(num_cpus=os.cpu_count() or 1, object_store_memory=256 * 1024 * 1024,
+                      runtime_env={"env_vars": {LOCAL_WORKER_NICENESS[0]: LOCAL_WORKER_NICENESS[1]}})
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as exc:
