@@ -119,6 +119,6 @@ def corpus_worth(root: str | Path, teacher: Any, eval_set: EvalSet, settings: Wo
     corpus_top1, noise_top1 = (top1(model, eval_set, mean=job.norm[0], std=job.norm[1])
                                for model, job in zip(models, jobs))
     seconds = time.perf_counter() - start
-    teacher_top1 = top1(teacher.model, eval_set, mean=tuple(teacher.mean), std=tuple(teacher.std))
+    teacher_top1 = top1(teacher.model, eval_set, mean=norm[0], std=norm[1])
     return Worth(teacher_top1, corpus_top1, noise_top1, student, steps, info.num_images, len(set(info.class_ids.values())),
                  eval_set.num_images, seconds)
