@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smi_core import losses
@@ -37,6 +36,7 @@ from smi_core.compiled import compiled_step
 from smi_core.config import InversionConfig, LossWeights
 from smi_core.flops import schedule_flops
 from smi_core.packing import BatchStreams
+from smi_core.pyramid import ImagePyramid
 from smi_core.result import InversionResult, expand_patch_mask
 from smi_core.vit import ViTGeometry, embed_tokens, forward_blocks, vit_geometry
 
@@ -226,21 +226,11 @@ def invert(
     start = time.perf_counter()
     noise = streams.noise((3, *geometry.img_size))
     pixels = torch.maximum(torch.minimum(noise.to(device), high), low).requires_grad_(True)
-    coarse = [
-        torch.zeros(batch, 3, -(-geometry.img_size[0] // s), -(-geometry.img_size[1] // s), device=device,
-                    requires_grad=True)
-        for s in config.pyramid
-    ]
+    pyramid = ImagePyramid(geometry.img_size, config.pyramid, device) if config.pyramid else None
+    coarse = pyramid.zeros(batch, 3, device) if pyramid is not None else []
     optimizer = torch.optim.Adam([pixels, *coarse], lr=config.lr, betas=config.betas)
-
-    def compose() -> torch.Tensor:
-        """The image the teacher and the priors see: the pixel level plus the upsampled coarse levels."""
-        if not coarse:
-            return pixels
-        image = pixels
-        for level in coarse:
-            image = image + F.interpolate(level, size=geometry.img_size, mode="bilinear", align_corners=False)
-        return image
+    # the image the teacher and the priors see (no graph): the pixel level plus the upsampled coarse levels
+    current = pyramid.compose(pixels, coarse) if pyramid is not None else pixels.detach()
 
     policy = streams.policy(config.selection, num_patches)
     final_phase = policy.final_phase_start()
@@ -248,7 +238,7 @@ def invert(
     keep_pixels: torch.Tensor | None = None  # (B, 1, H, W) bool once a patch has stopped
     pin_stopped = config.selection.stopped == "frozen"
     frozen: torch.Tensor | None = None  # values of stopped pixels, kept only when they are pinned
-    best = compose().detach().clone()
+    best = current.clone()
     best_loss = torch.full((batch,), float("inf"), device=device)
     best_mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
 
@@ -264,7 +254,7 @@ def invert(
         if warp is not None and want_saliency and instant_saliency:
             warp = warp.without_zoom()  # a stop ranks every kept patch: this forward sees them all, uncropped
         seen_kept = kept
-        image = compose()
+        image = current.requires_grad_(True)
         if warp is None or warp.theta is None:
             view = streams.apply_roll_flip(image, augs, geometry.patch_size)
             if warp is not None:
@@ -286,28 +276,31 @@ def invert(
         with torch.no_grad():
             sample_loss = per_sample.detach().float()
             # the best iterate is sought in the final phase only: losses over other token sets differ
-            improved = (sample_loss < best_loss) & (iteration >= final_phase)
-            best_loss = torch.where(improved, sample_loss, best_loss)
-            best = torch.where(improved.view(-1, 1, 1, 1), image.detach(), best)
-            if keep_pixels is not None:
-                best_mask = torch.where(improved.view(-1, 1), _kept_to_mask(kept, num_patches), best_mask)
+            if iteration >= final_phase:
+                improved = sample_loss < best_loss
+                best_loss = torch.where(improved, sample_loss, best_loss)
+                best = torch.where(improved.view(-1, 1, 1, 1), image.detach(), best)
+                if keep_pixels is not None:
+                    best_mask = torch.where(improved.view(-1, 1), _kept_to_mask(kept, num_patches), best_mask)
 
-        (grad,) = torch.autograd.grad(objective, [image], retain_graph=bool(coarse))
+        (grad,) = torch.autograd.grad(objective, [image])
         if frozen is not None:  # image priors would otherwise reach stopped pixels
             grad = grad * keep_pixels
         pixels.grad = grad
-        if coarse:  # the image is linear in every level: chain the image gradient through the upsampling
-            for level, level_grad in zip(coarse, torch.autograd.grad(image, coarse, grad_outputs=grad)):
+        if pyramid is not None:  # the image is linear in every level: its gradient through the adjoint
+            for level, level_grad in zip(coarse, pyramid.adjoint(grad)):
                 level.grad = level_grad
         optimizer.step()
         with torch.no_grad():
-            if coarse:  # clip the composed image by moving the pixel level
-                composed = compose()
-                pixels.add_(torch.maximum(torch.minimum(composed, high), low) - composed)
+            if pyramid is not None:  # clip the composed image by moving the pixel level
+                composed = pyramid.compose(pixels, coarse)
+                current = torch.maximum(torch.minimum(composed, high), low)
+                pixels.add_(current - composed)
             else:
                 pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
-            if frozen is not None:  # Adam momentum would move them too
-                pixels.copy_(torch.where(keep_pixels, pixels, frozen))
+                if frozen is not None:  # Adam momentum would move them too
+                    pixels.copy_(torch.where(keep_pixels, pixels, frozen))
+                current = pixels.detach()
             new_kept = streams.update(iteration, canonical if want_saliency else kept, saliency)
             if new_kept.shape[1] != kept.shape[1]:
                 kept = new_kept
@@ -315,9 +308,9 @@ def invert(
                 frozen = pixels.detach().clone() if pin_stopped else None
                 log.debug("iteration %d: %d patches keep evolving", iteration, kept.shape[1])
         if observer is not None:
-            observer(IterationState(iteration, seen_kept, compose().detach(), grad, sample_loss))
+            observer(IterationState(iteration, seen_kept, current, grad, sample_loss))
 
-    final = best if config.keep_best else compose().detach()
+    final = best if config.keep_best else current
     final_mask = best_mask if config.keep_best else _kept_to_mask(kept, num_patches)
     with torch.no_grad():  # the stored soft labels: one float32 forward of the final images, not autocast
         logits = model.forward_head(forward_blocks(model, embed_tokens(model, final))[0]).float()

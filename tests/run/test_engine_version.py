@@ -11,6 +11,7 @@ refuses to mix.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import timm
 import torch
@@ -23,22 +24,25 @@ from smi_core import (
     invert,
 )
 
-# sha256 of the uint8 pixels, kept-patch mask and float16 logits of the inversion below, on the CPU
-PINNED = {1: "69c283b9d086e5dc6963ebfc461cf90fdf48e045a7056df37cd29c204abf5628"}
+# sha256 of the uint8 pixels, kept-patch masks and float16 logits of the two inversions below (pixels only, and
+# with a pyramid), on the CPU
+PINNED = {2: "1bf3fc4284aa807365596869822608d3cca9ebf676e710eb5c74d1da2599308e"}
 
 
 def tiny_inversion_digest() -> str:
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, embed_dim=32,
                               depth=2, num_heads=2, num_classes=4).eval().requires_grad_(False)
-    config = InversionConfig(iterations=12, selection=SelectionConfig(
+    pixels = InversionConfig(iterations=12, selection=SelectionConfig(
         kind="smi", schedule=StopSchedule(iterations=(3, 6), ratios=(0.3, 0.3))))
-    result = invert(model, torch.tensor([1, 3]), config, torch.Generator().manual_seed(7),
-                    img_size=(16, 16), mean=(0.5,) * 3, std=(0.5,) * 3)
+    pyramid = replace(pixels, pyramid=(2, 4), selection=replace(pixels.selection, stopped="prior"))
     h = hashlib.sha256()
-    h.update((result.images * 255).round().clamp(0, 255).to(torch.uint8).numpy().tobytes())
-    h.update(result.kept_mask.numpy().tobytes())
-    h.update(result.logits.to(torch.float16).numpy().tobytes())
+    for config in (pixels, pyramid):
+        result = invert(model, torch.tensor([1, 3]), config, torch.Generator().manual_seed(7),
+                        img_size=(16, 16), mean=(0.5,) * 3, std=(0.5,) * 3)
+        h.update((result.images * 255).round().clamp(0, 255).to(torch.uint8).numpy().tobytes())
+        h.update(result.kept_mask.numpy().tobytes())
+        h.update(result.logits.to(torch.float16).numpy().tobytes())
     return h.hexdigest()
 
 

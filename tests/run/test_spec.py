@@ -266,7 +266,13 @@ def test_dense_hash_ignores_smi_only_fields(tmp_path: Path) -> None:
     assert h("dense", {"lr": 0.2}) != h("dense", {})
 
 
-def test_corpora_hashed_under_version_1_still_match(tmp_path: Path) -> None:
+def test_corpora_hashed_under_version_1_match_under_the_legacy_engine_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for method, old in V1_HASHES.items():
+        spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": method}})))
+        assert spec.spec_hash(1) == old and not spec.matches_hash(old)  # today's engine is not engine 1
+    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", spec_mod.LEGACY_ENGINE_VERSION)
     for method, old in V1_HASHES.items():
         spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": method}})))
         assert spec.spec_hash(1) == old and spec.matches_hash(old) and spec.matches_hash(spec.spec_hash())
@@ -280,7 +286,7 @@ def test_corpora_hashed_under_version_1_still_match(tmp_path: Path) -> None:
 
 
 # spec hashes of BASE under version 2 (before the engine version and timm's resolved tag were hashed) and
-# version 3; the timm pins use the stand-in DeiT teacher, which resolves to the pretrained tag fb_in1k
+# version 3 (under engine 1, LEGACY_ENGINE_VERSION); the timm pins use the stand-in DeiT teacher, which resolves to the pretrained tag fb_in1k
 V2_HASHES = {"smi": "fdfa0d0b23311cd58405bd66da9e0a8bdb6c449935d738c843fd0b3f83715428",
              "dense": "09b31b52f7e3a10ed88fa2ca24dd299ad8ef26f5a0e177dfb36839e6b6204ea4",
              "timm": "50495815af6fd0f6e8ade9b5ed3cd7524be00ea6a554fce021f77debe3e1b114"}
@@ -296,7 +302,10 @@ def _pinned_specs(tmp_path: Path) -> dict[str, Any]:
             "timm": load_spec(write(tmp_path, merged(paper, {"teacher": "timm:deit_base_patch16_224"})))}
 
 
-def test_hash_version_3_is_pinned_and_older_corpora_still_resume(tmp_path: Path) -> None:
+def test_hash_version_3_is_pinned_and_older_corpora_resumed_under_the_legacy_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", spec_mod.LEGACY_ENGINE_VERSION)  # the pins' engine
     for kind, spec in _pinned_specs(tmp_path).items():
         assert spec.spec_hash() == V3_HASHES[kind] and spec.spec_hash(2) == V2_HASHES[kind], kind
         assert spec.hashed_fields()["engine_version"] == spec_mod.ENGINE_VERSION == 1
@@ -305,7 +314,7 @@ def test_hash_version_3_is_pinned_and_older_corpora_still_resume(tmp_path: Path)
 
 def test_engine_version_is_hashed_and_retires_older_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     specs = _pinned_specs(tmp_path)
-    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", 2)  # what a change of the inversion arithmetic does
+    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", 2)  # engine 2: the pyramid's arithmetic changed (rounding)
     for kind, spec in specs.items():
         assert spec.spec_hash() != V3_HASHES[kind], kind
         # corpora hashed before version 3 were made by engine 1: no longer resumable under engine 2
