@@ -100,7 +100,9 @@ class DistillConfig:
     # views the live teacher labels (stored soft labels fit the stored image only, so none without one)
     augment: KDAugmentConfig = field(default_factory=KDAugmentConfig)
     show_progress: bool = True
-    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    # DataLoader worker processes (0: load in the training process; None: none when the corpus is held in
+    # memory, else DEFAULT_STREAM_WORKERS)
+    workers: int | None = 0
     # a single process without workers decodes a corpus of at most this many pixel bytes once and keeps it
     # in memory (0: always stream it through the DataLoader)
     memory_budget: int = MEMORY_BUDGET_BYTES
@@ -120,6 +122,7 @@ class DistillResult:
     resumed_from_epoch: int = 0
     steps: int = 0  # optimizer steps taken (a resumed run counts those before the interruption too)
     in_memory: bool = False  # batches dealt from the corpus decoded in memory (else streamed)
+    workers: int = 0  # DataLoader worker processes it used (``DistillConfig.workers`` resolved)
 
     @property
     def epochs(self) -> int:
@@ -276,10 +279,12 @@ def _amp(cfg: DistillConfig, device: torch.device) -> tuple[bool, torch.dtype]:
     return on, torch.bfloat16
 
 
-def _fingerprint(cfg: DistillConfig, identity: dict[str, Any], ddp: Distributed, in_memory: bool) -> dict[str, Any]:
+def _fingerprint(cfg: DistillConfig, identity: dict[str, Any], ddp: Distributed, in_memory: bool,
+                 workers: int) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (anything that changes the run's arithmetic or data order)."""
     keep = {k: v for k, v in asdict(cfg).items() if k not in ("show_progress", "checkpoint_dir", "checkpoint_every",
                                                             "device", "memory_budget")}
+    keep["workers"] = workers  # as resolved: an explicit 0 and a default that chose 0 are the same run
     if in_memory:  # batches dealt from memory (a streamed run's fingerprint is as before this path existed)
         keep["in_memory"] = True
     if keep["steps"] is None:  # an epoch budget: fingerprints as before the step budget existed
@@ -290,26 +295,37 @@ def _fingerprint(cfg: DistillConfig, identity: dict[str, Any], ddp: Distributed,
     return {**keep, **identity, "world": ddp.world}
 
 
+def resolve_workers(cfg: DistillConfig, info: CorpusInfo, world: int) -> int:
+    """``cfg.workers``, or for ``None`` none when one process holds the corpus in memory, else
+    :data:`DEFAULT_STREAM_WORKERS`."""
+    if cfg.workers is not None:
+        return cfg.workers
+    in_memory = world == 1 and fits_in_memory(info.num_images, info.img_size, cfg.memory_budget)
+    return 0 if in_memory else DEFAULT_STREAM_WORKERS
+
+
 def _epoch_batches(info: CorpusInfo, cfg: DistillConfig, ddp: Distributed, device: torch.device
-                   ) -> tuple[Callable[[int], Iterable[Batch]], int, bool]:
-    """The batches of each epoch (a function of the epoch), steps per epoch, and whether they come from
-    memory: a single process without loader workers holds a corpus within ``cfg.memory_budget`` decoded
-    in memory (:mod:`pipeline.evaluate.memory_batches`), anything else is streamed by a ``DataLoader``."""
+                   ) -> tuple[Callable[[int], Iterable[Batch]], int, bool, int]:
+    """The batches of each epoch (a function of the epoch), steps per epoch, whether they come from
+    memory, and the loader workers: a single process without loader workers holds a corpus within
+    ``cfg.memory_budget`` decoded in memory (:mod:`pipeline.evaluate.memory_batches`), anything else is
+    streamed by a ``DataLoader``."""
+    workers = resolve_workers(cfg, info, ddp.world)
     memory = None
-    if ddp.world == 1 and cfg.workers == 0:
+    if ddp.world == 1 and workers == 0:
         memory = load_in_memory(info.root, num_images=info.num_images, img_size=info.img_size,
                                 batch_size=cfg.batch_size, seed=cfg.seed, budget_bytes=cfg.memory_budget)
     if memory is not None:
         log.info("%s: %d images decoded in memory, %d full batches per epoch", info.root, len(memory.images),
                  memory.steps_per_epoch)
-        return memory.epoch, memory.steps_per_epoch, True
+        return memory.epoch, memory.steps_per_epoch, True, 0
     # DDP needs the same number of batches on every rank: equal-length readers; one process reads each
     # sample exactly once per epoch (its workers may differ in length)
     ds = load_corpus(info.root, soft_labels=True, kept_mask=True, shuffle_shards=True, seed=cfg.seed,
                      equal_epochs=ddp.world > 1)
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers,
                                          pin_memory=device.type == "cuda")
-    readers = max(1, cfg.workers)
+    readers = max(1, workers)
     reader_samples = ds.epoch_samples(ddp.world * readers)
     if reader_samples is None:  # unequal workers of one process: a bound for the schedule
         steps_per_epoch = math.ceil(ds.num_samples / cfg.batch_size) + readers - 1
@@ -320,7 +336,7 @@ def _epoch_batches(info: CorpusInfo, cfg: DistillConfig, ddp: Distributed, devic
         ds.set_epoch(epoch)
         return loader
 
-    return streamed, steps_per_epoch, False
+    return streamed, steps_per_epoch, False, workers
 
 
 def distill(
@@ -352,7 +368,7 @@ def distill(
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    epoch_batches, steps_per_epoch, in_memory = _epoch_batches(info, cfg, ddp, device)
+    epoch_batches, steps_per_epoch, in_memory, workers = _epoch_batches(info, cfg, ddp, device)
     if cfg.steps is not None:  # a step budget: as many passes as it takes, the last one cut short
         total_steps, epochs = cfg.steps, math.ceil(cfg.steps / max(1, steps_per_epoch))
     else:
@@ -380,7 +396,7 @@ def distill(
     def teacher_logits(raw: torch.Tensor) -> torch.Tensor:
         return teacher(normalize(raw, teacher_mean, teacher_std))  # type: ignore[misc]
 
-    fingerprint = _fingerprint(cfg, identity or {}, ddp, in_memory)
+    fingerprint = _fingerprint(cfg, identity or {}, ddp, in_memory, workers)
     state_path = cfg.checkpoint_dir / STATE_FILE if cfg.checkpoint_dir is not None else None
     first_epoch, seen, seconds, losses, step = 0, 0, 0.0, [], 0
     if state_path is not None and state_path.is_file():
@@ -452,7 +468,7 @@ def distill(
                 save_state(state_path, parts, meta)
             _barrier(ddp)
     student.eval()
-    return DistillResult(student, seen, time.perf_counter() - start, losses, first_epoch, step, in_memory)
+    return DistillResult(student, seen, time.perf_counter() - start, losses, first_epoch, step, in_memory, workers)
 
 
 def _first_mask_grid(info: CorpusInfo) -> tuple[int, int] | None:
@@ -605,13 +621,9 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, choices: Distil
         else:
             log.warning("no teacher mean/std recorded; normalising with %s/%s", DEFAULT_MEAN, DEFAULT_STD)
             mean, std = DEFAULT_MEAN, DEFAULT_STD
-    workers = args.workers
-    if workers is None:  # none for a corpus held in memory (nothing to decode after the first read)
-        in_memory = ddp.world == 1 and fits_in_memory(info.num_images, info.img_size)
-        workers = 0 if in_memory else DEFAULT_STREAM_WORKERS
     cfg = DistillConfig(epochs=choices.epochs or 1, steps=choices.steps, batch_size=args.batch_size, lr=args.lr,
                         temperature=args.temperature, sparse=args.sparse, device=device, seed=args.seed,
-                        augment=augment, workers=workers, amp=args.amp, checkpoint_every=args.checkpoint_every,
+                        augment=augment, workers=args.workers, amp=args.amp, checkpoint_every=args.checkpoint_every,
                         checkpoint_dir=Path(args.checkpoint) if args.checkpoint else None)
     corpus = str(info.root.resolve()) if isinstance(info.root, Path) else str(info.root)
     identity = {"student": choices.student, "teacher": choices.teacher, "corpus": corpus,
@@ -642,7 +654,7 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, choices: Distil
         "sparse": bool(args.sparse), "final_loss": result.losses[-1] if result.losses else None,
         "eval": eval_set.name if eval_set is not None else None,
         "eval_images": eval_set.num_images if eval_set is not None else 0,
-        "world_size": ddp.world, "workers": workers, "in_memory": result.in_memory, "amp": _amp(cfg, torch.device(device))[0],
+        "world_size": ddp.world, "workers": result.workers, "in_memory": result.in_memory, "amp": _amp(cfg, torch.device(device))[0],
         "resumed_from_epoch": result.resumed_from_epoch, "saved": saved, "chosen": choices.as_dict(),
     }
     if args.json:

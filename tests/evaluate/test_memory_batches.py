@@ -89,6 +89,20 @@ def test_distill_holds_a_small_corpus_in_memory_and_streams_otherwise(tmp_path, 
     assert not _distill(layout, teacher, workers=1).in_memory  # loader workers: streamed
 
 
+def test_default_workers_are_resolved_by_distill_from_the_memory_budget(tmp_path, make_corpus):
+    layout = make_corpus(tmp_path / "c", num_classes=3, shards_per_class=1, per_shard=4)
+    teacher = tiny_teacher(3)
+    auto = _distill(layout, teacher, workers=None)
+    assert auto.in_memory and auto.workers == 0
+    info = corpus_info(layout.root)
+    too_big = distillation.DistillConfig(workers=None, memory_budget=0)
+    assert distillation.resolve_workers(too_big, info, world=1) == distillation.DEFAULT_STREAM_WORKERS
+    assert distillation.resolve_workers(distillation.DistillConfig(workers=None), info, world=2) == 2  # DDP streams
+    assert distillation.resolve_workers(distillation.DistillConfig(workers=3), info, world=1) == 3
+    streamed = _distill(layout, teacher, workers=None, memory_budget=0)
+    assert not streamed.in_memory and streamed.workers == distillation.DEFAULT_STREAM_WORKERS
+
+
 def test_cli_workers_default_to_none_for_a_corpus_in_memory(tmp_path, make_corpus, teachers, capsys):  # noqa: F811
     layout = make_corpus(tmp_path / "c", num_classes=3, shards_per_class=1, per_shard=4)
     base = ["distill", str(layout.root), "--student", "toy-student", "--teacher", "tiny3", "--steps", "2", "--json"]
