@@ -88,7 +88,8 @@ def embed_tokens(model: nn.Module, images: torch.Tensor, patch_index: torch.Tens
 
     For the standard conv patch embedding only the chosen patches are projected (with the conv's own
     weights), so stopped patches cost nothing, forward or backward; prefix tokens and position
-    embeddings always come from the model's own ``_pos_embed``.
+    embeddings always come from the model's own ``_pos_embed`` (which only adds and prepends: a subset
+    takes its rows of ``_pos_embed`` of zero tokens).
     """
     prefix = int(model.num_prefix_tokens)
     if not _linear_patch_embed(model):
@@ -101,12 +102,30 @@ def embed_tokens(model: nn.Module, images: torch.Tensor, patch_index: torch.Tens
     if patch_index is not None:
         patches = torch.gather(patches, 1, patch_index.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
     tokens = pe.norm(F.linear(patches, pe.proj.weight.reshape(pe.proj.out_channels, -1), pe.proj.bias))
-    if patch_index is not None:  # place the kept tokens on the grid so _pos_embed sees their positions
+    if patch_index is None:
+        return _pos_embed_grid(model, tokens, gh, gw)
+    if _dropout_active(model):  # the dropout must see the tokens: place them on the full grid
         index = patch_index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
         tokens = tokens.new_zeros(batch, gh * gw, tokens.shape[-1]).scatter(1, index, tokens)
+        return gather_tokens(_pos_embed_grid(model, tokens, gh, gw), patch_index, prefix)
+    # _pos_embed adds position embeddings and prepends prefix tokens: on zero tokens it gives the prefix
+    # tokens and every grid position's embedding once, and the kept tokens take their rows (the same
+    # additions as on the full grid, without a batch of grid-sized tensors forward and backward)
+    positions = _pos_embed_grid(model, tokens.new_zeros(1, gh * gw, tokens.shape[-1]), gh, gw)
+    return torch.cat([positions[:, :prefix].expand(batch, -1, -1), tokens + positions[0, prefix:][patch_index]], 1)
+
+
+def _pos_embed_grid(model: nn.Module, tokens: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+    """``model._pos_embed`` of ``(B, gh * gw, D)`` grid tokens (as a ``(B, gh, gw, D)`` map for dynamic sizes)."""
     if getattr(model, "dynamic_img_size", False):
-        tokens = tokens.reshape(batch, gh, gw, tokens.shape[-1])
-    return gather_tokens(model._pos_embed(tokens), patch_index, prefix)
+        tokens = tokens.reshape(tokens.shape[0], gh, gw, tokens.shape[-1])
+    return model._pos_embed(tokens)
+
+
+def _dropout_active(model: nn.Module) -> bool:
+    """Whether ``_pos_embed``'s dropout acts (a student in training with ``pos_drop_rate``)."""
+    drop = getattr(model, "pos_drop", None)
+    return model.training and isinstance(drop, nn.Dropout) and drop.p > 0
 
 
 def gather_tokens(tokens: torch.Tensor, patch_index: torch.Tensor | None, num_prefix_tokens: int) -> torch.Tensor:

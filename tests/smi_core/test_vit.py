@@ -44,6 +44,45 @@ def test_subset_equals_timm_embedding_then_gather(family):
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
 
 
+def _reference_subset_tokens(model, x, index):
+    """The kept tokens through timm's own embedding of the whole grid, then gathered."""
+    return gather_tokens(model._pos_embed(model.patch_embed(x)), index, model.num_prefix_tokens)
+
+
+@pytest.mark.parametrize("family", ["vit", "deit_distilled", "registers", "deit3_no_embed_class", "non_square",
+                                    "dynamic_size"])
+def test_subset_tokens_and_their_gradients_equal_the_full_grid_path(family):
+    """A subset takes its rows of the position embeddings: the same sums, and the same pixel gradients."""
+    model = tiny_vit(family)
+    size = (48, 40) if family == "dynamic_size" else None
+    x = _images(model, size=size).requires_grad_(True)
+    geo = vit_geometry(model, size)
+    g = torch.Generator().manual_seed(5)
+    index = torch.sort(torch.stack([torch.randperm(geo.num_patches, generator=g)[:4] for _ in range(3)]), 1).values
+    ours, ref = embed_tokens(model, x, index), _reference_subset_tokens(model, x, index)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+    weights = torch.randn(ours.shape, generator=g)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), [x])
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), [x])
+    torch.testing.assert_close(grad_ours, grad_ref, atol=1e-6, rtol=0)
+
+
+def test_subset_in_training_with_position_dropout_drops_as_the_full_grid_does():
+    model = tiny_vit("vit", pos_drop_rate=0.5).train()
+    x = _images(model)
+    index = torch.tensor([[0, 3, 5]] * 3)
+    torch.manual_seed(0)
+    ours = embed_tokens(model, x, index)
+    torch.manual_seed(0)
+    scattered = torch.zeros(3, vit_geometry(model).num_patches, ours.shape[-1])
+    tokens = model.patch_embed(x)
+    ref = gather_tokens(model._pos_embed(scattered.scatter(1, index.unsqueeze(-1).expand(-1, -1, ours.shape[-1]),
+                                                           torch.gather(tokens, 1, index.unsqueeze(-1).expand(
+                                                               -1, -1, ours.shape[-1])))), index, 1)
+    torch.testing.assert_close(ours, ref)
+    assert (ours[:, 1:] == 0).any()  # dropped
+
+
 def test_dynamic_size_model_at_other_resolution():
     model = tiny_vit("dynamic_size")
     x = torch.randn(2, 3, 48, 40)
