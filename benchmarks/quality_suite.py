@@ -5,7 +5,8 @@ For each teacher of :mod:`pipeline.teachers.suite` (``shapes64``, ``glyphs196``,
 in-process (no Ray) in the project's corpus format: Gaussian noise, dense inversion, SMI inversion, and
 real training images (the ceiling, not data-free). Dense and SMI batches of the same class start from
 the same generator seed and alternate class by class in this process, so their generation times are
-measured side by side. The same student (timm ``test_resnet`` by default, same seed) is distilled from
+measured side by side; each class is one inversion batch of M images (default 64, the batch a manifest
+gets by default once it asks for 64 images per class or more). The same student (timm ``test_resnet`` by default, same seed) is distilled from
 each corpus with :func:`pipeline.evaluate.distill.distill` against the live teacher on augmented views
 (as ``benchmarks/quality.py`` does), and scored on the teacher's real held-out images.
 
@@ -341,7 +342,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="inversion recipe: MODULE:FUNCTION or FILE.py:FUNCTION, (method, iterations) -> InversionConfig; "
                         "default: today's project recipe (project_recipe)")
     p.add_argument("--classes", type=int, default=10, help="first N classes of each teacher")
-    p.add_argument("--per-class", type=int, default=16, help="images per class per corpus (one inversion batch)")
+    p.add_argument("--per-class", type=int, default=64,
+                   help="images per class per corpus, inverted as one batch (64: the pipeline's default inversion batch)")
     p.add_argument("--iterations", type=int, default=200, help="inversion iterations (dense and SMI)")
     p.add_argument("--steps", type=int, default=1000, help="distillation steps per corpus (rounded to whole epochs)")
     p.add_argument("--student", default="test_resnet")
