@@ -42,6 +42,8 @@ from smi_core.vit import ViTGeometry, embed_tokens, forward_blocks, vit_geometry
 
 log = logging.getLogger(__name__)
 
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,9 @@ def invert(
     pixels = torch.maximum(torch.minimum(noise.to(device), high), low).requires_grad_(True)
     pyramid = ImagePyramid(geometry.img_size, config.pyramid, device) if config.pyramid else None
     coarse = pyramid.zeros(batch, 3, device) if pyramid is not None else []
-    optimizer = torch.optim.Adam([pixels, *coarse], lr=config.lr, betas=config.betas)
+    # the fused kernel: one pass per tensor instead of a dozen element-wise ops (CPU and CUDA have it)
+    optimizer = torch.optim.Adam([pixels, *coarse], lr=config.lr, betas=config.betas,
+                                 fused=device.type in FUSED_ADAM_DEVICES)
     # the image the teacher and the priors see (no graph): the pixel level plus the upsampled coarse levels
     current = pyramid.compose(pixels, coarse) if pyramid is not None else pixels.detach()
 

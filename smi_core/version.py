@@ -8,4 +8,4 @@ pins a tiny inversion's output for the current version and fails when the arithm
 a bump.
 """
 
-ENGINE_VERSION = 2  # 2: the pyramid composed by matrices (its levels moved by the adjoint), TV with a written-out gradient
+ENGINE_VERSION = 2  # 2: the pyramid composed by matrices (levels moved by the adjoint), TV with a written-out gradient, fused Adam
