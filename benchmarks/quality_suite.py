@@ -54,6 +54,7 @@ from pipeline.corpus.index import ShardTask, refresh_index, write_manifest  # no
 from pipeline.corpus.layout import CorpusLayout  # noqa: E402
 from pipeline.corpus.writer import write_shard  # noqa: E402
 from pipeline.evaluate.common import EvalSet, corpus_info, normalize, top1  # noqa: E402
+from pipeline.evaluate.defaults import default_steps  # noqa: E402
 from pipeline.evaluate.distill import DistillConfig, build_student, distill  # noqa: E402
 from pipeline.evaluate.kd_views import KDAugmentConfig  # noqa: E402
 from pipeline.evaluate.noise import labelled_samples, noise_images  # noqa: E402
@@ -345,7 +346,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=64,
                    help="images per class per corpus, inverted as one batch (64: the pipeline's default inversion batch)")
     p.add_argument("--iterations", type=int, default=200, help="inversion iterations (dense and SMI)")
-    p.add_argument("--steps", type=int, default=1000, help="distillation steps per corpus (rounded to whole epochs)")
+    p.add_argument("--steps", type=int, help="distillation steps per corpus, rounded to whole epochs (default: what "
+                   "smi-synth distill chooses for the corpus's size, pipeline.evaluate.defaults.default_steps)")
     p.add_argument("--student", default="test_resnet")
     p.add_argument("--batch-size", type=int, default=64, help="distillation batch size")
     p.add_argument("--lr", type=float, default=DistillConfig.lr, help="distillation learning rate")
@@ -376,10 +378,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.classes, args.per_class, args.iterations, args.steps = 3, 4, 12, 6
         args.teacher_steps = args.teacher_steps or 5
         args.eval_images = args.eval_images or 90
+    if args.steps is None and args.classes >= 1 and args.per_class >= 1 and args.batch_size >= 1:
+        args.steps = default_steps(args.classes * args.per_class, args.batch_size)
     for flag, value, low in (("--classes", args.classes, 1), ("--per-class", args.per_class, 1),
-                             ("--iterations", args.iterations, 2), ("--steps", args.steps, 1),
-                             ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1),
-                             ("--eval-images", args.eval_images, 0), ("--teacher-steps", args.teacher_steps, 0)):
+                             ("--iterations", args.iterations, 2), ("--batch-size", args.batch_size, 1),
+                             ("--threads", args.threads, 1), ("--eval-images", args.eval_images, 0),
+                             ("--teacher-steps", args.teacher_steps, 0), ("--steps", args.steps, 1)):
         if value < low:
             p.error(f"{flag}: must be >= {low}, got {value}")
     if args.classes > 10:
