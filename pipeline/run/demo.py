@@ -26,9 +26,10 @@ DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "demo.yaml"
 # The demo's distillation, in one place (the corpus's size is manifests/demo.yaml's images_per_class):
 # student None = pipeline.evaluate.defaults.default_student; the library's views and learning rate but no
 # adversarial views (they cost 2.5x per step on this corpus); the corpus's and the noise corpus's students
-# train at once, each in its own process on one core, 1,500 steps in about two minutes on the 2-core dev box
-# (64.95% for the corpus's student; BENCHMARKS.md, issue 14, session 10).
-DEMO_DISTILL = WorthSettings(student=None, steps=1500, batch_size=64, seed=0,
+# train at once, each in its own process on one core, 2,000 steps in about two and a half minutes on the
+# 2-core dev box (engine 2's demo corpus: 58.70% at 1,500 steps, 65.8% at 2,000; BENCHMARKS.md, issue 14,
+# session 11).
+DEMO_DISTILL = WorthSettings(student=None, steps=2000, batch_size=64, seed=0,
                              augment=KDAugmentConfig(adversarial_eps=0.0), parallel=True)
 
 
