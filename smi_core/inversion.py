@@ -229,7 +229,7 @@ def invert(
     noise = streams.noise((3, *geometry.img_size))
     pixels = torch.maximum(torch.minimum(noise.to(device), high), low).requires_grad_(True)
     pyramid = ImagePyramid(geometry.img_size, config.pyramid, device) if config.pyramid else None
-    coarse = pyramid.zeros(batch, 3, device) if pyramid is not None else []
+    coarse = pyramid.zeros(batch, 3) if pyramid is not None else []
     # the fused kernel: one pass per tensor instead of a dozen element-wise ops (CPU and CUDA have it)
     optimizer = torch.optim.Adam([pixels, *coarse], lr=config.lr, betas=config.betas,
                                  fused=device.type in FUSED_ADAM_DEVICES)

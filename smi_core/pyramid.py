@@ -35,14 +35,16 @@ class ImagePyramid:
         self.img_size = (int(img_size[0]), int(img_size[1]))
         self.scales = tuple(int(s) for s in scales)
         self.level_sizes = [level_size(self.img_size, s) for s in self.scales]
+        self.device = device
         self._ops = [
             (upsample_matrix(h, self.img_size[0], device=device), upsample_matrix(w, self.img_size[1], device=device))
             for h, w in self.level_sizes
         ]
 
-    def zeros(self, batch: int, channels: int, device: torch.device) -> list[torch.Tensor]:
-        """Fresh all-zero coarse levels (leaf tensors that require grad)."""
-        return [torch.zeros(batch, channels, h, w, device=device, requires_grad=True) for h, w in self.level_sizes]
+    def zeros(self, batch: int, channels: int) -> list[torch.Tensor]:
+        """Fresh all-zero coarse levels on the pyramid's device (leaf tensors that require grad)."""
+        return [torch.zeros(batch, channels, h, w, device=self.device, requires_grad=True)
+                for h, w in self.level_sizes]
 
     @torch.no_grad()
     def compose(self, pixels: torch.Tensor, levels: Sequence[torch.Tensor]) -> torch.Tensor:

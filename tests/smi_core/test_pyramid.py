@@ -45,7 +45,7 @@ def test_compose_and_adjoint_match_interpolate_and_its_gradient(size: tuple[int,
 
 def test_levels_start_at_zero_and_compose_keeps_no_graph() -> None:
     pyramid = ImagePyramid((16, 16), (2, 4), torch.device("cpu"))
-    levels = pyramid.zeros(3, 3, torch.device("cpu"))
+    levels = pyramid.zeros(3, 3)
     assert [tuple(x.shape) for x in levels] == [(3, 3, 8, 8), (3, 3, 4, 4)]
     assert all(x.requires_grad and x.is_leaf and not x.any() for x in levels)
     pixels = torch.rand(3, 3, 16, 16, requires_grad=True)
