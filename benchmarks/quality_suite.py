@@ -21,8 +21,9 @@ one every manifest gets for the fields it leaves out).
 
 Writes ``OUT/<teacher>/seed<k>/result.json`` per (teacher, seed) (a finished one is reused when the
 suite is run again with the same settings) and ``OUT/summary.json``: per teacher, mean and sd over
-seeds and the paired 95% interval of SMI - dense (:func:`benchmarks.quality_seeds.summarise`), plus the
-students' ratio to the teacher. The last stdout line is the summary as one JSON object.
+seeds and the paired 95% interval of SMI - dense (:func:`benchmarks.quality_seeds.summarise`), the
+students' ratio to the teacher, and which of issue 14's goals the means meet (:func:`suite_goals`).
+The last stdout line is the summary as one JSON object.
 """
 
 from __future__ import annotations
@@ -306,7 +307,26 @@ def summarise_teacher(results: list[dict[str, Any]]) -> dict[str, Any]:
     except quality_seeds.SummaryError as exc:
         out["paired"] = None
         out["paired_error"] = str(exc)
+    out["goals_met_on_means"] = suite_goals(out)
     return out
+
+
+def suite_goals(teacher: dict[str, Any]) -> dict[str, bool]:
+    """Issue 14's goals for one teacher's summary, on the means over seeds (only those its corpora allow):
+    the dense student at least 80% of the teacher, SMI within 2 points of dense, SMI's generation at most
+    40% of dense's, and both inverted corpora's worst seed at least 20 points above the best noise seed.
+    (``paired.targets_met_on_means`` are ``quality_seeds``' goals for the robust teacher of issue 6.)"""
+    c = teacher["corpora"]
+    goals = {"smi_time_at_most_40pct": teacher["time_ratio"]["mean"] <= 0.40}
+    if "dense" in c:
+        goals["dense_at_least_80pct_teacher"] = c["dense"]["student_vs_teacher"]["mean"] >= 0.80
+    if "dense" in c and "smi" in c:
+        goals["smi_within_2pt_of_dense"] = (c["smi"]["student_top1"]["mean"]
+                                            >= c["dense"]["student_top1"]["mean"] - 0.02)
+    inverted = [c[k]["student_top1"]["min"] for k in ("dense", "smi") if k in c]
+    if "noise" in c and inverted:
+        goals["far_above_noise"] = min(inverted) >= c["noise"]["student_top1"]["max"] + 0.20
+    return goals
 
 
 def _print_table(summary: dict[str, Any]) -> None:
@@ -323,6 +343,9 @@ def _print_table(summary: dict[str, Any]) -> None:
         print(f"{name:10} {100 * s['teacher_top1']['mean']:7.2f}% {cell('noise')} {cell('dense')} {cell('smi')} "
               f"{cell('real')} {ratio} {100 * s['time_ratio']['mean']:10.1f}% {interval:>24}{held}")
     print("cells: student top-1 mean over seeds (sd, points); real = the teacher's training data, the ceiling")
+    for name, s in summary["teachers"].items():
+        missed = [goal for goal, met in s["goals_met_on_means"].items() if not met]
+        print(f"{name}: issue 14's goals on the means: {'all met' if not missed else 'not met: ' + ', '.join(missed)}")
 
 
 # --- command line -----------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ def _check_quick(out: Path, summary: dict, teachers: set[str]) -> None:
     for name, s in summary["teachers"].items():
         assert s["seeds"] == [0, 1] and set(s["corpora"]) == {"noise", "dense", "smi", "real"}
         assert s["paired"]["gap_95ci"] is not None and s["time_ratio"]["n"] == 2
+        assert set(s["goals_met_on_means"]) == {"smi_time_at_most_40pct", "dense_at_least_80pct_teacher",
+                                                "smi_within_2pt_of_dense", "far_above_noise"}
         result = json.loads((out / name / "seed1" / "result.json").read_text())
         assert result["images_per_corpus"] == 12 and result["seed"] == 1 and 0 <= result["teacher_top1"] <= 1
         assert result["corpora"]["smi"]["gen_seconds"] > 0 and result["corpora"]["dense"]["gen_seconds"] > 0
@@ -121,3 +123,29 @@ def test_the_suite_distils_with_the_library_defaults() -> None:
     # the step budget smi-synth distill would choose for a corpus of this size, unless --steps says otherwise
     assert args.steps == default_steps(args.classes * args.per_class, args.batch_size)
     assert qs.parse_args(["--per-class", "16", "--steps", "700"]).steps == 700
+
+
+
+def _teacher_summary(dense: list[float], smi: list[float] | None, time_ratio: float,
+                     noise: list[float] | None = None, teacher: float = 0.99) -> dict:
+    """A teacher's summary as ``summarise_teacher`` lays it out, from per-seed student top-1s."""
+    spread = _load("quality_seeds").spread
+    corpora = {k: v for k, v in (("dense", dense), ("smi", smi), ("noise", noise)) if v}
+    return {"time_ratio": spread([time_ratio] * len(dense)),
+            "corpora": {k: {"student_top1": spread(v), "student_vs_teacher": spread([x / teacher for x in v])}
+                        for k, v in corpora.items()}}
+
+
+def test_suite_goals_are_issue_14s_on_the_means() -> None:
+    goals = _load("quality_suite").suite_goals
+    assert goals(_teacher_summary([0.80, 0.82], [0.79, 0.80], 0.35, noise=[0.40, 0.55])) == {
+        "dense_at_least_80pct_teacher": True, "smi_within_2pt_of_dense": True, "smi_time_at_most_40pct": True,
+        "far_above_noise": True}
+    # dense mean 0.785 of a 0.99 teacher is 79.3%; SMI 2.5 points under dense; 41% of the time
+    assert goals(_teacher_summary([0.78, 0.79], [0.76, 0.76], 0.41)) == {
+        "dense_at_least_80pct_teacher": False, "smi_within_2pt_of_dense": False, "smi_time_at_most_40pct": False}
+    # the worst inverted seed must clear the best noise seed by 20 points
+    assert goals(_teacher_summary([0.95, 0.74], [0.95, 0.95], 0.35, noise=[0.30, 0.55]))["far_above_noise"] is False
+    # with only one inverted corpus distilled, only what it allows is claimed
+    assert goals(_teacher_summary([0.9], None, 0.3)) == {"dense_at_least_80pct_teacher": True,
+                                                        "smi_time_at_most_40pct": True}
