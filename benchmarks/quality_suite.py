@@ -325,7 +325,7 @@ def suite_goals(teacher: dict[str, Any]) -> dict[str, bool]:
                                             >= c["dense"]["student_top1"]["mean"] - 0.02)
     inverted = [c[k]["student_top1"]["min"] for k in ("dense", "smi") if k in c]
     if "noise" in c and inverted:
-        goals["far_above_noise"] = min(inverted) >= c["noise"]["student_top1"]["max"] + 0.20
+        goals["far_above_noise"] = quality_seeds.far_above_noise(min(inverted), c["noise"]["student_top1"]["max"])
     return goals
 
 

@@ -26,9 +26,9 @@ DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "demo.yaml"
 # The demo's distillation, in one place (the corpus's size is manifests/demo.yaml's images_per_class):
 # student None = pipeline.evaluate.defaults.default_student; the library's views and learning rate but no
 # adversarial views (they cost 2.5x per step on this corpus); the corpus's and the noise corpus's students
-# train at once, each in its own process on one core, 2,000 steps in about two and a half minutes on the
-# 2-core dev box (engine 2's demo corpus: 58.70% at 1,500 steps, 65.8% at 2,000; BENCHMARKS.md, issue 14,
-# session 11).
+# train at once, each in its own process on one core, 2,000 steps in about three minutes on the 2-core dev box
+# (193 s in session 12; engine 2's demo corpus: 58.70% at 1,500 steps, 65.8% at 2,000; BENCHMARKS.md, issue 14,
+# sessions 11-12).
 DEMO_DISTILL = WorthSettings(student=None, steps=2000, batch_size=64, seed=0,
                              augment=KDAugmentConfig(adversarial_eps=0.0), parallel=True)
 

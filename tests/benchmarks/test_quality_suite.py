@@ -125,7 +125,6 @@ def test_the_suite_distils_with_the_library_defaults() -> None:
     assert qs.parse_args(["--per-class", "16", "--steps", "700"]).steps == 700
 
 
-
 def _teacher_summary(dense: list[float], smi: list[float] | None, time_ratio: float,
                      noise: list[float] | None = None, teacher: float = 0.99) -> dict:
     """A teacher's summary as ``summarise_teacher`` lays it out, from per-seed student top-1s."""
