@@ -56,9 +56,10 @@ from pipeline.corpus.layout import CorpusLayout  # noqa: E402
 from pipeline.corpus.writer import write_shard  # noqa: E402
 from pipeline.evaluate.common import EvalSet, corpus_info, normalize, top1  # noqa: E402
 from pipeline.evaluate.defaults import default_steps  # noqa: E402
-from pipeline.evaluate.distill import DistillConfig, build_student, distill  # noqa: E402
+from pipeline.evaluate.distill import DistillConfig  # noqa: E402
 from pipeline.evaluate.kd_views import KDAugmentConfig  # noqa: E402
 from pipeline.evaluate.noise import labelled_samples, noise_images  # noqa: E402
+from pipeline.evaluate.worth import StudentJob, train_students  # noqa: E402
 from pipeline.run.worker import batch_seed, samples_from_result  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
@@ -262,16 +263,19 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     batches = math.ceil(args.classes * args.per_class / args.batch_size)
     epochs = max(1, round(args.steps / batches))
     result["epochs"] = epochs
+    cfg = DistillConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, show_progress=False,
+                        augment=kd_views(args))
+    distilled = [kind for kind in CORPORA if kind in args.corpora]
+    # the same student and seed per corpus, with the teacher's normalisation (the suite's corpora record it)
+    jobs = [StudentJob(corpus_info(roots[kind]), teacher.model, (mean, std), args.student, cfg, args.threads)
+            for kind in distilled]
+    if args.parallel_students and len(jobs) > 1:
+        print(f"{name} seed {seed}: distilling {', '.join(distilled)} at once, one process each", file=sys.stderr)
+    students = dict(zip(distilled, train_students(jobs, parallel=args.parallel_students)))
     for kind in CORPORA:
         row: dict[str, Any] = dict(gens[kind])
-        if kind in args.corpora:
-            info = corpus_info(roots[kind])
-            torch.manual_seed(seed)
-            student = build_student(args.student, num_classes=info.num_classes, img_size=info.img_size,
-                                    patch_size=info.patch_size)
-            cfg = DistillConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, show_progress=False,
-                                augment=kd_views(args))
-            res = distill(student, info, cfg, mean=mean, std=std, teacher=teacher.model, teacher_norm=(mean, std))
+        if kind in students:
+            res = students[kind]
             row.update(student_top1=top1(res.model, heldout, mean=mean, std=std), distill_seconds=res.seconds,
                        final_loss=res.losses[-1])
             row["student_vs_teacher"] = row["student_top1"] / max(result["teacher_top1"], 1e-9)
@@ -382,7 +386,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                              "--quick: OUT/teachers-quick)")
     p.add_argument("--teacher-steps", type=int, default=0, help="train the teachers for this many steps (0: their recipe)")
     p.add_argument("--keep-corpora", action="store_true", help="keep the corpora under OUT (default: removed)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (of each student's process with --parallel-students)")
+    p.add_argument("--parallel-students", action="store_true",
+                   help="distil the corpora of a (teacher, seed) at once, each in its own process with --threads "
+                        "threads (the same students as in turn; generation stays in this process, side by side)")
     args = p.parse_args(argv)
     args.teachers = _csv(args.teachers)
     bad = [t for t in args.teachers if t not in suite.TEACHERS]

@@ -20,7 +20,7 @@ from torch import nn
 
 from pipeline.evaluate.common import CorpusInfo, EvalSet, corpus_info, top1
 from pipeline.evaluate.defaults import default_steps, default_student
-from pipeline.evaluate.distill import DistillConfig, build_student, distill
+from pipeline.evaluate.distill import DistillConfig, DistillResult, build_student, distill
 from pipeline.evaluate.kd_views import KDAugmentConfig
 from pipeline.evaluate.noise import write_noise_corpus
 
@@ -75,8 +75,8 @@ class StudentJob:
         return self.info.mean or self.teacher_norm[0], self.info.std or self.teacher_norm[1]
 
 
-def train_student(job: StudentJob) -> nn.Module:
-    """Build ``job.student`` (seeded with ``job.config.seed``) and distil it."""
+def train_student(job: StudentJob) -> DistillResult:
+    """Build ``job.student`` (seeded with ``job.config.seed``) and distil it; the trained model is ``.model``."""
     if job.threads is not None:
         torch.set_num_threads(job.threads)
     info = job.info
@@ -84,10 +84,10 @@ def train_student(job: StudentJob) -> nn.Module:
     model = build_student(job.student, num_classes=info.num_classes, img_size=info.img_size,
                           patch_size=info.patch_size)
     mean, std = job.norm
-    return distill(model, info, job.config, mean=mean, std=std, teacher=job.teacher, teacher_norm=job.teacher_norm).model
+    return distill(model, info, job.config, mean=mean, std=std, teacher=job.teacher, teacher_norm=job.teacher_norm)
 
 
-def train_students(jobs: list[StudentJob], parallel: bool = False) -> list[nn.Module]:
+def train_students(jobs: list[StudentJob], parallel: bool = False) -> list[DistillResult]:
     """:func:`train_student` for each job: one after the other, or each in its own spawned process (the jobs
     must then be picklable, and each should set ``threads``)."""
     if not parallel or len(jobs) < 2:
@@ -115,9 +115,9 @@ def corpus_worth(root: str | Path, teacher: Any, eval_set: EvalSet, settings: Wo
         quiet = replace(config, show_progress=False)  # run at once, only the corpus's student shows progress
         jobs = [StudentJob(info, teacher.model, norm, student, config, threads),
                 StudentJob(noise, teacher.model, norm, student, quiet if settings.parallel else config, threads)]
-        models = train_students(jobs, settings.parallel)
-    corpus_top1, noise_top1 = (top1(model, eval_set, mean=job.norm[0], std=job.norm[1])
-                               for model, job in zip(models, jobs))
+        results = train_students(jobs, settings.parallel)
+    corpus_top1, noise_top1 = (top1(result.model, eval_set, mean=job.norm[0], std=job.norm[1])
+                               for result, job in zip(results, jobs))
     seconds = time.perf_counter() - start
     teacher_top1 = top1(teacher.model, eval_set, mean=norm[0], std=norm[1])
     return Worth(teacher_top1, corpus_top1, noise_top1, student, steps, info.num_images, len(set(info.class_ids.values())),

@@ -91,6 +91,21 @@ def test_quick_mode_runs_end_to_end_and_reuses_results(tmp_path: Path, capsys: p
     assert "reusing" in capsys.readouterr().err
 
 
+def test_parallel_students_equal_those_distilled_in_turn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    qs = _load("quality_suite")
+    rows = {}
+    for flags in ([], ["--parallel-students"]):
+        out = tmp_path / ("at-once" if flags else "in-turn")
+        assert qs.main(["--quick", "--out", str(out), "--teachers", "digits64", "--corpora", "noise,dense,smi",
+                        "--cache", str(tmp_path / "teachers"), *flags]) == 0
+        result = json.loads((out / "digits64" / "seed0" / "result.json").read_text())
+        rows[bool(flags)] = {kind: (row["student_top1"], row["final_loss"])
+                             for kind, row in result["corpora"].items() if "student_top1" in row}
+    assert "at once, one process each" in capsys.readouterr().err
+    assert set(rows[False]) == {"noise", "dense", "smi"} and rows[True] == rows[False]
+    assert len({loss for _, loss in rows[False].values()}) == 3  # three corpora, three different students
+
+
 @pytest.mark.slow
 def test_quick_mode_on_every_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     qs = _load("quality_suite")

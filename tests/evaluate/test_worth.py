@@ -77,10 +77,10 @@ def test_students_trained_in_parallel_processes_equal_those_trained_in_turn(tmp_
             for source in (info, noise)]
     threads = torch.get_num_threads()
     try:
-        in_turn = worth_mod.train_students(jobs)
+        in_turn = [r.model for r in worth_mod.train_students(jobs)]
     finally:
         torch.set_num_threads(threads)
-    at_once = worth_mod.train_students(jobs, parallel=True)
+    at_once = [r.model for r in worth_mod.train_students(jobs, parallel=True)]
     assert torch.get_num_threads() == threads  # the workers' thread setting stays in the workers
     for a, b in zip(in_turn, at_once):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
