@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -15,3 +17,10 @@ def load_benchmark(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
+
+
+def assert_usage_error(module: ModuleType, argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``module.parse_args(argv)`` exits 2 with a message naming ``flag``."""
+    with pytest.raises(SystemExit) as exc:
+        module.parse_args(argv)
+    assert exc.value.code == 2 and flag in capsys.readouterr().err

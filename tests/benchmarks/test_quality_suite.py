@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks import REPO
+from tests.benchmarks import REPO, assert_usage_error
 from tests.benchmarks import load_benchmark as _load
 
 
@@ -32,10 +32,7 @@ def test_default_recipe_is_quality_py_s(method: str, tmp_path: Path) -> None:
      (["--recipe", "quality_suite_no_colon"], "--recipe"), (["--steps", "0"], "--steps")],
 )
 def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
-    qs = _load("quality_suite")
-    with pytest.raises(SystemExit) as exc:
-        qs.parse_args(argv)
-    assert exc.value.code == 2 and flag in capsys.readouterr().err
+    assert_usage_error(_load("quality_suite"), argv, flag, capsys)
 
 
 def test_a_recipe_from_a_file_is_checked_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

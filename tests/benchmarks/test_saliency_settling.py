@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.benchmarks import assert_usage_error
 from tests.benchmarks import load_benchmark as _load
 
 
@@ -42,10 +43,7 @@ def test_shared_and_settling_on_a_ranking_that_stops_moving() -> None:
     (["--ratio", "1.5"], "--ratio"), (["--iterations", "5", "--window", "5"], "--iterations"),
 ])
 def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
-    ss = _load("saliency_settling")
-    with pytest.raises(SystemExit) as exc:
-        ss.parse_args(argv)
-    assert exc.value.code == 2 and flag in capsys.readouterr().err
+    assert_usage_error(_load("saliency_settling"), argv, flag, capsys)
 
 
 def test_quick_run_reports_every_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
