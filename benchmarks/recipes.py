@@ -16,3 +16,12 @@ def pixels(method: str, iterations: int) -> InversionConfig:
     """The recommended recipe without its coarse image levels (the recommended recipe before issue 14's
     session 8): Adam moves single pixels only."""
     return dataclasses.replace(recommended_config(method, iterations), pyramid=())  # type: ignore[arg-type]
+
+
+def random_stops(method: str, iterations: int) -> InversionConfig:
+    """The recommended recipe with SMI's stops choosing patches at random instead of by CLS saliency (a
+    control: the same schedule and cost, no saliency); dense is unchanged."""
+    config = recommended_config(method, iterations)
+    if method != "smi":
+        return config
+    return dataclasses.replace(config, selection=dataclasses.replace(config.selection, kind="random"))

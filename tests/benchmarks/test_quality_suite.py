@@ -55,6 +55,15 @@ def test_a_recipe_from_a_file_is_checked_and_recorded(tmp_path: Path, capsys: py
     assert exc.value.code == 2 and "--recipe: smi" in capsys.readouterr().err
 
 
+def test_random_stops_is_a_sparse_control_the_suite_accepts() -> None:
+    qs = _load("quality_suite")
+    args = qs.parse_args(["--recipe", f"{REPO / 'benchmarks' / 'recipes.py'}:random_stops"])
+    smi, dense = args.recipe_configs["smi"], args.recipe_configs["dense"]
+    assert smi["selection"]["kind"] == "random" and dense == qs.check_recipe(qs.project_recipe, 200)["dense"]
+    assert {**smi, "selection": None} == {**qs.check_recipe(qs.project_recipe, 200)["smi"], "selection": None}
+    assert smi["selection"]["schedule"] == qs.check_recipe(qs.project_recipe, 200)["smi"]["selection"]["schedule"]
+
+
 def _check_quick(out: Path, summary: dict, teachers: set[str]) -> None:
     assert summary == json.loads((out / "summary.json").read_text())
     assert set(summary["teachers"]) == teachers
