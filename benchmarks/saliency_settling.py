@@ -39,18 +39,22 @@ from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
 from smi_core import invert  # noqa: E402
 from smi_core.recipe import paper_stops, recommended_config  # noqa: E402
+from smi_core.selection import keep_top_salient  # noqa: E402
 from smi_core.vit import forward_subset  # noqa: E402
 
 REPORT_AT = (1, 2, 3, 5, 10, 15, 20, 30, 40, 60, 80, 100, 120, 150, 180)  # iterations (1-based) in the table
 
 
 def lowest_set(saliency: torch.Tensor, ratio: float) -> torch.Tensor:
-    """``(B, P)`` bool: each row's ``int(ratio * P)`` lowest-saliency patches (SMI's first stop set)."""
-    count = int(ratio * saliency.shape[1])
+    """``(B, P)`` bool: the ``int(ratio * P)`` patches of each row that SMI's stop rule
+    (:func:`smi_core.selection.keep_top_salient`) would stop, i.e. all but the most salient."""
+    batch, patches = saliency.shape
+    count = int(ratio * patches)
     if count < 1:
-        raise ValueError(f"ratio: {ratio} of {saliency.shape[1]} patches selects none")
-    low = torch.topk(saliency.float(), count, dim=1, largest=False).indices
-    return torch.zeros_like(saliency, dtype=torch.bool).scatter_(1, low, True)
+        raise ValueError(f"ratio: {ratio} of {patches} patches selects none")
+    every = torch.arange(patches, device=saliency.device).expand(batch, patches)
+    kept = keep_top_salient(every, saliency.float(), patches - count)
+    return torch.ones_like(saliency, dtype=torch.bool).scatter_(1, kept, False)
 
 
 def shared(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -58,20 +62,25 @@ def shared(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a & b).sum(1).float() / a.sum(1).clamp(min=1).float()).mean())
 
 
+def _still(sets: list[torch.Tensor], window: int, threshold: float) -> list[bool]:
+    """Per iteration from ``window`` on (0-based): whether its set shares ``threshold`` with ``window`` before."""
+    return [shared(sets[t], sets[t - window]) >= threshold for t in range(window, len(sets))]
+
+
 def first_settled(sets: list[torch.Tensor], window: int, threshold: float) -> int | None:
     """First iteration (1-based) whose set shares at least ``threshold`` with the set ``window`` iterations
     before; None if none does."""
-    return next((t + 1 for t in range(window, len(sets)) if shared(sets[t], sets[t - window]) >= threshold), None)
+    return next((i + window + 1 for i, ok in enumerate(_still(sets, window, threshold)) if ok), None)
 
 
 def settles_at(sets: list[torch.Tensor], window: int, threshold: float) -> int | None:
     """First iteration (1-based) t >= window + 1 from which every set shares at least ``threshold`` with
     the set ``window`` iterations before; None if the ranking never settles so."""
-    ok = [shared(sets[t], sets[t - window]) >= threshold for t in range(window, len(sets))]
-    for start in range(len(ok)):
-        if all(ok[start:]):
-            return start + window + 1
-    return None
+    flags = _still(sets, window, threshold)
+    start = len(flags)
+    while start > 0 and flags[start - 1]:  # the run of settled iterations that reaches the end
+        start -= 1
+    return start + window + 1 if start < len(flags) else None
 
 
 def saliency_sets(teacher: Any, label: int, per_class: int, iterations: int, ratio: float, seed: int
