@@ -97,8 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("publish", help="dataset card and upload to the Hugging Face Hub")
     p.add_argument("out", help="corpus folder")
-    p.add_argument("--repo-id", required=True, help="Hub dataset repository, NAMESPACE/NAME")
-    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--repo-id", help="Hub dataset repository, NAMESPACE/NAME (default: the manifest's hub.repo_id)")
+    visibility = p.add_mutually_exclusive_group()
+    visibility.add_argument("--private", action="store_true",
+                            help="publish as a private dataset (the default when the manifest says hub.private)")
+    visibility.add_argument("--public", action="store_true",
+                            help="publish as a public dataset even if the manifest says hub.private: true")
     p.add_argument("--revision", help="branch to upload to (default: the repository's main branch)")
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be added, replaced and deleted on the Hub; writes nothing anywhere")

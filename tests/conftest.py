@@ -89,13 +89,14 @@ def build_corpus(
     image_size: int = 16,
     image_format: str = "png",
     pending: Sequence[int] = (),
+    hub: dict | None = None,
 ) -> CorpusLayout:
-    """Write a tiny corpus under ``root`` (see module doc)."""
+    """Write a tiny corpus under ``root`` (see module doc); ``hub``: the manifest's ``hub`` section."""
     from pipeline.corpus.index import refresh_index, write_manifest
 
     layout = CorpusLayout(root)  # a folder or an fsspec URL
     tasks = plan_tasks(num_classes, shards_per_class, per_shard)
-    write_manifest(layout, spec={**TOY_SPEC, "num_classes": num_classes, "image_size": image_size},
+    write_manifest(layout, spec={**TOY_SPEC, "num_classes": num_classes, "image_size": image_size, "hub": hub},
                    spec_hash="test-hash", package_version="0.0.test", tasks=tasks)
     for task in tasks:
         if task.shard_id in pending:

@@ -207,10 +207,12 @@ def _shard_brace(n: int) -> str:
     return f"{{{shard_name(0).split('-')[1]}..{shard_name(max(n - 1, 0)).split('-')[1]}}}"
 
 
-def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, preview: bool | None = None) -> str:
+def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, preview: bool | None = None,
+                private: bool | None = None) -> str:
     """The full README.md text. ``repo_id`` defaults to the manifest's ``hub.repo_id``, else ``NS/NAME``.
 
     ``preview``: whether to show ``preview/overview.png`` (default: whether the corpus has it).
+    ``private``: the visibility the corpus is published with (stated on the card; ``None``: not published).
     """
     layout = as_layout(root)
     manifest = read_manifest(layout)
@@ -252,6 +254,7 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, 
         "| | |",
         "|---|---|",
         f"| Teacher | `{teacher_id}` |",
+        *([] if private is None else [f"| Published as | {'private' if private else 'public'} dataset |"]),
         f"| Teacher licence | {teacher_license or 'see the teacher model card'} |",
         f"| Corpus licence | {meta['license']} |",
         f"| Method | {method} |",
@@ -356,9 +359,9 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, 
     return "\n".join(out)
 
 
-def write_card(root: CorpusLayout | str | Path, repo_id: str | None = None) -> str:
+def write_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, private: bool | None = None) -> str:
     """Render the card, write it atomically to ``OUT/README.md`` and return its text."""
     layout = as_layout(root)
-    text = render_card(layout, repo_id)
+    text = render_card(layout, repo_id, private=private)
     layout.storage.write_atomic(layout.readme, text.encode("utf-8"))
     return text

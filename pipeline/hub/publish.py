@@ -112,6 +112,7 @@ class PublishReport:
     dry_run: bool
     files: list[PlannedFile]
     card: str
+    private: bool = False  # the visibility the repository is created with (and the card states)
     url: str | None = None
     commits: list[str] = field(default_factory=list)  # commit URLs created by this run
     uploaded: list[str] = field(default_factory=list)  # paths committed by this run
@@ -339,8 +340,9 @@ class _Uploader:
         self.emit(f"authenticated as {user.get('name', '?')}")
         url = str(self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True))
         if self.private and not self.api.repo_info(self.repo_id, repo_type="dataset").private:
-            raise UserError(f"{self.repo_id} already exists and is public; --private cannot change that "
-                            f"(change its visibility on the Hub, or publish without --private)")
+            raise UserError(f"{self.repo_id} already exists and is public, and this corpus is to be published "
+                            f"private (--private or the manifest's hub.private); nothing was uploaded (make the "
+                            f"repository private on the Hub, or pass --public)")
         if self.revision:
             self.api.create_branch(self.repo_id, repo_type="dataset", branch=self.revision, exist_ok=True)
             url = f"{url}/tree/{self.revision}"
@@ -446,11 +448,30 @@ def _remote_for_dry_run(report: PublishReport, token: str | None) -> dict[str, A
 # ---------------------------------------------------------------------------------------------- api
 
 
+def publish_target(manifest: dict, repo_id: str | None, private: bool, public: bool) -> tuple[str, bool]:
+    """The repository and visibility to publish to: the command line, else the corpus's ``hub`` section.
+
+    A corpus whose manifest says ``hub.private: true`` is published private whatever ``repo_id`` is given;
+    only ``public`` (``--public``) publishes it public.
+    """
+    if private and public:
+        raise UserError("--private and --public contradict each other; give one")
+    spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+    hub = spec.get("hub") if isinstance(spec.get("hub"), dict) else {}
+    repo = repo_id or hub.get("repo_id")
+    if not repo:
+        raise UserError("no repository: pass --repo-id NAMESPACE/NAME or set hub.repo_id in the manifest")
+    if not REPO_ID.match(str(repo)):
+        raise UserError(f"--repo-id must look like 'namespace/name', got {repo!r}")
+    return str(repo), not public and (private or hub.get("private") is True)
+
+
 def publish(
     root: CorpusLayout | str | Path,
-    repo_id: str,
+    repo_id: str | None = None,
     *,
     private: bool = False,
+    public: bool = False,
     revision: str | None = None,
     dry_run: bool = False,
     delete_stale: bool = False,
@@ -460,24 +481,26 @@ def publish(
 ) -> PublishReport:
     """Verify, write card (and previews if missing), then upload; see the module doc.
 
+    ``repo_id`` and ``private`` default to the corpus's ``hub`` section (:func:`publish_target`);
+    ``public`` is the only way to publish a corpus marked private as a public dataset.
     ``dry_run``: verify, render the card in memory, read the remote tree and classify every file;
     nothing is written locally or remotely.
     """
     emit = on_event or (lambda msg: log.info("%s", msg))
-    if not REPO_ID.match(repo_id or ""):
-        raise UserError(f"--repo-id must look like 'namespace/name', got {repo_id!r}")
     if files_per_commit < 1:
         raise ValueError(f"files_per_commit must be >= 1, got {files_per_commit}")
     layout = as_layout(root)
+    repo_id, private = publish_target(read_manifest(layout), repo_id, private, public)
+    emit(f"publishing to dataset {repo_id} as {'private' if private else 'public'}")
     emit(f"verifying {layout.root} (sha256 of every shard)")
     manifest = check_ready(layout)
     emit(f"verified {len(manifest['shards'])} shards")
     missing = [n for n in expected_previews(layout, manifest) if not layout.storage.is_file(layout.preview(n))]
     if dry_run:
-        card = render_card(layout, repo_id, preview=True)  # publish writes any missing preview first
+        card = render_card(layout, repo_id, preview=True, private=private)  # publish writes missing previews first
         files = plan_files(layout, manifest, card=card)
         check_hub_limits(files)
-        report = PublishReport(repo_id, revision, True, files, card, generated=missing)
+        report = PublishReport(repo_id, revision, True, files, card, private, generated=missing)
         remote = _remote_for_dry_run(report, token)
         classify(report, remote, delete_stale)
         generated = [layout.preview(n) for n in missing]
@@ -486,16 +509,16 @@ def publish(
         return report
     if missing:
         emit(f"wrote {len(write_previews(layout))} preview sheets")
-    card = write_card(layout, repo_id)
+    card = write_card(layout, repo_id, private=private)
     files = plan_files(layout, manifest)
     check_hub_limits(files)
-    report = PublishReport(repo_id, revision, dry_run, files, card)
+    report = PublishReport(repo_id, revision, dry_run, files, card, private)
     _upload(report, private, token, files_per_commit, emit, delete_stale)
     return report
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    """``smi-synth publish OUT --repo-id NS/NAME [--private] [--revision BRANCH] [--dry-run]``."""
+    """``smi-synth publish OUT [--repo-id NS/NAME] [--private | --public] [--revision BRANCH] [--dry-run]``."""
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -505,11 +528,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
         disable_progress_bars()  # per-file bars are noise in logs; our own lines remain
 
-    report = publish(args.out, args.repo_id, private=args.private, revision=args.revision,
+    report = publish(args.out, args.repo_id, private=args.private, public=args.public, revision=args.revision,
                      dry_run=args.dry_run, delete_stale=getattr(args, "delete_stale", False), on_event=progress)
     if report.dry_run:
         sizes = {f.path: f.size for f in report.files}
-        where = f"dataset {report.repo_id}" + (f" (branch {report.revision})" if report.revision else "")
+        where = (f"{'private' if report.private else 'public'} dataset {report.repo_id}"
+                 + (f" (branch {report.revision})" if report.revision else ""))
         print(f"dry run: {where}: {len(report.added)} to add, {len(report.replaced)} to replace, "
               f"{len(report.skipped)} unchanged, {len(report.deleted)} to delete; nothing was written or sent")
         if report.remote_note:
@@ -526,7 +550,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print("\n--- README.md ---")
         print(report.card)
         return 0
-    print(f"uploaded {len(report.uploaded)} files in {len(report.commits)} commits, "
+    print(f"{'private' if report.private else 'public'} dataset {report.repo_id}: "
+          f"uploaded {len(report.uploaded)} files in {len(report.commits)} commits, "
           f"{len(report.skipped)} already up to date"
           + (f", removed {len(report.deleted)} stale files" if report.deleted else "")
           + (f", left {len(report.stale)} stale files in place (--delete-stale removes them)" if report.stale else ""))

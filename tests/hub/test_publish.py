@@ -284,7 +284,7 @@ def test_dry_run_lists_the_changes_and_writes_nothing(hub: FakeHub, tmp_path: Pa
     assert f"add       {len(card[:-1].encode()):>14}  README.md" in proc.stdout  # print() added the last newline
     assert "![overview](preview/overview.png)" in card  # the card publish would write, previews and all
     assert "(generated)  preview/overview.png" in proc.stdout
-    assert proc.stdout.startswith(f"dry run: dataset {REPO}: {len(files) + 4} to add, 0 to replace, 0 unchanged, "
+    assert proc.stdout.startswith(f"dry run: public dataset {REPO}: {len(files) + 4} to add, 0 to replace, 0 unchanged, "
                                   "0 to delete; nothing was written or sent")
 
     # once published, a dry run finds everything in place; a changed shard is listed as replaced
@@ -310,6 +310,41 @@ def test_private_flag_refuses_an_existing_public_repo(hub: FakeHub, tmp_path: Pa
     proc = run_cli(hub, tmp_path / "hf-home", str(root), "--repo-id", REPO, "--private")
     assert proc.returncode == 2 and "public" in proc.stderr
     assert hub.commits == [] and not [r for r in hub.requests if r.method == "PUT" or "/commit/" in r.path]
+
+
+@pytest.mark.parametrize("flags, repo, private", [
+    ((), REPO, True),  # the manifest's hub section alone
+    (("--repo-id", "smi-user/other-name"), "smi-user/other-name", True),  # a repo id does not make it public
+    (("--private",), REPO, True),
+    (("--public",), REPO, False),  # the only way to publish a corpus marked private as public
+])
+def test_manifest_hub_section_decides_repo_and_visibility(hub: FakeHub, tmp_path: Path, flags, repo, private) -> None:
+    root = build_corpus(tmp_path / "corpus", num_classes=1, shards_per_class=1, per_shard=2,
+                        hub={"repo_id": REPO, "private": True, "license": None}).root
+    proc = run_cli(hub, tmp_path / "hf-home", str(root), *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert list(hub.repos) == [repo] and hub.repos[repo].private is private
+    visibility = "private" if private else "public"
+    assert f"| Published as | {visibility} dataset |" in hub.files(repo)["README.md"].decode()
+    assert proc.stdout.startswith(f"{visibility} dataset {repo}:")
+
+
+def test_corpus_marked_private_never_uses_an_existing_public_repo(hub: FakeHub, tmp_path: Path) -> None:
+    root = build_corpus(tmp_path / "corpus", num_classes=1, shards_per_class=1, per_shard=2,
+                        hub={"repo_id": REPO, "private": True, "license": None}).root
+    hub.add_repo(REPO, private=False)
+    proc = run_cli(hub, tmp_path / "hf-home", str(root))
+    assert proc.returncode == 2 and "public" in proc.stderr and "--public" in proc.stderr
+    assert hub.commits == [] and not [r for r in hub.requests if r.method == "PUT" or "/commit/" in r.path]
+
+
+def test_unmarked_corpus_without_repo_id_is_refused(hub: FakeHub, tmp_path: Path) -> None:
+    root = build_corpus(tmp_path / "corpus", num_classes=1, shards_per_class=1, per_shard=2).root
+    proc = run_cli(hub, tmp_path / "hf-home", str(root))
+    assert proc.returncode == 2 and "hub.repo_id" in proc.stderr
+    assert hub.requests == []
+    proc = run_cli(hub, tmp_path / "hf-home", str(root), "--repo-id", REPO, "--private", "--public")
+    assert proc.returncode == 2 and hub.requests == []
 
 
 # ---------------------------------------------------------------------------------------------- units
