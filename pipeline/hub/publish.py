@@ -32,15 +32,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import logging
 import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from pipeline.corpus.index import read_manifest, read_stats
 from pipeline.corpus.layout import (
@@ -52,7 +54,7 @@ from pipeline.corpus.layout import (
     CorpusLayout,
     as_layout,
 )
-from pipeline.corpus.storage import CorpusStorage
+from pipeline.corpus.storage import CorpusStorage, LocalStorage
 from pipeline.corpus.verify import verify_corpus
 from pipeline.errors import UserError
 from pipeline.hub.card import render_card, write_card
@@ -92,10 +94,12 @@ class PlannedFile:
     unit: str = ""  # files of the same unit (one shard) go into the same commit
     content: bytes | None = None  # in-memory content (a dry run's card), instead of the stored file
 
-    @property
-    def local(self) -> Path:
-        """The local file the Hub client uploads."""
-        return self.storage.local_path(self.path)
+    def upload_source(self, stack: ExitStack) -> str | BinaryIO:
+        """What the Hub client uploads: the local file's path, or the object opened for streaming from
+        object storage (closed with ``stack``)."""
+        if isinstance(self.storage, LocalStorage):
+            return str(self.storage.local_path(self.path))
+        return stack.enter_context(io.BufferedReader(self.storage.open(self.path)))  # the Hub client's file type
 
 
 def is_layout_name(path: str) -> bool:
@@ -360,14 +364,15 @@ class _Uploader:
 
         for attempt in range(COMMIT_ATTEMPTS):
             ops: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in delete]
-            for f in batch:
-                op = CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.local))
-                if f.sha256:
-                    op.upload_info.sha256 = bytes.fromhex(f.sha256)
-                ops.append(op)
             try:
-                info = self.api.create_commit(self.repo_id, ops, commit_message=message, repo_type="dataset",
-                                              revision=self.revision)
+                with ExitStack() as sources:
+                    for f in batch:
+                        op = CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=f.upload_source(sources))
+                        if f.sha256:
+                            op.upload_info.sha256 = bytes.fromhex(f.sha256)
+                        ops.append(op)
+                    info = self.api.create_commit(self.repo_id, ops, commit_message=message, repo_type="dataset",
+                                                  revision=self.revision)
                 return info.commit_url
             except Exception as exc:  # noqa: BLE001 - classified below
                 if attempt == COMMIT_ATTEMPTS - 1 or not _transient(exc):

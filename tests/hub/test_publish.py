@@ -44,7 +44,7 @@ print(json.dumps({"url": r.url, "commits": r.commits, "uploaded": r.uploaded, "s
 
 
 def _env(hub: FakeHub, hf_home: Path, token: str | None = TOKEN) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE"))}  # AWS_* stay
     env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0", HF_HOME=str(hf_home),
                HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT))
     if token is not None:
@@ -68,7 +68,7 @@ def corpus_files(root: Path) -> dict[str, bytes]:
     from pipeline.corpus.index import read_manifest
 
     layout = CorpusLayout(root)
-    return {f.path: f.local.read_bytes() for f in plan_files(layout, read_manifest(layout))}
+    return {f.path: layout.storage.read_bytes(f.path) for f in plan_files(layout, read_manifest(layout))}
 
 
 def assert_no_token(*texts: str, dirs: tuple[Path, ...] = ()) -> None:
@@ -327,6 +327,16 @@ def test_manifest_hub_section_decides_repo_and_visibility(hub: FakeHub, tmp_path
     visibility = "private" if private else "public"
     assert f"| Published as | {visibility} dataset |" in hub.files(repo)["README.md"].decode()
     assert proc.stdout.startswith(f"{visibility} dataset {repo}:")
+
+
+def test_publish_streams_a_corpus_from_object_storage(hub: FakeHub, s3_url: str, tmp_path: Path) -> None:
+    """``publish s3://...``: every file arrives byte-identical, read from the S3 API (moto), never a local copy."""
+    layout = build_corpus(s3_url, num_classes=2, shards_per_class=2, per_shard=3)
+    proc = run_cli(hub, tmp_path / "hf-home", s3_url, "--repo-id", REPO)
+    assert proc.returncode == 0, proc.stderr
+    expected = corpus_files(layout.root)
+    assert "README.md" in expected and any(p.startswith("data/") for p in expected)
+    assert {p: b for p, b in hub.files(REPO).items() if p != ".gitattributes"} == expected  # the Hub's own file
 
 
 def test_corpus_marked_private_never_uses_an_existing_public_repo(hub: FakeHub, tmp_path: Path) -> None:
