@@ -12,8 +12,6 @@ heading. Plots are drawn with Pillow (already a dependency), deterministically: 
 Pillow version give the same bytes.
 """
 
-from __future__ import annotations
-
 import argparse
 import io
 import json
