@@ -26,6 +26,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_seeds import T95  # noqa: E402  (the t quantiles of the suite's own summary)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -125,9 +128,10 @@ def cell(value: object) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     """A Markdown table; columns whose values are all numbers are right-aligned."""
-    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) and any(r[i] is not None for r in rows)
-               for i in range(len(headers))]
-    out = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "".join(" ---: |" if n else " --- |" for n in numeric)]
+    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+               and any(r[i] is not None for r in rows) for i in range(len(headers))]
+    out = ["| " + " | ".join(cell(h) for h in headers) + " |",
+           "|" + "".join(" ---: |" if n else " --- |" for n in numeric)]
     out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return out
 
@@ -145,9 +149,6 @@ def result_block(r: Result) -> list[str]:
     return out
 
 
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]  # t quantiles, 1-10 dof
-
-
 def fixed(x: float, places: int) -> str:
     """``x`` rounded half up at ``places`` decimals (25.25 -> 25.3, as a reader rounds)."""
     return f"{Decimal(repr(x)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)}"
@@ -160,9 +161,13 @@ def mean_sd(values: list[float]) -> str:
 
 
 def paired_interval(diffs: list[float]) -> str:
+    """Mean of the paired differences and its 95% t interval (as ``quality_seeds`` computes it)."""
     if len(diffs) < 2:
         return f"one seed: {plus(diffs[0])}" if diffs else ""
-    m, half = statistics.fmean(diffs), T975[min(len(diffs) - 2, len(T975) - 1)] * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    m, t = statistics.fmean(diffs), T95.get(len(diffs) - 1)
+    if t is None:
+        return plus(m)
+    half = t * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return f"{plus(m)} ({plus(m - half)} to {plus(m + half)})"
 
 
