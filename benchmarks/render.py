@@ -6,9 +6,8 @@
 A result file holds one measured command: ``command`` (a string or a list), ``commit``, ``date``,
 ``machine`` and ``figures`` (a list of row dicts); optionally ``section`` (which heading it goes under),
 ``title``, ``order`` (its place in the section), ``setup`` (a paragraph), ``columns`` (row key -> table
-header, in order) and ``notes``. A file
-of a section this script does not know is rendered as a table of its ``figures`` under its own
-heading. Plots are drawn with Pillow (already a dependency), deterministically: the same results and
+header, in order) and ``notes``. A file of a section this script does not know is rendered as a table of
+its ``figures`` under its own heading. Plots are drawn with Pillow (already a dependency), deterministically: the same results and
 Pillow version give the same bytes.
 """
 
@@ -386,6 +385,8 @@ def render(results_dir: Path, md_path: Path, docs_dir: Path) -> dict[Path, bytes
                            for k in dict.fromkeys(r.section for r in results) if k not in known]
     by_teacher = quality_rows(results)
     points = speed_points(results)
+    images = {"engine": speed_plot(points) if points else None,
+              "quality_time": quality_plot(by_teacher) if by_teacher else None}
     files: dict[Path, bytes] = {}
     body: list[str] = []
     for sec in sections:
@@ -399,10 +400,8 @@ def render(results_dir: Path, md_path: Path, docs_dir: Path) -> dict[Path, bytes
         if not members and not extra:
             continue
         body += [f"## {sec.heading}", ""] + ([sec.intro, ""] if sec.intro else [])
-        plot = {"engine": lambda: speed_plot(points) if points else None,
-                "quality_time": lambda: quality_plot(by_teacher) if by_teacher else None}.get(sec.key)
-        image = plot() if plot and sec.plot else None
-        if image is not None:
+        image = images.get(sec.key)
+        if image is not None and sec.plot:
             path = docs_dir / sec.plot
             files[path] = image
             body += [f"![{sec.heading}]({os.path.relpath(path, md_path.parent).replace(os.sep, '/')})", ""]
