@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-all demo bench bench-quick bench-gpu clean
+.PHONY: venv test test-all demo bench bench-quick bench-gpu bench-render clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ bench-quick: $(STAMP)
 # without CUDA it runs the smoke mode and says so. Writes bench-gpu-out/bench-gpu.{json,md}.
 bench-gpu:
 	$(PYTHON) -m pipeline.bench.gpu --out bench-gpu-out
+
+# BENCHMARKS.md and docs/*.png from benchmarks/results/*.json (`--check` says whether they are up to date).
+bench-render: $(STAMP)
+	$(BIN)/python benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

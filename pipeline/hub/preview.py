@@ -1,9 +1,14 @@
 """Contact sheets of a corpus: ``preview/class-00042.png`` per class and ``preview/overview.png``.
 
-How stopped patches are shown: SMI stops inverting low-saliency patches early, so their pixels are
-left half-optimised. On every tile those patches are desaturated and dimmed, and a thin yellow line
-runs along the border between kept and stopped patches; kept patches keep their colours. Dense
-images (every patch kept) show unchanged.
+Images are scaled up by a whole factor with nearest-neighbour sampling to at least :data:`MIN_TILE`
+pixels a side, so a 32-pixel inversion shows its pixels instead of a smudge; class names label every
+sheet and every overview cell. The overview is a grid of classes (a few images each) at most
+:data:`OVERVIEW_WIDTH` pixels wide, small enough to show in a README or a dataset card.
+
+How stopped patches are shown (``overlay``): SMI stops inverting low-saliency patches early. With
+``"faint"`` (the default) those patches keep their colours a little darker than the kept ones, so
+the image reads as a whole and the kept region is still visible; ``"off"`` shows every image as
+stored. Dense images (every patch kept) show unchanged either way.
 
 Memory stays bounded for 1000-class corpora: classes are processed one at a time, each reading only
 the first shard(s) of that class until ``per_class`` images are found, and the overview keeps a few
@@ -34,17 +39,19 @@ from pipeline.errors import UserError
 log = logging.getLogger(__name__)
 
 PAD = 2  # pixels between tiles and around the grid
-HEADER = 14  # height of a class sheet's title strip
-MIN_TILE, MAX_TILE = 64, 160  # class-sheet tiles: the image size, clamped (small images upscaled)
-THUMB = 64  # overview thumbnail size (at most)
-OVERVIEW_PER_CLASS = 6
+HEADER = 20  # height of a title strip (class sheet, overview cell)
+FONT_SIZE = 13
+MIN_TILE, MAX_TILE = 96, 160  # tiles: the image size, clamped (small images upscaled by a whole factor)
+THUMB = 128  # overview thumbnails: the tile size, at most this
+OVERVIEW_PER_CLASS = 4  # a 2 x 2 block per class
+OVERVIEW_WIDTH = 1024  # at most (a single class cell wider than this still shows)
+CELL_GAP = 8  # pixels between overview cells
 OVERVIEW_NAME = "overview.png"
 OVERVIEW_MAX_CLASSES = 64  # more classes: an evenly spaced subset (first and last included)
-LABEL_WIDTH = 150  # overview's class-name column
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
-OUTLINE = (255, 214, 0)
-DIM = 0.45  # brightness kept by stopped patches (after desaturation)
+OVERLAYS = ("faint", "off")
+DIM = 0.78  # brightness kept by stopped patches under the faint overlay (colours kept)
 
 
 def class_sheet_name(label: int) -> str:
@@ -59,6 +66,11 @@ def tile_size(image_side: int) -> int:
     return image_side * math.ceil(MIN_TILE / image_side)
 
 
+def thumb_size(image_side: int) -> int:
+    """Overview thumbnail side: the class-sheet tile, at most :data:`THUMB`."""
+    return min(tile_size(image_side), THUMB)
+
+
 def sheet_size(n_images: int, per_class: int, tile: int) -> tuple[int, int]:
     """(width, height) of a class sheet with ``n_images`` tiles in a ``ceil(sqrt(per_class))``-wide grid."""
     cols = max(1, math.ceil(math.sqrt(per_class)))
@@ -66,48 +78,38 @@ def sheet_size(n_images: int, per_class: int, tile: int) -> tuple[int, int]:
     return cols * tile + (cols + 1) * PAD, HEADER + rows * tile + (rows + 1) * PAD
 
 
+def _cell_grid(thumb: int) -> tuple[int, int, int]:
+    """(cell width, cell height, cells per row) of the overview for thumbnails of ``thumb`` pixels."""
+    side = math.ceil(math.sqrt(OVERVIEW_PER_CLASS))
+    cell_w = side * thumb + (side - 1) * PAD
+    cell_h = HEADER + math.ceil(OVERVIEW_PER_CLASS / side) * (thumb + PAD) - PAD
+    per_row = max(1, (OVERVIEW_WIDTH - CELL_GAP) // (cell_w + CELL_GAP))
+    return cell_w, cell_h, per_row
+
+
 def overview_size(n_classes: int, thumb: int) -> tuple[int, int]:
-    """(width, height) of the overview: one row per shown class."""
-    return LABEL_WIDTH + OVERVIEW_PER_CLASS * (thumb + PAD) + PAD, n_classes * (thumb + PAD) + PAD
+    """(width, height) of the overview: a grid of class cells, as many per row as fit :data:`OVERVIEW_WIDTH`."""
+    cell_w, cell_h, per_row = _cell_grid(thumb)
+    cols, rows = min(per_row, max(1, n_classes)), max(1, math.ceil(n_classes / per_row))
+    return cols * (cell_w + CELL_GAP) + CELL_GAP, rows * (cell_h + CELL_GAP) + CELL_GAP
 
 
-def render_tile(pixels: np.ndarray, kept: np.ndarray | None, size: int) -> Image.Image:
-    """One image as a ``size`` x ``size`` tile with stopped patches dimmed and outlined."""
+def render_tile(pixels: np.ndarray, kept: np.ndarray | None, size: int, overlay: str = "faint") -> Image.Image:
+    """One image as a ``size`` x ``size`` tile; under the faint overlay its stopped patches are dimmed."""
+    if overlay not in OVERLAYS:
+        raise ValueError(f"overlay must be one of {', '.join(OVERLAYS)}, got {overlay!r}")
     img = pixels.astype(np.float32)
-    if kept is not None and not kept.all():
+    if overlay == "faint" and kept is not None and not kept.all():
         h, w = img.shape[:2]
         gh, gw = kept.shape
         rows = np.minimum(np.arange(h) * gh // h, gh - 1)
         cols = np.minimum(np.arange(w) * gw // w, gw - 1)
-        stopped = ~kept[np.ix_(rows, cols)]
-        luma = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        img[stopped] = (luma[stopped] * DIM)[:, None]
+        img[~kept[np.ix_(rows, cols)]] *= DIM
     tile = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), "RGB")
     if tile.size != (size, size):
         upscale = size >= max(tile.size)
         tile = tile.resize((size, size), Image.Resampling.NEAREST if upscale else Image.Resampling.BOX)
-    if kept is not None and not kept.all():
-        _outline(ImageDraw.Draw(tile), kept, size)
     return tile
-
-
-def _outline(draw: ImageDraw.ImageDraw, kept: np.ndarray, size: int) -> None:
-    """Yellow 1-px segments on every edge between a kept and a stopped patch."""
-    gh, gw = kept.shape
-    ys = [round(i * size / gh) for i in range(gh + 1)]
-    xs = [round(j * size / gw) for j in range(gw + 1)]
-    for i in range(gh):
-        for j in range(gw):
-            if not kept[i, j]:
-                continue
-            if i > 0 and not kept[i - 1, j]:
-                draw.line([(xs[j], ys[i]), (xs[j + 1] - 1, ys[i])], fill=OUTLINE)
-            if i < gh - 1 and not kept[i + 1, j]:
-                draw.line([(xs[j], ys[i + 1] - 1), (xs[j + 1] - 1, ys[i + 1] - 1)], fill=OUTLINE)
-            if j > 0 and not kept[i, j - 1]:
-                draw.line([(xs[j], ys[i]), (xs[j], ys[i + 1] - 1)], fill=OUTLINE)
-            if j < gw - 1 and not kept[i, j + 1]:
-                draw.line([(xs[j + 1] - 1, ys[i]), (xs[j + 1] - 1, ys[i + 1] - 1)], fill=OUTLINE)
 
 
 def _png(img: Image.Image) -> bytes:
@@ -117,7 +119,15 @@ def _png(img: Image.Image) -> bytes:
 
 
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default()
+    """Pillow's bundled font at :data:`FONT_SIZE` (its bitmap font where Pillow lacks FreeType)."""
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
+    """``text`` cut to ``width`` pixels."""
+    while len(text) > 1 and draw.textlength(text, font=font) > width:
+        text = text[:-1]
+    return text
 
 
 def _label(label: int, name: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
@@ -161,7 +171,8 @@ def _class_sheet(label: int, name: str, tiles: list[Image.Image], per_class: int
     cols = max(1, math.ceil(math.sqrt(per_class)))
     draw = ImageDraw.Draw(sheet)
     font = _font()
-    draw.text((PAD, 1), _label(label, name, font), fill=TEXT, font=font)
+    draw.text((PAD, HEADER // 2), _fit(draw, _label(label, name, font), sheet.width - 2 * PAD, font), fill=TEXT,
+              font=font, anchor="lm")
     for k, t in enumerate(tiles):
         r, c = divmod(k, cols)
         sheet.paste(t, (PAD + c * (tile + PAD), HEADER + PAD + r * (tile + PAD)))
@@ -172,14 +183,16 @@ def _overview(rows: list[tuple[int, str, list[Image.Image]]], thumb: int) -> Ima
     sheet = Image.new("RGB", overview_size(len(rows), thumb), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = _font()
-    for r, (label, name, thumbs) in enumerate(rows):
-        y = PAD + r * (thumb + PAD)
-        text = _label(label, name, font)
-        while len(text) > 1 and draw.textlength(text, font=font) > LABEL_WIDTH - 2 * PAD:
-            text = text[:-1]
-        draw.text((PAD, y + max(0, thumb // 2 - 6)), text, fill=TEXT, font=font)
+    cell_w, cell_h, per_row = _cell_grid(thumb)
+    side = math.ceil(math.sqrt(OVERVIEW_PER_CLASS))
+    for n, (label, name, thumbs) in enumerate(rows):
+        x = CELL_GAP + (n % per_row) * (cell_w + CELL_GAP)
+        y = CELL_GAP + (n // per_row) * (cell_h + CELL_GAP)
+        draw.text((x, y + HEADER // 2 - 1), _fit(draw, _label(label, name, font), cell_w, font), fill=TEXT, font=font,
+                  anchor="lm")
         for k, t in enumerate(thumbs):
-            sheet.paste(t, (LABEL_WIDTH + PAD + k * (thumb + PAD), y))
+            r, c = divmod(k, side)
+            sheet.paste(t, (x + c * (thumb + PAD), y + HEADER + r * (thumb + PAD)))
     return sheet
 
 
@@ -189,10 +202,15 @@ def expected_previews(layout: CorpusLayout, manifest: dict) -> list[str]:
     return [class_sheet_name(label) for label in labels] + [OVERVIEW_NAME]
 
 
-def write_previews(root: CorpusLayout | str | Path, *, per_class: int = 16) -> list[str]:
-    """Write one contact sheet per class with complete shards, then ``overview.png``; return their names."""
+def write_previews(root: CorpusLayout | str | Path, *, per_class: int = 16, overlay: str = "faint") -> list[str]:
+    """Write one contact sheet per class with complete shards, then ``overview.png``; return their names.
+
+    ``overlay``: ``"faint"`` dims SMI's stopped patches a little, ``"off"`` shows the images as stored.
+    """
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
+    if overlay not in OVERLAYS:
+        raise ValueError(f"overlay must be one of {', '.join(OVERLAYS)}, got {overlay!r}")
     layout = as_layout(root)
     manifest = read_manifest(layout)
     done = set(complete_shard_ids(layout, manifest))
@@ -211,11 +229,11 @@ def write_previews(root: CorpusLayout | str | Path, *, per_class: int = 16) -> l
         thumbs: list[Image.Image] = []
         limit = max(per_class, OVERVIEW_PER_CLASS if label in shown else 0)
         for pixels, kept in _class_samples(layout, [int(e["shard_id"]) for e in entries], limit):
-            tile = tile_size(max(pixels.shape[:2]))
+            side = max(pixels.shape[:2])
             if len(tiles) < per_class:
-                tiles.append(render_tile(pixels, kept, tile))
+                tiles.append(render_tile(pixels, kept, tile_size(side), overlay))
             if label in shown and len(thumbs) < OVERVIEW_PER_CLASS:
-                thumbs.append(render_tile(pixels, kept, min(tile, THUMB)))
+                thumbs.append(render_tile(pixels, kept, thumb_size(side), overlay))
         if not tiles:
             continue
         sheet = layout.preview(class_sheet_name(label))

@@ -1,4 +1,5 @@
-"""Contact sheets: files, grid sizes, stopped-patch rendering, determinism, bounded reading."""
+"""Contact sheets: files, grid sizes, readable tiles, the faint or absent overlay, class names, determinism,
+bounded reading."""
 
 from __future__ import annotations
 
@@ -6,18 +7,23 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import pipeline.hub.preview as preview
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.hub.preview import (
-    OUTLINE,
+    BACKGROUND,
+    DIM,
+    HEADER,
+    MIN_TILE,
     OVERVIEW_MAX_CLASSES,
-    THUMB,
+    OVERVIEW_WIDTH,
     cmd_preview,
     overview_size,
     render_tile,
     sheet_size,
+    thumb_size,
     tile_size,
     write_previews,
 )
@@ -29,13 +35,13 @@ def test_sheets_have_the_expected_grid(make_corpus, tmp_path: Path) -> None:
     names = [p.name for p in paths]
     assert names == ["class-00000.png", "class-00001.png", "class-00002.png", "overview.png"]
     tile = tile_size(16)
-    assert tile == 64  # small images are upscaled by a whole factor
+    assert tile == 96  # small images are upscaled by a whole factor to at least MIN_TILE
     for p in paths[:-1]:
         with Image.open(p) as img:
             assert img.format == "PNG" and img.mode == "RGB"
             assert img.size == sheet_size(4, 4, tile)  # 2 x 2 grid
     with Image.open(paths[-1]) as img:
-        assert img.format == "PNG" and img.size == overview_size(3, min(tile, THUMB))
+        assert img.format == "PNG" and img.size == overview_size(3, thumb_size(16))
     # A class with fewer images than per_class gets fewer rows, same width.
     wide = write_previews(layout, per_class=9)
     with Image.open(layout.root / wide[0]) as img:
@@ -51,18 +57,45 @@ def test_previews_are_deterministic(make_corpus, tmp_path: Path) -> None:
     assert not [p for p in (a.root / a.preview_dir).iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
-def test_stopped_patches_are_dimmed_grey_and_outlined() -> None:
+def test_tiles_are_readable_whole_multiples_of_the_image() -> None:
+    assert [tile_size(s) for s in (8, 16, 32, 56, 64, 96, 224)] == [96, 96, 96, 112, 128, 96, 160]
+    assert all(thumb_size(s) >= MIN_TILE for s in (8, 32, 56, 224))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    tile = np.asarray(render_tile(pixels, None, tile_size(32)))
+    assert tile.shape == (96, 96, 3)
+    assert (tile == np.repeat(np.repeat(pixels, 3, axis=0), 3, axis=1)).all()  # nearest neighbour: 3 x 3 blocks
+
+
+def test_the_overlay_is_faint_or_off() -> None:
     pixels = np.zeros((8, 8, 3), dtype=np.uint8)
-    pixels[..., 0] = 200  # red everywhere
+    pixels[..., 0], pixels[..., 2] = 200, 100  # purple everywhere
     kept = np.array([[True, False], [False, False]])
-    tile = np.asarray(render_tile(pixels, kept, 8))
-    assert tuple(tile[1, 1]) == (200, 0, 0)  # kept patch keeps its colour
-    stopped = tile[5:8, 5:8].reshape(-1, 3)
-    assert (stopped[:, 0] == stopped[:, 1]).all() and (stopped[:, 1] == stopped[:, 2]).all()  # grey
-    assert stopped.max() < 200 * 0.299  # dimmed below the luminance
-    assert tuple(tile[3, 1]) == OUTLINE and tuple(tile[1, 3]) == OUTLINE  # border of the kept patch
-    dense = np.asarray(render_tile(pixels, np.ones((2, 2), dtype=bool), 8))
-    assert (dense == pixels).all()
+    faint = np.asarray(render_tile(pixels, kept, 8))
+    assert (faint[:4, :4] == pixels[:4, :4]).all()  # the kept patch as stored, no outline on it
+    stopped = faint[4:, 4:].reshape(-1, 3)
+    assert (stopped == np.round(np.array([200, 0, 100]) * DIM)).all()  # darker, same hue, not grey
+    assert (np.asarray(render_tile(pixels, kept, 8, overlay="off")) == pixels).all()
+    assert (np.asarray(render_tile(pixels, np.ones((2, 2), dtype=bool), 8)) == pixels).all()  # dense: unchanged
+    with pytest.raises(ValueError, match="overlay must be one of faint, off"):
+        render_tile(pixels, kept, 8, overlay="bright")
+
+
+def test_overview_fits_a_readme_and_names_its_classes(make_corpus, tmp_path: Path) -> None:
+    layout = make_corpus(tmp_path / "c", num_classes=10, per_shard=4, image_size=32)
+    write_previews(layout, per_class=4)
+    with Image.open(layout.root / "preview" / "overview.png") as img:
+        overview = np.asarray(img)
+    thumb = thumb_size(32)
+    assert overview.shape[1] <= OVERVIEW_WIDTH and overview.shape[0] < overview.shape[1]  # wider than tall
+    assert (overview.shape[1], overview.shape[0]) == overview_size(10, thumb)
+    assert overview_size(OVERVIEW_MAX_CLASSES, thumb)[0] <= OVERVIEW_WIDTH
+    # each class cell starts with its name: text pixels in the title strip above the first thumbnail
+    title = overview[8 : 8 + HEADER, 8 : 8 + 2 * thumb]
+    assert (np.abs(title.astype(int) - BACKGROUND).sum(axis=2) > 100).sum() > 20
+    with Image.open(layout.root / "preview" / "class-00003.png") as img:
+        strip = np.asarray(img)[:HEADER]
+    assert (np.abs(strip.astype(int) - BACKGROUND).sum(axis=2) > 100).sum() > 20
 
 
 def test_reads_only_what_the_sheets_need(make_corpus, tmp_path: Path, monkeypatch) -> None:
