@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preview", help="per-class contact sheets under OUT/preview")
     p.add_argument("out", help="corpus folder")
     p.add_argument("--per-class", type=int, default=16, help="images per class sheet")
+    p.add_argument("--overlay", choices=("faint", "off"), default="faint",
+                   help="faint: dim the patches SMI stopped early; off: show the images as stored")
 
     p = sub.add_parser("publish", help="dataset card and upload to the Hugging Face Hub")
     p.add_argument("out", help="corpus folder")

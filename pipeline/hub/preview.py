@@ -250,11 +250,11 @@ def write_previews(root: CorpusLayout | str | Path, *, per_class: int = 16, over
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    """``smi-synth preview OUT [--per-class N]``: write the sheets and print their paths."""
+    """``smi-synth preview OUT [--per-class N] [--overlay faint|off]``: write the sheets and print their paths."""
     if args.per_class < 1:
         raise UserError(f"--per-class must be >= 1, got {args.per_class}")
     layout = as_layout(args.out)
-    names = write_previews(layout, per_class=args.per_class)
+    names = write_previews(layout, per_class=args.per_class, overlay=args.overlay)
     for name in names:
         print(layout.storage.url(name))
     if not names:
