@@ -119,6 +119,6 @@ def test_overview_subsamples_many_classes() -> None:
 
 
 def test_cmd_preview_prints_paths(corpus: CorpusLayout, capsys) -> None:
-    assert cmd_preview(argparse.Namespace(out=str(corpus.root), per_class=2)) == 0
+    assert cmd_preview(argparse.Namespace(out=str(corpus.root), per_class=2, overlay="off")) == 0
     out = capsys.readouterr().out.split()
     assert out[-1].endswith("overview.png") and all(Path(p).is_file() for p in out)
