@@ -87,12 +87,8 @@ def toy_teacher_spec(recipe: str, root: Path, patch_size: int = 4) -> str:
     """
     if recipe == "default":
         return "toy"
-    from pipeline.teachers.toy import (
-        WEIGHTS_FILE,
-        TrainConfig,
-        cache_folder,
-        load_or_build_toy_teacher,
-    )
+    from pipeline.teachers.cache import WEIGHTS_FILE
+    from pipeline.teachers.toy import TrainConfig, cache_folder, load_or_build_toy_teacher
 
     cache = root / ("teacher-robust" if patch_size == 4 else f"teacher-robust-p{patch_size}")
     config = TrainConfig(**ROBUST_RECIPE, patch_size=patch_size, keep_tokens=toy_num_patches(patch_size) // 2)
@@ -191,7 +187,7 @@ def generate_reference(kind: str, args: argparse.Namespace, out: Path, teacher) 
     """A ``noise`` or ``real`` corpus of the same plan as the inverted ones, the teacher's logits as soft labels."""
     from pipeline.corpus.layout import sample_key
     from pipeline.corpus.writer import ShardSample, write_shard
-    from pipeline.evaluate.common import normalize
+    from pipeline.teachers.classify import normalize
     from pipeline.run.runner import check_resumable, prepare_out
     from pipeline.run.spec import spec_from_dict
 
