@@ -123,10 +123,6 @@ class PublishReport:
     generated: list[str] = field(default_factory=list)  # dry run: previews publish would write first
     remote_note: str = ""  # dry run: why the remote tree is unknown or empty, if it is
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
 
 # ---------------------------------------------------------------------------------------------- planning
 
