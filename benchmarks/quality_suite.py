@@ -66,7 +66,7 @@ from pipeline.teachers.classify import normalize  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
 from smi_core import InversionConfig, invert  # noqa: E402
-from smi_core.recipe import PAPER_STOP_FRACTIONS, paper_stops, recommended_config  # noqa: E402,F401 - re-exported
+from smi_core.recipe import recommended_config  # noqa: E402
 
 log = logging.getLogger("quality_suite")
 
