@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.corpus.index import complete_shard_ids, read_manifest
-from pipeline.corpus.layout import CorpusLayout, as_layout
+from pipeline.corpus.layout import OVERVIEW_MAX_CLASSES, OVERVIEW_NAME, CorpusLayout, as_layout
 from pipeline.corpus.sample import decode_image, image_member, kept_mask_from_meta
 from pipeline.corpus.tar_io import read_tar
 from pipeline.errors import UserError
@@ -38,8 +38,6 @@ HEADER = 14  # height of a class sheet's title strip
 MIN_TILE, MAX_TILE = 64, 160  # class-sheet tiles: the image size, clamped (small images upscaled)
 THUMB = 64  # overview thumbnail size (at most)
 OVERVIEW_PER_CLASS = 6
-OVERVIEW_NAME = "overview.png"
-OVERVIEW_MAX_CLASSES = 64  # more classes: an evenly spaced subset (first and last included)
 LABEL_WIDTH = 150  # overview's class-name column
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)

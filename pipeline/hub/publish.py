@@ -42,10 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline.corpus.card import render_card, write_card
 from pipeline.corpus.index import read_manifest, read_stats
 from pipeline.corpus.layout import (
     DATA_DIR,
     METADATA_DIR,
+    OVERVIEW_NAME,
     PREVIEW_DIR,
     README,
     STATS_DIR,
@@ -55,8 +57,7 @@ from pipeline.corpus.layout import (
 from pipeline.corpus.storage import CorpusStorage
 from pipeline.corpus.verify import verify_corpus
 from pipeline.errors import UserError
-from pipeline.hub.card import render_card, write_card
-from pipeline.hub.preview import OVERVIEW_NAME, expected_previews, write_previews
+from pipeline.hub.preview import expected_previews, write_previews
 from pipeline.run.spec import REPO_ID
 
 log = logging.getLogger(__name__)

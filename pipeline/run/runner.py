@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.console import emit_json, progress
+from pipeline.corpus.card import write_card
 from pipeline.corpus.index import (
     IndexWriter,
     ShardTask,
@@ -39,7 +40,6 @@ from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.lease import CorpusLease
 from pipeline.corpus.writer import clean_for_resume, remove_shard
 from pipeline.errors import UserError
-from pipeline.hub.card import write_card
 from pipeline.run.attempts import AttemptRegistry
 from pipeline.run.cluster import check_fit, workers_that_fit
 from pipeline.run.faults import FaultPlan

@@ -59,9 +59,6 @@ ALWAYS_HASHED = frozenset({
     "loss.ce", "loss.tv_l1", "loss.tv_l2", "loss.l2", "loss.bn_prior", "loss.patch_entropy",
     "augment.enabled", "augment.max_roll_fraction", "augment.flip",
 })
-# what older corpora, which did not record these fields yet, did (the engine's defaults)
-FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant", "compile": "off",
-                                      "pack_batches": 1}
 SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
 # Size limits, checked arithmetically before anything is enumerated (see _check_sizes):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.corpus.card import render_card
 from pipeline.corpus.index import read_manifest
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.loader import iter_samples, load_corpus
@@ -14,7 +15,6 @@ from pipeline.corpus.status import corpus_status
 from pipeline.corpus.storage import FsspecStorage, LocalStorage, storage_for
 from pipeline.corpus.verify import verify_corpus
 from pipeline.corpus.writer import clean_for_resume
-from pipeline.hub.card import render_card
 from pipeline.hub.preview import write_previews
 
 

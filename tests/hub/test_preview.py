@@ -9,10 +9,9 @@ import numpy as np
 from PIL import Image
 
 import pipeline.hub.preview as preview
-from pipeline.corpus.layout import CorpusLayout
+from pipeline.corpus.layout import OVERVIEW_MAX_CLASSES, CorpusLayout
 from pipeline.hub.preview import (
     OUTLINE,
-    OVERVIEW_MAX_CLASSES,
     THUMB,
     cmd_preview,
     overview_size,
