@@ -90,8 +90,8 @@ class DistillConfig:
     epochs: int = 10
     steps: int | None = None  # optimizer steps to train for; when set, ``epochs`` is ignored
     batch_size: int = 64
-    # BENCHMARKS.md issue 14: 3e-3 beat 1e-3 (session 7); 1e-2 with every image mixed beat 3e-3 with half mixed
-    # on shapes64 (3 seeds, +3.0 points) and on the demo corpus (58.95% vs 40.9%) (session 10)
+    # 3e-3 beat 1e-3; 1e-2 with every image mixed beat 3e-3 with half mixed on shapes64 (3 seeds, +3.0 points)
+    # and on the demo corpus (58.95% vs 40.9%) (BENCHMARKS.md, "Quality")
     lr: float = 1e-2
     temperature: float = 4.0
     sparse: bool = False
