@@ -56,10 +56,10 @@ from pipeline.evaluate.distill import (  # noqa: E402
 )
 from pipeline.evaluate.quantize import calibrate, corpus_calibration, quantize_model  # noqa: E402
 from pipeline.run.plan import plan_shards  # noqa: E402
+from smi_core.recipe import PAPER_STOP_FRACTIONS, scaled_stops  # noqa: E402
 
 log = logging.getLogger("quality")
 
-PAPER_STOP_FRACTIONS = (50 / 4000, 100 / 4000, 200 / 4000, 300 / 4000)  # SMI's t = 50..300 of 4,000, scaled
 DEMO_STOP_FRACTIONS = (20 / 300, 40 / 300, 80 / 300, 120 / 300)  # manifests/demo.yaml's schedule, scaled
 # paper-3: the paper's first three stops only, keeping 34% of the patches instead of 24%
 SCHEDULES = {"paper": PAPER_STOP_FRACTIONS, "paper-3": PAPER_STOP_FRACTIONS[:3], "demo": DEMO_STOP_FRACTIONS}
@@ -87,12 +87,8 @@ def toy_teacher_spec(recipe: str, root: Path, patch_size: int = 4) -> str:
     """
     if recipe == "default":
         return "toy"
-    from pipeline.teachers.toy import (
-        WEIGHTS_FILE,
-        TrainConfig,
-        cache_folder,
-        load_or_build_toy_teacher,
-    )
+    from pipeline.teachers.cache import WEIGHTS_FILE
+    from pipeline.teachers.toy import TrainConfig, cache_folder, load_or_build_toy_teacher
 
     cache = root / ("teacher-robust" if patch_size == 4 else f"teacher-robust-p{patch_size}")
     config = TrainConfig(**ROBUST_RECIPE, patch_size=patch_size, keep_tokens=toy_num_patches(patch_size) // 2)
@@ -105,7 +101,7 @@ def toy_teacher_spec(recipe: str, root: Path, patch_size: int = 4) -> str:
 def manifest_dict(method: str, args: argparse.Namespace, out: Path) -> dict:
     """A manifest for the toy teacher (the demo's settings at ``args``' size)."""
     n = args.iterations
-    stops = sorted({max(1, min(n - 1, round(f * n))) for f in SCHEDULES[args.schedule]})
+    stops = list(scaled_stops(SCHEDULES[args.schedule], n))
     # saliency only where it is used: a dense corpus made before the option existed keeps its spec hash
     saliency = {"saliency": args.saliency} if method == "smi" else {}
     return {
@@ -191,7 +187,7 @@ def generate_reference(kind: str, args: argparse.Namespace, out: Path, teacher) 
     """A ``noise`` or ``real`` corpus of the same plan as the inverted ones, the teacher's logits as soft labels."""
     from pipeline.corpus.layout import sample_key
     from pipeline.corpus.writer import ShardSample, write_shard
-    from pipeline.evaluate.common import normalize
+    from pipeline.teachers.classify import normalize
     from pipeline.run.runner import check_resumable, prepare_out
     from pipeline.run.spec import spec_from_dict
 

@@ -54,7 +54,7 @@ from pipeline.console import emit_json  # noqa: E402
 from pipeline.corpus.index import ShardTask, refresh_index, write_manifest  # noqa: E402
 from pipeline.corpus.layout import CorpusLayout  # noqa: E402
 from pipeline.corpus.writer import write_shard  # noqa: E402
-from pipeline.evaluate.common import EvalSet, corpus_info, normalize, top1  # noqa: E402
+from pipeline.evaluate.common import EvalSet, corpus_info, top1  # noqa: E402
 from pipeline.evaluate.defaults import default_steps  # noqa: E402
 from pipeline.evaluate.distill import DistillConfig  # noqa: E402
 from pipeline.evaluate.kd_views import KDAugmentConfig  # noqa: E402
@@ -62,10 +62,11 @@ from pipeline.evaluate.noise import labelled_samples, noise_images  # noqa: E402
 from pipeline.evaluate.worth import StudentJob, train_students  # noqa: E402
 from pipeline.run.worker import batch_seed, samples_from_result  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
+from pipeline.teachers.classify import normalize  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
 from smi_core import InversionConfig, invert  # noqa: E402
-from smi_core.recipe import PAPER_STOP_FRACTIONS, paper_stops, recommended_config  # noqa: E402,F401 - re-exported
+from smi_core.recipe import recommended_config  # noqa: E402
 
 log = logging.getLogger("quality_suite")
 

@@ -13,8 +13,8 @@ from smi_core.recipe import recommended_config
 
 
 def pixels(method: str, iterations: int) -> InversionConfig:
-    """The recommended recipe without its coarse image levels (the recommended recipe before issue 14's
-    session 8): Adam moves single pixels only."""
+    """The recommended recipe without its coarse image levels (the recommended recipe before commit
+    9d3016a made the pyramid its default): Adam moves single pixels only."""
     return dataclasses.replace(recommended_config(method, iterations), pyramid=())  # type: ignore[arg-type]
 
 

@@ -4,9 +4,9 @@ The public API, importable from ``pipeline`` whatever the internal layout::
 
     from pipeline import load_corpus, load_spec, run_corpus, verify_corpus, corpus_status
 
-Subpackages: ``corpus`` (layout, storage seam, writer, index, loading, verify, status), ``run`` (spec,
-plan, worker, Ray runner, demo), ``teachers`` (loading, the toy teacher and its data), ``evaluate``
-(distill, quantize, held-out evaluation, KD views), ``hub`` (publish, dataset card, previews) and
+Subpackages: ``corpus`` (layout, storage seam, writer, index, dataset card, loading, verify, status),
+``run`` (spec, plan, worker, Ray runner, demo), ``teachers`` (loading, the toy teacher and its data),
+``evaluate`` (distill, quantize, held-out evaluation, KD views), ``hub`` (publish, previews) and
 ``bench``. Names are imported on first use, so ``import pipeline`` stays light.
 """
 

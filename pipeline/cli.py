@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.errors import UserError
+from pipeline.run.provenance import package_version
 
 # command -> (module, function)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,16 +50,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 JSON_HELP = "print one JSON object as the last line of standard output"
-
-
-def package_version() -> str:
-    """The installed smi-synth version ("0+unknown" when run from a source tree that is not installed)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("smi-synth")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

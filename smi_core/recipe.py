@@ -9,6 +9,7 @@ them): an explicit config always gives the same images.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from smi_core.config import (
@@ -30,14 +31,17 @@ PAPER_STOP_FRACTIONS: tuple[float, ...] = (50 / 4000, 100 / 4000, 200 / 4000, 30
 RECOMMENDED_PYRAMID: tuple[int, ...] = (2, 4, 8)
 
 
-def paper_stops(iterations: int) -> tuple[int, ...]:
-    """The paper's stop iterations scaled to ``iterations`` (each in [1, iterations - 1], distinct, sorted).
-
-    Short runs merge stops that round to the same iteration: ``paper_stops(200) == (2, 5, 10, 15)``.
-    """
+def scaled_stops(fractions: Sequence[float], iterations: int) -> tuple[int, ...]:
+    """Stop iterations at ``fractions`` of a run of ``iterations`` (each in [1, iterations - 1], distinct,
+    sorted); short runs merge stops that round to the same iteration."""
     if iterations < 1:
         raise ValueError(f"iterations: must be a positive integer, got {iterations!r}")
-    return tuple(sorted({max(1, min(iterations - 1, round(f * iterations))) for f in PAPER_STOP_FRACTIONS}))
+    return tuple(sorted({max(1, min(iterations - 1, round(f * iterations))) for f in fractions}))
+
+
+def paper_stops(iterations: int) -> tuple[int, ...]:
+    """The paper's stop iterations scaled to ``iterations``: ``paper_stops(200) == (2, 5, 10, 15)``."""
+    return scaled_stops(PAPER_STOP_FRACTIONS, iterations)
 
 
 def recommended_config(method: Method, iterations: int) -> InversionConfig:

@@ -19,7 +19,7 @@ class InversionResult:
     """Final (best) images of one batch and everything measured about them. All tensors on CPU.
 
     Shapes: B samples, N patches (``grid[0] * grid[1]``), H x W pixels. Only what a shard stores comes
-    back from the device; the pixel mask and masked images are computed on demand.
+    back from the device (:func:`expand_patch_mask` turns ``kept_mask`` into a pixel mask).
     """
 
     images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1], unmasked final image
@@ -37,14 +37,6 @@ class InversionResult:
     def kept_indices(self, i: int) -> list[int]:
         """Row-major indices of the patches sample ``i`` kept."""
         return torch.nonzero(self.kept_mask[i], as_tuple=False).flatten().tolist()
-
-    def pixel_mask(self) -> torch.Tensor:
-        """``(B, 1, H, W)`` bool: ``kept_mask`` expanded to pixels."""
-        return expand_patch_mask(self.kept_mask, self.grid, self.patch_size)
-
-    def masked_images(self) -> torch.Tensor:
-        """The images with stopped patches zeroed, as the SMI paper publishes them."""
-        return self.images * self.pixel_mask()
 
     def split(self, sizes: Sequence[int]) -> list[InversionResult]:
         """One result per consecutive part of ``sizes`` images (a packed call's batches); ``flops`` and

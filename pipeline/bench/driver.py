@@ -118,7 +118,8 @@ class _InstantWorker:
 def bench_dispatch(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
     import ray
 
-    from pipeline.run.scheduler import AttemptRegistry, SchedulePolicy, schedule
+    from pipeline.run.attempts import AttemptRegistry
+    from pipeline.run.scheduler import SchedulePolicy, schedule
 
     ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR")
     results = []
@@ -216,7 +217,8 @@ def bench_busy(shards: int, workers: int = 2, depths: tuple[int, ...] = (1, 2), 
 
     from pipeline.corpus.index import write_manifest as write_index
     from pipeline.run.plan import plan_shards
-    from pipeline.run.scheduler import AttemptRegistry, SchedulePolicy, schedule
+    from pipeline.run.attempts import AttemptRegistry
+    from pipeline.run.scheduler import SchedulePolicy, schedule
     from pipeline.run.worker import WorkerConfig
 
     runs: list[dict[str, Any]] = []

@@ -35,6 +35,10 @@ class ShardTask:
 
 
 _TASK_FIELDS = tuple(f.name for f in fields(ShardTask))
+# What a corpus whose manifest does not record these inversion fields did (it was made before they
+# existed): the engine's defaults of that time.
+FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant", "compile": "off",
+                                      "pack_batches": 1}
 MANIFEST_FORMAT = "smi-synth-corpus"
 MANIFEST_VERSION = 1
 WIDS_KIND = "wids-shard-index-v1"

@@ -16,6 +16,8 @@ from pipeline.corpus.storage import CorpusStorage, storage_for
 SPLIT = "train"
 DATA_DIR, METADATA_DIR, STATS_DIR, PREVIEW_DIR = "data", "metadata", "stats", "preview"
 MANIFEST, SHARDINDEX, README = "manifest.json", "shardindex.json", "README.md"
+OVERVIEW_NAME = "overview.png"  # preview/overview.png: a few images of each class (pipeline.hub.preview)
+OVERVIEW_MAX_CLASSES = 64  # more classes: an evenly spaced subset (first and last included)
 KEY_PATTERN = re.compile(r"^c(\d{5,})-i(\d{7,})$")
 SHARD_FILE_PATTERN = re.compile(rf"^{SPLIT}-(\d{{6,}})\.(tar|parquet|json)$")
 

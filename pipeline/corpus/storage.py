@@ -11,6 +11,7 @@ fsyncs the folder. On object storage the content is staged in a local temporary 
 puts the whole object at once (object stores have no partial objects and no renames), so nothing of
 an unfinished write is ever visible. Credentials and endpoints come from the backend's usual places
 (for S3: ``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, profiles); nothing here logs them.
+:func:`write_file_atomic` is the same local write for files outside a corpus (checkpoints, caches).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -35,6 +36,14 @@ log = logging.getLogger(__name__)
 _TEMP_PATTERN = re.compile(r"^\..+\.tmp-\d+(-[0-9a-f]+)?$")
 _URL_PATTERN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _FSYNC_DIR_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES}
+
+
+def write_file_atomic(path: str | os.PathLike[str], data: bytes | Callable[[Path], object]) -> Path:
+    """Write the local file ``path`` all at once (:meth:`CorpusStorage.write_atomic` in its folder), for
+    files outside a corpus: teacher checkpoints and caches, saved students, training states."""
+    path = Path(path)
+    LocalStorage(path.parent).write_atomic(path.name, data)
+    return path
 
 
 def is_temporary(name: str) -> bool:
@@ -91,6 +100,13 @@ class StagedFile:
         """Write all of ``data`` durably (not yet visible under its name)."""
         with self.open() as f:
             f.write(data)
+
+    def write_with(self, write: Callable[[Path], object]) -> None:
+        """Let ``write(path)`` fill the temporary through its local path (tools that take a file name,
+        such as safetensors' ``save_file``), then make it durable (not yet visible under its name)."""
+        write(self._tmp)
+        with open(self._tmp, "rb") as f:
+            os.fsync(f.fileno())
 
     def commit(self) -> None:
         """Make the written content visible under its name, atomically."""
@@ -187,11 +203,15 @@ class CorpusStorage:
         with self.open(name) as f:
             return sha256_stream(f)
 
-    def write_atomic(self, name: str, data: bytes) -> None:
-        """Write ``data`` under ``name`` all at once; the temporary is removed on failure."""
+    def write_atomic(self, name: str, data: bytes | Callable[[Path], object]) -> None:
+        """Write ``name`` all at once: the bytes ``data``, or what ``data(path)`` writes to a local temporary
+        (:meth:`StagedFile.write_with`); the temporary is removed on failure."""
         staged = self.stage(name)
         try:
-            staged.write(data)
+            if callable(data):
+                staged.write_with(data)
+            else:
+                staged.write(data)
             staged.commit()
         finally:
             staged.discard()

@@ -247,13 +247,6 @@ def remove_shard(layout: CorpusLayout, shard_id: int) -> list[str]:
     return removed
 
 
-def remove_incomplete(layout: CorpusLayout, shard_id: int) -> list[str]:
-    """For resume: a shard without stats is incomplete; delete its files and temporaries. Complete: no-op."""
-    if layout.storage.exists(layout.stats(shard_id)):
-        return []
-    return remove_shard(layout, shard_id)
-
-
 def clean_for_resume(layout: CorpusLayout, pending: Sequence[int]) -> list[str]:
     """Before a resume: delete every stray temporary and what the ``pending`` shards (no stats) left
     behind. Each folder is listed once, whatever the number of shards, so a resume stays linear.

@@ -1,9 +1,8 @@
 """Files a distillation writes: the trained student (``model.safetensors`` + timm-style ``config.json``) and
 training-state checkpoints to resume a long run. Both are safetensors; nothing is pickled.
 
-The student folder is what timm's Hub snapshots look like, so it loads three ways: as a teacher spec
-(``DIR/model.safetensors``; :mod:`pipeline.teachers.loading` reads the ``config.json`` beside it), with
-:func:`load_student`, or by hand::
+The student folder is what timm's Hub snapshots look like, so it loads as a teacher spec
+(``DIR/model.safetensors``; :mod:`pipeline.teachers.loading` reads the ``config.json`` beside it), or by hand::
 
     cfg = json.load(open("DIR/config.json"))
     model = timm.create_model(cfg["architecture"], pretrained=False, **cfg["model_args"])
@@ -24,25 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.corpus.storage import write_file_atomic
 from pipeline.errors import UserError
 
 STUDENT_WEIGHTS, STUDENT_CONFIG = "model.safetensors", "config.json"
 STATE_FILE = "distill-state.safetensors"
 STATE_META_KEY = "smi_synth.distill_state"
 STATE_FORMAT = 1
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` then fsync and rename onto ``path``; the temporary is removed on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -86,22 +73,9 @@ def save_student(model: nn.Module, out_dir: str | os.PathLike[str], config: dict
     if out.exists() and not out.is_dir():
         raise UserError(f"--save: {out} exists and is not a folder")
     tensors = _cpu_tensors(model.state_dict())
-    _atomic_write(out / STUDENT_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    _atomic_write(out / STUDENT_CONFIG, lambda p: p.write_text(text, encoding="utf-8"))
+    write_file_atomic(out / STUDENT_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    write_file_atomic(out / STUDENT_CONFIG, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return out
-
-
-def load_student(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a saved student with ``timm.create_model`` and load its weights (strict), in eval mode."""
-    import timm
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    config = json.loads((folder / STUDENT_CONFIG).read_text(encoding="utf-8"))
-    model = timm.create_model(config["architecture"], pretrained=False, **config["model_args"])
-    model.load_state_dict(load_file(str(folder / STUDENT_WEIGHTS)))
-    return model.to(device).eval()
 
 
 # ---------------------------------------------------------------------------------------------- training state
@@ -139,7 +113,7 @@ def save_state(path: str | os.PathLike[str], parts: dict[str, Any], meta: dict[s
     metadata = {STATE_META_KEY: json.dumps({"format": STATE_FORMAT, "parts": skeleton, "meta": meta})}
     tensors = _cpu_tensors(tensors)
     path = Path(path)
-    _atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
+    write_file_atomic(path, lambda p: save_file(tensors, str(p), metadata=metadata))
     return path
 
 

@@ -22,6 +22,7 @@ from pipeline.checksums import file_sha256
 from pipeline.corpus.index import read_manifest
 from pipeline.corpus.storage import storage_for
 from pipeline.errors import CorpusError, UserError
+from pipeline.teachers.classify import accuracy, batches
 from pipeline.teachers.loading import load_teacher
 from pipeline.teachers.toy_data import CLASS_NAMES, make_toy_images
 
@@ -175,9 +176,7 @@ class EvalSet:
 
     def batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._tensors is not None:
-            images, labels = self._tensors
-            for lo in range(0, len(labels), batch_size):
-                yield images[lo : lo + batch_size], labels[lo : lo + batch_size]
+            yield from batches(*self._tensors, batch_size)
             return
         items = self._items or []
         for lo in range(0, len(items), batch_size):
@@ -238,14 +237,6 @@ def eval_source(
 # ---------------------------------------------------------------------------------------------- metrics
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """(B,3,H,W) in [0,1] -> normalised with per-channel mean/std."""
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    return (images - m) / s
-
-
-@torch.no_grad()
 def top1(
     model: nn.Module,
     data: EvalSet,
@@ -255,22 +246,18 @@ def top1(
     device: str = "cpu",
     batch_size: int = 256,
 ) -> float:
-    """Top-1 accuracy of ``model`` on ``data`` (images normalised with ``mean``/``std``)."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    try:
+    """Top-1 accuracy of ``model`` on ``data`` (images resized to the model's input size when it has one,
+    normalised with ``mean``/``std``; :func:`pipeline.teachers.classify.accuracy`)."""
+    size = _model_img_size(model)
+
+    def fitted() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels in data.batches(batch_size):
             images = images.to(device)
-            size = _model_img_size(model)
             if size is not None and images.shape[-1] != size:
                 images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-            logits = model(normalize(images, mean, std))
-            correct += int((logits.argmax(1).cpu() == labels).sum())
-            total += len(labels)
-    finally:
-        model.train(was_training)
-    return correct / max(total, 1)
+            yield images, labels
+
+    return accuracy(model, fitted(), mean=mean, std=std, device=device)
 
 
 def _model_img_size(model: nn.Module) -> int | None:

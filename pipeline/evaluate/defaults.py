@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 # The step budget: about PASSES_PER_IMAGE augmented views of every corpus image, within these bounds
 # (small corpora need many passes over fresh views; a large one needs no more than MAX_STEPS by default).
 # MIN_STEPS: 160 inverted images of the toy teacher taught test_resnet 13% at 300 steps, 32.5% at 1,000 and
-# 36.2% at 1,500 (session 7); under today's views 59.45% / 68.9% at 1,000 and 81.4% / 82.25% at 3,000 (two
-# corpora, session 11; BENCHMARKS.md, issue 14).
+# 36.2% at 1,500 with the plain views; with the live teacher's views (kd_views) 59.45% / 68.9% at 1,000 and
+# 81.4% / 82.25% at 3,000 on two such corpora (BENCHMARKS.md, "Quality").
 PASSES_PER_IMAGE = 100
 MIN_STEPS = 3000
 MAX_STEPS = 20_000

@@ -55,7 +55,6 @@ from pipeline.evaluate.common import (
     eval_source,
     format_top1,
     load_teacher_spec,
-    normalize,
     resolve_recorded_teacher,
     top1,
 )
@@ -72,6 +71,8 @@ from pipeline.evaluate.memory_batches import (
     fits_in_memory,
     load_in_memory,
 )
+from pipeline.teachers.classify import normalize
+from pipeline.teachers.trainer import warmup_cosine
 from smi_core.vit import forward_subset, vit_geometry
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ class DistillConfig:
     epochs: int = 10
     steps: int | None = None  # optimizer steps to train for; when set, ``epochs`` is ignored
     batch_size: int = 64
-    # BENCHMARKS.md issue 14: 3e-3 beat 1e-3 (session 7); 1e-2 with every image mixed beat 3e-3 with half mixed
-    # on shapes64 (3 seeds, +3.0 points) and on the demo corpus (58.95% vs 40.9%) (session 10)
+    # 3e-3 beat 1e-3; 1e-2 with every image mixed beat 3e-3 with half mixed on shapes64 (3 seeds, +3.0 points)
+    # and on the demo corpus (58.95% vs 40.9%) (BENCHMARKS.md, "Quality")
     lr: float = 1e-2
     temperature: float = 4.0
     sparse: bool = False
@@ -375,13 +376,7 @@ def distill(
         total_steps, epochs = max(1, cfg.epochs * steps_per_epoch), cfg.epochs
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = min(total_steps // 10, 200)
-
-    def lr_factor(step: int) -> float:  # linear warmup, then cosine to 0
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return 0.5 * (1 + math.cos(math.pi * (min(step, total_steps) - warmup) / max(1, total_steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, warmup, cosine_after_warmup=True))
     use_amp, amp_dtype = _amp(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     augment = NO_AUGMENT

@@ -14,8 +14,8 @@ every random choice from the ``torch.Generator`` passed in.
   learns the teacher between the corpus's images. Measured on the two tuning teachers of the quality
   suite (one seed, 1,000 steps, the same corpora): the toy teacher 38.0% with a 2-pixel shift, 45.0%
   without, 53.4% without and mixing half; the 196-patch glyph teacher 78.8%, 69.1% and 85.4%
-  (BENCHMARKS.md, issue 14, session 9). Mixing all of it at lr 1e-2 then beat half at 3e-3 on the toy
-  teacher (three seeds, +3.0 points) and on the demo corpus (58.95% vs 40.9%) (session 10).
+  (BENCHMARKS.md, "Quality"). Mixing all of it at lr 1e-2 beat mixing half at 3e-3 on the toy teacher
+  (three seeds, +3.0 points) and on the demo corpus (58.95% vs 40.9%).
 - :func:`photometric`: per-image contrast and per-channel brightness jitter, and a random permutation of
   the colour channels. Inverted images carry the colours the optimisation happened to find, while the
   teacher's classes rarely depend on one colour; on the toy benchmark this lifted a test_resnet student

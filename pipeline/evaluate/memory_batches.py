@@ -1,7 +1,7 @@
 """A small corpus decoded once and held in memory, dealt in full batches.
 
 Distilling from a few hundred images, re-reading and re-decoding the same PNGs every pass took about a
-third of each step (BENCHMARKS.md, issue 14, session 10). When the decoded corpus fits in a byte budget,
+third of each step (measured on the demo corpus; BENCHMARKS.md). When the decoded corpus fits in a byte budget,
 :func:`load_in_memory` reads it once through :func:`pipeline.corpus.loader.load_corpus` and
 :class:`MemoryBatches` deals every pass as ``ceil(N / batch)`` full batches cut from fresh seeded
 permutations: every image at least once per pass, and no short tail batch (80 images at batch 64 were

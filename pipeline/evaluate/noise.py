@@ -22,7 +22,8 @@ from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.sample import ShardSample
 from pipeline.corpus.writer import write_shard
 from pipeline.errors import CorpusError
-from pipeline.evaluate.common import CorpusInfo, corpus_info, normalize
+from pipeline.evaluate.common import CorpusInfo, corpus_info
+from pipeline.teachers.classify import normalize
 
 NOISE_MEAN, NOISE_STD = 0.5, 0.25
 

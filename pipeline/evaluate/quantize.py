@@ -33,8 +33,9 @@ from pipeline.corpus.tar_io import read_tar
 from pipeline.errors import CorpusError, UserError
 from pipeline.evaluate.common import (
     format_top1,
-    corpus_info, default_eval_spec, eval_class_ids, eval_source, load_teacher_spec, normalize, top1,
+    corpus_info, default_eval_spec, eval_class_ids, eval_source, load_teacher_spec, top1,
 )
+from pipeline.teachers.classify import normalize
 
 log = logging.getLogger(__name__)
 

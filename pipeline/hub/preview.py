@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.corpus.index import complete_shard_ids, read_manifest
-from pipeline.corpus.layout import CorpusLayout, as_layout
+from pipeline.corpus.layout import OVERVIEW_MAX_CLASSES, OVERVIEW_NAME, CorpusLayout, as_layout
 from pipeline.corpus.sample import decode_image, image_member, kept_mask_from_meta
 from pipeline.corpus.tar_io import read_tar
 from pipeline.errors import UserError
@@ -46,8 +46,6 @@ THUMB = 128  # overview thumbnails: the tile size, at most this
 OVERVIEW_PER_CLASS = 4  # a 2 x 2 block per class
 OVERVIEW_WIDTH = 1024  # at most (a single class cell wider than this still shows)
 CELL_GAP = 8  # pixels between overview cells
-OVERVIEW_NAME = "overview.png"
-OVERVIEW_MAX_CLASSES = 64  # more classes: an evenly spaced subset (first and last included)
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
 OVERLAYS = ("faint", "off")

@@ -44,10 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from pipeline.corpus.card import render_card, write_card
 from pipeline.corpus.index import read_manifest, read_stats
 from pipeline.corpus.layout import (
     DATA_DIR,
     METADATA_DIR,
+    OVERVIEW_NAME,
     PREVIEW_DIR,
     README,
     STATS_DIR,
@@ -57,8 +59,7 @@ from pipeline.corpus.layout import (
 from pipeline.corpus.storage import CorpusStorage, LocalStorage
 from pipeline.corpus.verify import verify_corpus
 from pipeline.errors import UserError
-from pipeline.hub.card import render_card, write_card
-from pipeline.hub.preview import OVERVIEW_NAME, expected_previews, write_previews
+from pipeline.hub.preview import expected_previews, write_previews
 from pipeline.run.spec import REPO_ID
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,6 @@ class PublishReport:
     stale: list[str] = field(default_factory=list)  # stale remote files left in place (no delete_stale)
     generated: list[str] = field(default_factory=list)  # dry run: previews publish would write first
     remote_note: str = ""  # dry run: why the remote tree is unknown or empty, if it is
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
 
 
 # ---------------------------------------------------------------------------------------------- planning

@@ -29,7 +29,7 @@ DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "demo.yaml"
 # in its own process on one core. 1,200 steps at lr 3e-2 (the library's 1e-2 suits its longer budgets) keep
 # the whole demo within 5 minutes: on the demo corpus, distillation seeds 0-3 gave 64.2/71.4/63.65/65.3%
 # (mean 66.1%) in about 106 s, where 2,000 steps at 1e-2 gave 65.8% (seed 0) in 175 s and 1,000 steps at
-# 1e-2 57.3/58.25% (BENCHMARKS.md, issue 14, session 13).
+# 1e-2 57.3/58.25% (BENCHMARKS.md, "Demo").
 DEMO_DISTILL = WorthSettings(student=None, steps=1200, batch_size=64, lr=3e-2, seed=0,
                              augment=KDAugmentConfig(adversarial_eps=0.0), parallel=True)
 

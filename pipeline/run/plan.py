@@ -11,9 +11,13 @@ from pipeline.console import emit_json
 from pipeline.corpus.index import ShardTask
 from pipeline.run.spec import RunSpec, load_spec
 from smi_core import memory
+from smi_core.config import SelectionConfig
+from smi_core.flops import total_flops, vit_iteration_flops
+from smi_core.selection import tokens_per_iteration
 
 # --- estimate assumptions (stated in every summary) ----------------------------------------------
-FWD_BWD_FACTOR = 2  # one inversion step = forward + backward to the pixels only (no weight gradients), as smi_core runs it
+FLOP_MODEL = ("smi_core.flops.vit_iteration_flops: per iteration, a forward of the kept patches and the backward "
+              "to the pixels (linear layers 2x, attention products 3x), summed over the token schedule")
 GPU_NAME = "NVIDIA H100/H200 SXM"  # the same tensor cores and clocks: one time estimate; memory differs
 GPU_PEAK_FLOPS = {"bfloat16": 989.4e12, "float32": 66.9e12}  # dense tensor-core bf16 / non-tensor fp32
 GPU_UTILISATION = 0.40  # ASSUMED model-FLOP utilisation: no GPU has run this engine yet (make bench-gpu measures it)
@@ -60,37 +64,33 @@ def num_patches(spec: RunSpec) -> int:
     return (h // ph) * (w // pw)
 
 
+def _selection(spec: RunSpec, dense: bool) -> SelectionConfig:
+    return SelectionConfig(kind="dense") if dense else spec.inversion_config().selection
+
+
 def token_phases(spec: RunSpec, dense: bool = False) -> list[tuple[int, int]]:
-    """``(iterations, kept patches)`` per phase of one inversion, following ``StopSchedule.kept_counts``."""
-    cfg, n = spec.inversion_config(), num_patches(spec)
-    if dense or cfg.selection.kind == "dense":
-        return [(cfg.iterations, n)]
-    schedule = cfg.selection.schedule
-    bounds = [0, *schedule.iterations, cfg.iterations]
-    kept = [n, *schedule.kept_counts(n)]
-    return [(bounds[i + 1] - bounds[i], kept[i]) for i in range(len(kept)) if bounds[i + 1] > bounds[i]]
-
-
-def vit_forward_flops(spec: RunSpec, kept: int) -> int:
-    """Forward FLOPs of the teacher on one image with ``kept`` patch tokens (plus prefix tokens).
-
-    With T = kept + prefix tokens, D = embed dim, L = depth, m = mlp ratio, N = all patches,
-    P = patch pixels * 3, C = classes::
-
-        2*N*P*D                                   patch embedding (always over all patches)
-      + L * (2*T*(3D^2 + D^2) + 2*2*T^2*D + 2*2*T*D*(m*D))   qkv+proj, QK^T and AV, MLP
-      + 2*D*C                                     head
-    """
-    t = spec.teacher
-    d, (ph, pw) = t.embed_dim, t.patch_size
-    tokens = kept + t.num_prefix_tokens
-    block = 2 * tokens * 4 * d * d + 4 * tokens * tokens * d + 4 * tokens * d * int(t.mlp_ratio * d)
-    return 2 * num_patches(spec) * ph * pw * 3 * d + t.depth * block + 2 * d * t.num_classes
+    """``(iterations, kept patches)`` per phase of one inversion: the runs of the engine's per-iteration
+    token counts (:func:`smi_core.selection.tokens_per_iteration`)."""
+    phases: list[tuple[int, int]] = []
+    for kept in tokens_per_iteration(_selection(spec, dense), num_patches(spec), spec.inversion_config().iterations):
+        if phases and phases[-1][1] == kept:
+            phases[-1] = (phases[-1][0] + 1, kept)
+        else:
+            phases.append((1, kept))
+    return phases
 
 
 def flops_per_image(spec: RunSpec, dense: bool = False) -> int:
-    """FLOPs of inverting one image: sum over iterations of FWD_BWD_FACTOR x forward FLOPs at that token count."""
-    return sum(FWD_BWD_FACTOR * n * vit_forward_flops(spec, kept) for n, kept in token_phases(spec, dense))
+    """FLOPs of inverting one image: :func:`smi_core.flops.vit_iteration_flops` of the teacher's dimensions,
+    summed over the token schedule (:func:`smi_core.flops.total_flops`)."""
+    t = spec.teacher
+
+    def per_iteration(kept: int) -> int:
+        return vit_iteration_flops(kept, patch_size=t.patch_size, num_prefix_tokens=t.num_prefix_tokens,
+                                   embed_dim=t.embed_dim, depth=t.depth, mlp_ratio=t.mlp_ratio,
+                                   num_classes=t.num_classes)
+
+    return total_flops(per_iteration, _selection(spec, dense), num_patches(spec), spec.inversion_config().iterations, 1)
 
 
 def _tar_member(size: int) -> int:
@@ -167,8 +167,7 @@ class PlanSummary(TypedDict):
 def summarize(spec: RunSpec) -> PlanSummary:
     """Totals of a plan, computed arithmetically from the spec (no shard is enumerated).
 
-    FLOPs: images x :func:`flops_per_image` (see :func:`vit_forward_flops`; FWD_BWD_FACTOR x forward per step is
-    the training convention and an upper bound: the teacher's weights need no gradients).
+    FLOPs: images x :func:`flops_per_image` (smi_core's FLOP model of a plain ViT, :data:`FLOP_MODEL`).
     Bytes: per sample, the image at ``BYTES_PER_PIXEL`` (PNG of per-pixel-noisy 224x224 images measured
     2.9-3.0 B/px, i.e. incompressible RGB; 1.7-2.1 after a 1-px blur; lossless WebP ~5% less) plus
     .cls, .json (with kept-patch indices) and float16 .npy soft label (2*C bytes), each with a 512-byte
@@ -208,7 +207,7 @@ def summarize(spec: RunSpec) -> PlanSummary:
         cpu_core_hours=flops / CPU_CORE_FLOPS / 3600,
         output=str(spec.output),
         assumptions={
-            "fwd_bwd_factor": FWD_BWD_FACTOR,
+            "flop_model": FLOP_MODEL,
             "gpu": f"{GPU_NAME} {spec.dtype}: {GPU_PEAK_FLOPS[spec.dtype] / 1e12:.1f} TFLOP/s peak dense "
             f"x {GPU_UTILISATION:.0%} utilisation = {gpu_rate / 1e12:.1f} TFLOP/s effective",
             "gpu_effective_flops_per_s": gpu_rate,

@@ -17,6 +17,14 @@ PACKAGES = ("smi-synth", "torch", "timm", "numpy", "pillow", "pyarrow", "safeten
 NOT_COMPARED = ("host", "python")  # recorded only: neither changes a byte
 
 
+def package_version() -> str:
+    """The installed smi-synth version ("0+unknown" when run from a source tree that is not installed)."""
+    try:
+        return metadata.version("smi-synth")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages whose code computes or encodes corpus bytes."""
     versions = {}

@@ -24,9 +24,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 
 from pipeline.console import emit_json, progress
+from pipeline.corpus.card import write_card
 from pipeline.corpus.index import (
     IndexWriter,
     ShardTask,
@@ -40,13 +40,12 @@ from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.lease import CorpusLease
 from pipeline.corpus.writer import clean_for_resume, remove_shard
 from pipeline.errors import UserError
-from pipeline.hub.card import write_card
+from pipeline.run.attempts import AttemptRegistry
 from pipeline.run.cluster import check_fit, workers_that_fit
 from pipeline.run.faults import FaultPlan
 from pipeline.run.plan import plan_shards
-from pipeline.run.provenance import mismatches
+from pipeline.run.provenance import mismatches, package_version
 from pipeline.run.scheduler import (
-    AttemptRegistry,
     RayShardWorker,
     SchedulePolicy,
     WorkerStartError,
@@ -62,13 +61,6 @@ log = logging.getLogger(__name__)
 
 class RunError(RuntimeError):
     """The run cannot go on (a worker cannot start, the lease was lost); exit status 1 with this message."""
-
-
-def package_version() -> str:
-    try:
-        return metadata.version("smi-synth")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass

@@ -38,7 +38,6 @@ from pipeline.run.attempts import AttemptRegistry
 from pipeline.run.worker import ShardWorker
 
 __all__ = [
-    "AttemptRegistry",
     "RayShardWorker",
     "ScheduleOutcome",
     "SchedulePolicy",

@@ -46,26 +46,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Bump when the hashed fields change. Version 2 leaves the SMI-only fields out of dense runs' hashes
-# (a dense inversion ignores them). Version 3 adds the engine version (smi_core.version) and names a
-# timm teacher by the pretrained tag timm resolves it to (timm:NAME -> timm:NAME.TAG). A corpus made
-# under an older version still resumes while the engine is the one those versions stood for
-# (LEGACY_ENGINE_VERSION; see RunSpec.matches_hash); a resume with shards left to generate rewrites its
-# manifest with the current hash, a complete corpus is left as it is.
+# Bump when the hashed fields change (it is itself hashed). Version 3 hashes the engine version
+# (smi_core.version), names a timm teacher by the pretrained tag timm resolves it to (timm:NAME ->
+# timm:NAME.TAG) and leaves the SMI-only fields out of dense runs' hashes (a dense inversion ignores them).
+# Hashes of versions 1 and 2 named engine 1, which no longer runs: such corpora cannot be resumed.
 HASH_VERSION = 3
-HASH_VERSIONS_ACCEPTED = (1, 2, 3)
-LEGACY_ENGINE_VERSION = 1  # the engine of every corpus hashed before version 3 recorded it
-# The inversion fields every hash version has hashed. Any other inversion field (added later: stopped
-# patches, saliency, zoom, colour shift, ...) is hashed only when it differs from the engine's own default
-# (smi_core.config), which reproduces what the engine did before the field existed: old hashes stay valid.
-HASHED_SINCE_V1 = frozenset({
+# The inversion fields always hashed. Any other inversion field (added later: stopped patches, saliency,
+# zoom, colour shift, ...) is hashed only when it differs from the engine's own default (smi_core.config),
+# which reproduces what the engine did before the field existed: existing hashes stay valid.
+ALWAYS_HASHED = frozenset({
     "method", "iterations", "batch_size", "lr", "betas", "schedule", "keep_best",
     "loss.ce", "loss.tv_l1", "loss.tv_l2", "loss.l2", "loss.bn_prior", "loss.patch_entropy",
     "augment.enabled", "augment.max_roll_fraction", "augment.flip",
 })
-# what older corpora, which did not record these fields yet, did (the engine's defaults)
-FIELDS_ADDED_LATER: dict[str, Any] = {"stopped_patches": "frozen", "saliency": "instant", "compile": "off",
-                                      "pack_batches": 1}
 SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
 # Size limits, checked arithmetically before anything is enumerated (see _check_sizes):
@@ -364,16 +357,16 @@ class RunSpec:
         recommended recipe's."""
         return _build_inversion_config(self.manifest.inversion)
 
-    def _inversion_dict(self, *, hash_version: int | None = None) -> dict[str, Any]:
-        """The resolved inversion section; with ``hash_version``, as that version of the spec hash reads it."""
+    def _inversion_dict(self, *, hashed: bool = False) -> dict[str, Any]:
+        """The resolved inversion section; with ``hashed``, as the spec hash reads it."""
         d = inversion_fields(self.inversion_config(), batch_size=self.batch_size, pack_batches=self.pack_batches)
-        if hash_version is None:
+        if not hashed:
             return d
         engine = _engine_defaults()
         for path in _leaf_paths(d):  # a field added later, at the engine's default: not hashed
-            if path not in HASHED_SINCE_V1 and _get(d, path) == _get(engine, path):
+            if path not in ALWAYS_HASHED and _get(d, path) == _get(engine, path):
                 _pop(d, path)
-        if hash_version >= 2 and d["method"] == "dense":
+        if d["method"] == "dense":
             for name in SMI_ONLY_FIELDS:
                 d.pop(name, None)
         return d
@@ -412,51 +405,42 @@ class RunSpec:
                         "use another output folder for a corpus with today's defaults", self.name, "; ".join(changed))
         return adopted
 
-    def _teacher_identity(self, version: int) -> dict[str, Any]:
+    def _teacher_identity(self) -> dict[str, Any]:
         if _is_checkpoint(self.teacher_spec):
             return {"kind": "checkpoint", "sha256": self.checkpoint_sha256}
         if self.teacher_spec == "toy":
             return {"kind": "toy", "id": self.teacher.teacher_id}
-        # from version 3 a timm teacher is named with its resolved pretrained tag, not as written
-        return {"kind": "timm", "id": self.teacher.identity if version >= 3 else self.teacher.teacher_id}
+        # a timm teacher is named with its resolved pretrained tag, not as written
+        return {"kind": "timm", "id": self.teacher.identity}
 
-    def hashed_fields(self, version: int = HASH_VERSION) -> dict[str, Any]:
+    def hashed_fields(self) -> dict[str, Any]:
         """Exactly the fields that determine the corpus bytes (the input of :meth:`spec_hash`)."""
-        if version not in HASH_VERSIONS_ACCEPTED:
-            raise ValueError(f"version: expected one of {HASH_VERSIONS_ACCEPTED}, got {version!r}")
-        fields: dict[str, Any] = {
-            "hash_version": version,
-            "teacher": self._teacher_identity(version),
+        return {
+            "hash_version": HASH_VERSION,
+            "teacher": self._teacher_identity(),
             "classes": list(self.classes),
             "images_per_class": self.images_per_class,
             "images_per_shard": self.images_per_shard,
-            "inversion": self._inversion_dict(hash_version=version),
+            "inversion": self._inversion_dict(hashed=True),
             "image_format": self.image_format,
             "seed": self.seed,
             "dtype": self.dtype,
+            "engine_version": ENGINE_VERSION,
         }
-        if version >= 3:
-            fields["engine_version"] = ENGINE_VERSION
-        return fields
 
-    def spec_hash(self, version: int = HASH_VERSION) -> str:
+    def spec_hash(self) -> str:
         """sha256 of the canonical JSON of :meth:`hashed_fields` (not output, resources, hub, name)."""
-        canon = json.dumps(self.hashed_fields(version), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        canon = json.dumps(self.hashed_fields(), sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canon.encode()).hexdigest()
 
     def matches_hash(self, recorded: str | None) -> bool:
-        """Whether a corpus recorded with spec hash ``recorded`` is this spec's.
-
-        The current version always counts; versions 1 and 2 (which hashed neither the engine version
-        nor a timm teacher's resolved tag) only while the engine is still :data:`LEGACY_ENGINE_VERSION`.
-        """
-        versions = [v for v in HASH_VERSIONS_ACCEPTED if v >= 3 or ENGINE_VERSION == LEGACY_ENGINE_VERSION]
-        return recorded is not None and any(recorded == self.spec_hash(v) for v in versions)
+        """Whether a corpus recorded with spec hash ``recorded`` is this spec's."""
+        return recorded is not None and recorded == self.spec_hash()
 
     def hash_differences(self, recorded: dict[str, Any]) -> list[str]:
         """``field: recorded -> this spec`` for each hashed field that differs from ``recorded``
         (a manifest's ``hashed_fields``), dotted for nested ones; empty when they agree."""
-        return _differences(recorded, self.hashed_fields(int(recorded.get("hash_version", HASH_VERSION))))
+        return _differences(recorded, self.hashed_fields())
 
     def resolved(self) -> dict[str, Any]:
         """Fully resolved, JSON-able spec: defaults filled in, teacher, class list and names, hash."""

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from pipeline.checksums import file_sha256
+from pipeline.corpus.storage import write_file_atomic
 from pipeline.teachers.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,7 @@ def write_teacher_folder(
             class_names=list(class_names), license=license, mean=mean, std=std,
         )
         meta = {**meta, "sha256": file_sha256(weights)}
-        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+        write_file_atomic(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode("utf-8"))
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

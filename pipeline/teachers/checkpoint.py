@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from pipeline.corpus.storage import write_file_atomic
 from pipeline.errors import UserError
 
 META_KEY = "smi_synth.teacher"  # safetensors metadata key of save_checkpoint's JSON
@@ -75,13 +76,4 @@ def save_checkpoint(
     except TypeError as exc:
         raise UserError(f"{path}: model_kwargs must be JSON-serialisable ({exc})") from None
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_file_atomic(path, lambda p: save_file(tensors, str(p), metadata=metadata))

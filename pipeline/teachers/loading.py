@@ -101,12 +101,6 @@ class Teacher:
     info: TeacherInfo
     weights_sha256: str = ""  # sha256 of the loaded state dict (see weights_sha256())
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] ``(N, 3, H, W)`` to the model's input normalisation."""
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-        return (images - mean) / std
-
 
 # --- public API ----------------------------------------------------------------------------------
 

@@ -34,9 +34,10 @@ from pipeline.teachers.cache import (
     read_teacher_folder,
     write_teacher_folder,
 )
+from pipeline.teachers.classify import accuracy, batches
 from pipeline.teachers.toy import cache_folder as toy_cache_folder
 from pipeline.teachers.toy import TrainConfig, load_or_build_toy_teacher
-from pipeline.teachers.trainer import BatchFn, Progress, TrainRecipe, accuracy, train_classifier
+from pipeline.teachers.trainer import BatchFn, Progress, TrainRecipe, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def build_suite_teacher(
     model, seconds = train_classifier(lambda: create_model(teacher), batch_fn, recipe, seed=seed, mean=MEAN, std=STD,
                                       progress=progress, name=name)
     images, labels = heldout_images(name)
-    top1 = accuracy(model, images, labels, mean=MEAN, std=STD)
+    top1 = accuracy(model, batches(images, labels, 500), mean=MEAN, std=STD)
     log.info("%s: held-out top-1 %.4f after %.1f s", name, top1, seconds)
     meta = {
         "version": SUITE_VERSION, "teacher_id": f"suite:{name}:{SUITE_VERSION}", "name": name, "arch": ARCH,

@@ -26,15 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.teachers.adversarial import l2_step
-from pipeline.teachers.cache import (  # META_FILE, WEIGHTS_FILE, cache_root: also named via this module
-    META_FILE,  # noqa: F401
-    WEIGHTS_FILE,  # noqa: F401
-    build_once,
-    cache_root,
-    read_teacher_folder,
-    write_teacher_folder,
-)
-from pipeline.teachers.trainer import deterministic, init_pos_embed, param_groups, warmup_cosine
+from pipeline.teachers.cache import build_once, cache_root, read_teacher_folder, write_teacher_folder
+from pipeline.teachers.classify import accuracy, batches, normalize
+from pipeline.teachers.trainer import deterministic, init_pos_embed, param_groups, warmup_cosine, warmup_steps
 from pipeline.teachers.toy_data import (
     CLASS_NAMES,
     make_toy_images,
@@ -169,25 +163,10 @@ def l2_adversarial(
     return l2_step(images, grad, eps)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] to the toy teacher's input normalisation."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (images - mean) / std
-
-
-@torch.no_grad()
 def evaluate(model: nn.Module, n: int = 2000, seed: int = 0, batch_size: int = 500) -> float:
     """Top-1 accuracy on ``n`` held-out generated images."""
     images, labels = make_toy_images(n, seed, split="heldout")
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for lo in range(0, n, batch_size):
-        logits = model(normalize(images[lo : lo + batch_size]))
-        correct += int((logits.argmax(1) == labels[lo : lo + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(n, 1)
+    return accuracy(model, batches(images, labels, batch_size), mean=MEAN, std=STD)
 
 
 def build_toy_teacher(
@@ -202,7 +181,7 @@ def build_toy_teacher(
         model = create_toy_model(patch_size=cfg.patch_size)
         init_pos_embed(model, cfg.pos_embed_scale)
         opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup_fraction))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, warmup_steps(cfg.steps, cfg.warmup_fraction)))
         g = torch.Generator().manual_seed(seed)
         patch = cfg.patch_size
         sparse_steps = round(cfg.steps * (1 - cfg.dense_fraction))
@@ -216,7 +195,7 @@ def build_toy_teacher(
                 keep = _keep_indices(masks, patch, cfg.keep_tokens, g)
 
             def logits_fn(pixels: torch.Tensor) -> torch.Tensor:
-                x = normalize(pixels)
+                x = normalize(pixels, MEAN, STD)
                 return model(x) if keep is None else _sparse_logits(model, x, keep)
 
             if cfg.adversarial_l2_eps > 0:

@@ -5,7 +5,8 @@ weight decay off the biases, norms and embeddings, linear warmup then cosine dec
 cross-entropy on batches drawn by a caller's ``batch_fn(step)``. It runs under :func:`deterministic`
 (deterministic kernels, a fixed thread count), so a (seed, recipe, data) triple gives the same weights
 on every machine. The building blocks (:func:`deterministic`, :func:`init_pos_embed`,
-:func:`param_groups`, :func:`warmup_cosine`) are also the toy teacher's.
+:func:`param_groups`, :func:`warmup_cosine`) are also the toy teacher's; distillation uses
+:func:`warmup_cosine` too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.teachers.classify import normalize
 
 log = logging.getLogger(__name__)
 
@@ -87,38 +90,33 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def warmup_cosine(steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """The learning-rate factor of step ``s``: linear warmup over ``warmup_fraction`` of ``steps``, times a
-    cosine decay from 1 to 0 over all ``steps``."""
-    warmup = max(1, round(warmup_fraction * steps))
+def warmup_steps(steps: int, warmup_fraction: float) -> int:
+    """The warm-up length of a run of ``steps``: ``warmup_fraction`` of it, at least one step."""
+    return max(1, round(warmup_fraction * steps))
 
-    def factor(step: int) -> float:
+
+def warmup_cosine(steps: int, warmup: int, *, cosine_after_warmup: bool = False) -> Callable[[int], float]:
+    """The learning-rate factor of step ``s``: a linear warm-up over ``warmup`` steps and a cosine decay
+    to 0 at ``steps``, in one of two shapes, each kept because results depend on it:
+
+    - default (teachers; their cached weights were trained with it): the ramp ``(s + 1) / warmup``,
+      capped at 1, times a cosine over all ``steps``;
+    - ``cosine_after_warmup`` (distilled students): the ramp ``(s + 1) / (warmup + 1)`` for the first
+      ``warmup`` steps, then a cosine over the remaining ``steps - warmup``.
+    """
+    if cosine_after_warmup:
+
+        def after(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return 0.5 * (1 + math.cos(math.pi * (min(step, steps) - warmup) / max(1, steps - warmup)))
+
+        return after
+
+    def overlapped(step: int) -> float:
         return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
 
-    return factor
-
-
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Images in [0, 1] ``(B, 3, H, W)`` to a teacher's input normalisation."""
-    m = torch.tensor(tuple(mean), dtype=images.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(tuple(std), dtype=images.dtype).view(1, -1, 1, 1)
-    return (images - m) / s
-
-
-@torch.no_grad()
-def accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
-    batch_size: int = 500,
-) -> float:
-    """Top-1 of ``model`` on images in [0, 1] (normalised with ``mean``/``std``)."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for lo in range(0, len(labels), batch_size):
-        logits = model(normalize(images[lo : lo + batch_size], mean, std))
-        correct += int((logits.argmax(1) == labels[lo : lo + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(len(labels), 1)
+    return overlapped
 
 
 def train_classifier(
@@ -142,7 +140,7 @@ def train_classifier(
         model = make_model()
         init_pos_embed(model, recipe.pos_embed_scale)
         opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=recipe.betas)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(recipe.steps, recipe.warmup_fraction))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(recipe.steps, warmup_steps(recipe.steps, recipe.warmup_fraction)))
         model.train()
         for step in range(recipe.steps):
             images, labels = batch_fn(step)

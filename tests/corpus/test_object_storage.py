@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.corpus.card import render_card
 from pipeline.corpus.index import read_manifest
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.loader import iter_samples, load_corpus
 from pipeline.corpus.status import corpus_status
 from pipeline.corpus.storage import FsspecStorage, LocalStorage, storage_for
 from pipeline.corpus.verify import verify_corpus
-from pipeline.corpus.writer import remove_incomplete
-from pipeline.hub.card import render_card
+from pipeline.corpus.writer import clean_for_resume
 from pipeline.hub.preview import write_previews
 
 
@@ -75,4 +75,4 @@ def test_damaged_shard_on_s3_is_found_and_repaired(s3_url: str, make_corpus) -> 
     repaired = verify_corpus(s3_url, repair=True)
     assert set(repaired.repaired) == {layout.stats(1), layout.tar(1), layout.parquet(1)}
     assert verify_corpus(s3_url).pending_shards == [1]
-    assert remove_incomplete(layout, 1) == []  # nothing of the shard is left to remove
+    assert clean_for_resume(layout, [1]) == []  # nothing of the shard is left to remove

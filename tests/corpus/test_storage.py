@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.corpus.storage import LocalStorage, is_temporary
+from pipeline.corpus.storage import LocalStorage, is_temporary, write_file_atomic
 
 
 def test_write_atomic_read_hash_remove(tmp_path: Path) -> None:
@@ -40,6 +40,27 @@ def test_failed_write_leaves_no_temporary(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     staged.discard()
     assert storage.listdir("data") == [] and storage.temporaries(["data"]) == []
+
+
+def test_write_file_atomic_takes_bytes_or_a_path_writer_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    seen: list[Path] = []
+
+    def writer(path: Path) -> None:  # a tool that wants a file name (safetensors' save_file)
+        seen.append(path)
+        path.write_bytes(b"weights")
+
+    assert write_file_atomic(tmp_path / "m" / "w.bin", writer).read_bytes() == b"weights"
+    assert seen[0].parent == tmp_path / "m" and is_temporary(seen[0].name) and not seen[0].exists()
+    write_file_atomic(tmp_path / "m" / "meta.json", b"{}")
+
+    def failing(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_file_atomic(tmp_path / "m" / "w.bin", failing)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["meta.json", "w.bin"]
+    assert (tmp_path / "m" / "w.bin").read_bytes() == b"weights"  # the old content stays
 
 
 def test_is_temporary_names() -> None:

@@ -26,8 +26,9 @@ from pipeline.corpus.loader import iter_samples
 from pipeline.corpus.writer import (
     WRITE_STEPS,
     ShardSample,
+    clean_for_resume,
     member_names,
-    remove_incomplete,
+    remove_shard,
     remove_stray_temporaries,
     write_shard,
 )
@@ -231,16 +232,27 @@ def test_unsupported_format_and_extra_stats(tmp_path: Path, make_samples) -> Non
     assert stats["worker"] == "w0"
 
 
-def test_remove_incomplete_and_stray_temporaries(tmp_path: Path, write_task) -> None:
+def test_clean_for_resume_keeps_complete_shards_and_removes_what_incomplete_ones_left(tmp_path: Path,
+                                                                                       write_task) -> None:
     layout, _, _ = write_task(tmp_path / "c")
-    assert remove_incomplete(layout, 1) == []  # complete: untouched
-    stray = (layout.root / layout.data_dir) / ".train-000001.tar.tmp-123-abcd"
-    stray.write_bytes(b"x")
-    manifest_tmp = layout.root / ".manifest.json.tmp-9"
-    manifest_tmp.write_bytes(b"{}")
+    complete = all_files(layout.root)
+    assert clean_for_resume(layout, [1]) == [] and all_files(layout.root) == complete  # complete: untouched
+    (layout.root / layout.data_dir / ".train-000001.tar.tmp-123-abcd").write_bytes(b"x")
+    (layout.root / ".manifest.json.tmp-9").write_bytes(b"{}")
     (layout.root / layout.stats(1)).unlink()
-    removed = remove_incomplete(layout, 1)
-    assert set(removed) == {layout.tar(1), layout.parquet(1), "data/.train-000001.tar.tmp-123-abcd"}
+    removed = clean_for_resume(layout, [1])
+    assert set(removed) == {layout.tar(1), layout.parquet(1), "data/.train-000001.tar.tmp-123-abcd",
+                            ".manifest.json.tmp-9"}
+    assert all_files(layout.root) == []
+
+
+def test_remove_shard_then_stray_temporaries(tmp_path: Path, write_task) -> None:
+    layout, _, _ = write_task(tmp_path / "c")
+    (layout.root / layout.data_dir / ".train-000001.tar.tmp-123-abcd").write_bytes(b"x")
+    (layout.root / ".manifest.json.tmp-9").write_bytes(b"{}")
+    removed = remove_shard(layout, 1)
+    assert removed[0] == layout.stats(1)  # unmarked first
+    assert set(removed) == {layout.stats(1), layout.tar(1), layout.parquet(1), "data/.train-000001.tar.tmp-123-abcd"}
     assert remove_stray_temporaries(layout) == [".manifest.json.tmp-9"]
     assert all_files(layout.root) == []
 

@@ -119,9 +119,7 @@ def test_default_steps_fit_the_corpus_size() -> None:
 
 def test_a_step_budget_resumes_from_a_checkpoint_to_the_same_student(tmp_path, make_corpus, teachers, capsys,
                                                                      monkeypatch):
-    import torch
-
-    from pipeline.evaluate import checkpoints
+    from pipeline.teachers.loading import load_teacher
 
     layout = make_corpus(tmp_path / "c", shards_per_class=2)  # 24 images: 6 steps of 4 per pass
     base = ["distill", str(layout.root), "--student", "toy-student", "--steps", "9", "--batch-size", "4",
@@ -145,6 +143,5 @@ def test_a_step_budget_resumes_from_a_checkpoint_to_the_same_student(tmp_path, m
     rc, resumed, err = run_cli(argv, capsys)
     assert rc == 0, err
     assert resumed["resumed_from_epoch"] == 1 and resumed["steps"] == 9
-    a = checkpoints.load_student(tmp_path / "a").state_dict()
-    b = checkpoints.load_student(tmp_path / "b").state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (load_teacher(str(tmp_path / d / "model.safetensors")) for d in ("a", "b"))  # a saved student loads as a teacher
+    assert a.weights_sha256 == b.weights_sha256

@@ -13,6 +13,7 @@ from pipeline.corpus.verify import verify_corpus
 from pipeline.evaluate import common as evaluation
 from pipeline.evaluate import worth as worth_mod
 from pipeline.evaluate.noise import write_noise_corpus
+from pipeline.teachers.classify import normalize
 from tests.evaluate.test_distill import MEAN, STD, teachers, write_imagefolder  # noqa: F401 - fixture
 
 
@@ -32,7 +33,7 @@ def test_noise_corpus_is_shaped_like_its_source(tmp_path, make_corpus, teachers)
     x = torch.stack(images)
     assert abs(float(x.mean()) - 0.5) < 0.05 and 0.2 < float(x.std()) < 0.3  # 0.5 + 0.25 N(0, 1), clipped
     with torch.no_grad():  # the teacher's logits on the stored (8-bit) images are the soft labels
-        expected = teachers["tiny3"].model(evaluation.normalize(x, MEAN, STD))
+        expected = teachers["tiny3"].model(normalize(x, MEAN, STD))
     assert torch.allclose(torch.stack([torch.as_tensor(s) for s in soft]).float(), expected, atol=2e-2)
     again = write_noise_corpus(info, tmp_path / "noise2", teachers["tiny3"].model, mean=MEAN, std=STD, seed=1)
     assert [p.read_bytes() for p in sorted(Path(again.root, "data").iterdir())] == [

@@ -11,13 +11,12 @@ import pytest
 from PIL import Image
 
 import pipeline.hub.preview as preview
-from pipeline.corpus.layout import CorpusLayout
+from pipeline.corpus.layout import OVERVIEW_MAX_CLASSES, CorpusLayout
 from pipeline.hub.preview import (
     BACKGROUND,
     DIM,
     HEADER,
     MIN_TILE,
-    OVERVIEW_MAX_CLASSES,
     OVERVIEW_WIDTH,
     cmd_preview,
     overview_size,

@@ -15,17 +15,16 @@ import pipeline.run.spec as spec_mod
 from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.run.plan import (
-    FWD_BWD_FACTOR,
     PARQUET_FILE_BYTES,
     STATS_FILE_BYTES,
     TAR_END_BYTES,
     ShardTask,
+    flops_per_image,
     plan_shards,
     sample_bytes,
     shard_seed,
     summarize,
     token_phases,
-    vit_forward_flops,
 )
 from pipeline.run.spec import MAX_SHARDS, RunSpec, load_spec
 from pipeline.teachers.loading import TeacherInfo
@@ -86,18 +85,25 @@ def test_token_phases_match_engine(tmp_path: Path) -> None:
     assert [kept for n, kept in phases for _ in range(n)] == per_iter
 
 
-def test_forward_flops_formula(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path)  # toy: D=64, L=4, m=2, 8x8 patches of 4x4, 1 prefix token, 10 classes
-    d, t = 64, 64 + 1
-    expected = 2 * 64 * 48 * d + 4 * (2 * t * 4 * d * d + 4 * t * t * d + 4 * t * d * 128) + 2 * d * 10
-    assert vit_forward_flops(spec, 64) == expected
+def _iteration_flops(kept: int) -> int:
+    """The toy teacher's iteration by hand: D=64, L=4, hidden 128, 4x4 patches, 1 prefix token, 10 classes;
+    linear layers forward and backward (2x), attention's products forward and two backward (3x)."""
+    d, t = 64, kept + 1
+    linear = 2 * kept * 48 * d + 4 * (2 * t * 4 * d * d + 4 * t * d * 128) + 2 * d * 10
+    return 2 * linear + 3 * 4 * (4 * t * t * d)
+
+
+def test_flops_per_iteration_follow_the_engine(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    assert flops_per_image(spec, dense=True) == 200 * _iteration_flops(64)
+    assert flops_per_image(spec) == sum(n * _iteration_flops(k) for n, k in token_phases(spec))
 
 
 def test_summary(tmp_path: Path) -> None:
     spec = make_spec(tmp_path)
     s = summarize(spec)
     assert (s["shards"], s["images"], s["classes"], s["images_per_shard"]) == (30, 100, 10, 4)
-    per_image = sum(FWD_BWD_FACTOR * n * vit_forward_flops(spec, k) for n, k in token_phases(spec))
+    per_image = sum(n * _iteration_flops(k) for n, k in token_phases(spec))
     assert s["flops"] == 100 * per_image and s["flops"] < s["flops_dense"]
     dense = make_spec(tmp_path, inversion={"method": "dense", "iterations": 200})
     assert summarize(dense)["flops"] == s["flops_dense"]

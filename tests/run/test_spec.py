@@ -248,11 +248,6 @@ def test_fields_added_later_keep_old_hashes_at_their_default(tmp_path: Path) -> 
     assert "saliency" not in spec.hashed_fields()["inversion"]
 
 
-# spec hashes of BASE as version 1 (before dense runs left out the SMI-only fields) computed them
-V1_HASHES = {"smi": "59d69289fa7ce992ac91eed5b0cc3b4896e72bd86dcf3b60e4e115eef119416a",
-             "dense": "23f3cc761124b2445b40341bff375fadc59b5eef707361f6f9c6ec276b006c9b"}
-
-
 def test_dense_hash_ignores_smi_only_fields(tmp_path: Path) -> None:
     """A dense inversion ignores the stop schedule and the stopped pixels, so its hash does too."""
     def h(method: str, patch: dict[str, Any]) -> str:
@@ -266,30 +261,8 @@ def test_dense_hash_ignores_smi_only_fields(tmp_path: Path) -> None:
     assert h("dense", {"lr": 0.2}) != h("dense", {})
 
 
-def test_corpora_hashed_under_version_1_match_under_the_legacy_engine_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for method, old in V1_HASHES.items():
-        spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": method}})))
-        assert spec.spec_hash(1) == old and not spec.matches_hash(old)  # today's engine is not engine 1
-    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", spec_mod.LEGACY_ENGINE_VERSION)
-    for method, old in V1_HASHES.items():
-        spec = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": method}})))
-        assert spec.spec_hash(1) == old and spec.matches_hash(old) and spec.matches_hash(spec.spec_hash())
-        assert not spec.matches_hash(None) and not spec.matches_hash("0" * 64)
-    dense = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": "dense"}})))
-    assert dense.spec_hash() != V1_HASHES["dense"]  # version 2 changed the dense hash ...
-    smi = load_spec(write(tmp_path, merged(BASE, {"inversion": {**PAPER_RECIPE, "method": "smi"}})))
-    assert smi.spec_hash(2) != V1_HASHES["smi"]
-    with pytest.raises(ValueError, match="version"):
-        dense.spec_hash(4)
-
-
-# spec hashes of BASE under version 2 (before the engine version and timm's resolved tag were hashed) and
-# version 3 (under engine 1, LEGACY_ENGINE_VERSION); the timm pins use the stand-in DeiT teacher, which resolves to the pretrained tag fb_in1k
-V2_HASHES = {"smi": "fdfa0d0b23311cd58405bd66da9e0a8bdb6c449935d738c843fd0b3f83715428",
-             "dense": "09b31b52f7e3a10ed88fa2ca24dd299ad8ef26f5a0e177dfb36839e6b6204ea4",
-             "timm": "50495815af6fd0f6e8ade9b5ed3cd7524be00ea6a554fce021f77debe3e1b114"}
+# spec hashes of BASE (version 3) under engine 1; the timm pin uses the stand-in DeiT teacher, which resolves to
+# the pretrained tag fb_in1k
 V3_HASHES = {"smi": "9fff77c722ea94d7c2ec5c059981efac1a5d7a0a73f40104e8f0db5dd6e7bb98",
              "dense": "0a1ff9931f6baf4f210d4ceb087e1641485609d27fc219cb9ce6527f7bca9cbd",
              "timm": "ada7b81327920d9862031b6cba7322108c5da168b733b1bbeda9cb6a0b28c261"}
@@ -302,14 +275,13 @@ def _pinned_specs(tmp_path: Path) -> dict[str, Any]:
             "timm": load_spec(write(tmp_path, merged(paper, {"teacher": "timm:deit_base_patch16_224"})))}
 
 
-def test_hash_version_3_is_pinned_and_older_corpora_resumed_under_the_legacy_engine(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", spec_mod.LEGACY_ENGINE_VERSION)  # the pins' engine
+def test_hash_version_3_is_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spec_mod, "ENGINE_VERSION", 1)  # the pins' engine
     for kind, spec in _pinned_specs(tmp_path).items():
-        assert spec.spec_hash() == V3_HASHES[kind] and spec.spec_hash(2) == V2_HASHES[kind], kind
-        assert spec.hashed_fields()["engine_version"] == spec_mod.ENGINE_VERSION == 1
-        assert spec.matches_hash(V2_HASHES[kind]) and spec.matches_hash(V3_HASHES[kind])
+        assert spec.spec_hash() == V3_HASHES[kind], kind
+        assert spec.hashed_fields()["engine_version"] == 1 and spec.hashed_fields()["hash_version"] == 3
+        assert spec.matches_hash(V3_HASHES[kind])
+        assert not spec.matches_hash(None) and not spec.matches_hash("0" * 64)
 
 
 def test_engine_version_is_hashed_and_retires_older_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,8 +289,7 @@ def test_engine_version_is_hashed_and_retires_older_hashes(tmp_path: Path, monke
     monkeypatch.setattr(spec_mod, "ENGINE_VERSION", 2)  # engine 2: the pyramid's arithmetic changed (rounding)
     for kind, spec in specs.items():
         assert spec.spec_hash() != V3_HASHES[kind], kind
-        # corpora hashed before version 3 were made by engine 1: no longer resumable under engine 2
-        assert not spec.matches_hash(V2_HASHES[kind]) and not spec.matches_hash(V3_HASHES[kind])
+        assert not spec.matches_hash(V3_HASHES[kind])  # engine 1's corpora: no longer resumable under engine 2
         assert spec.matches_hash(spec.spec_hash())
         recorded = {**spec.hashed_fields(), "engine_version": 1}  # as manifest.json recorded it under engine 1
         assert spec.hash_differences(recorded) == ["engine_version: 1 -> 2"]
@@ -331,7 +302,6 @@ def test_timm_teacher_is_hashed_by_its_resolved_pretrained_tag(tmp_path: Path) -
     # the bare name and the tag it resolves to make the same corpus; another tag does not
     assert bare.hashed_fields()["teacher"] == {"kind": "timm", "id": "timm:deit_base_patch16_224.fb_in1k"}
     assert bare.spec_hash() == tagged.spec_hash() != other.spec_hash()
-    assert bare.spec_hash(2) != tagged.spec_hash(2)  # version 2 hashed the name as written
     r = bare.resolved()["teacher"]
     assert r["resolved_id"] == "timm:deit_base_patch16_224.fb_in1k" and r["pretrained_tag"] == "fb_in1k"
     assert bare.hash_differences(other.hashed_fields()) == [

@@ -127,28 +127,19 @@ def test_shipped_manifests(fake_teacher: None) -> None:
 # --- resuming a corpus made under older defaults -------------------------------------------------------------
 
 
-def _old_corpus_manifest(tmp_path: Path, *, hash_version: int = 3) -> dict[str, Any]:
+def _old_corpus_manifest(tmp_path: Path) -> dict[str, Any]:
     """manifest.json of a corpus the minimal manifest made when its defaults were the paper's (as the code
-    of that time recorded it: no zoom, colour shift or per-sample fields; before hash version 3 no
-    stopped-patches or saliency either)."""
+    of that time recorded it: no zoom, colour shift or per-sample fields)."""
     old = load_spec(write(tmp_path / "old", merged(MINIMAL, {"inversion": PAPER_RECIPE})))
     resolved = old.resolved()
     for name in ("zoom", "colour_shift", "per_sample"):
         del resolved["inversion"]["augment"][name]
-    if hash_version < 3:
-        for name in ("stopped_patches", "saliency"):
-            del resolved["inversion"][name]
-    return {"spec_hash": old.spec_hash(hash_version), "spec": resolved}
+    return {"spec_hash": old.spec_hash(), "spec": resolved}
 
 
-@pytest.mark.parametrize("hash_version", [1, 2, 3])
 def test_a_resume_keeps_the_settings_the_corpus_was_made_with(tmp_path: Path, fake_teacher: None,
-                                                             caplog: pytest.LogCaptureFixture,
-                                                             monkeypatch: pytest.MonkeyPatch,
-                                                             hash_version: int) -> None:
-    if hash_version < 3:  # hashes of versions 1-2 stand for engine 1's corpora: they resume under it only
-        monkeypatch.setattr(spec_mod, "ENGINE_VERSION", spec_mod.LEGACY_ENGINE_VERSION)
-    recorded = _old_corpus_manifest(tmp_path, hash_version=hash_version)
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    recorded = _old_corpus_manifest(tmp_path)
     spec = load_spec(write(tmp_path, MINIMAL))
     assert not spec.matches_hash(recorded["spec_hash"])  # today's defaults make another corpus
     with caplog.at_level(logging.WARNING):

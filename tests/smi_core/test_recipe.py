@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smi_core import InversionConfig, paper_stops, recommended_config
-from smi_core.recipe import PAPER_STOP_FRACTIONS
+from smi_core.recipe import PAPER_STOP_FRACTIONS, scaled_stops
 
 
 def test_paper_stops_scale_the_papers_proportions() -> None:
@@ -17,6 +17,11 @@ def test_paper_stops_scale_the_papers_proportions() -> None:
     assert len(PAPER_STOP_FRACTIONS) == 4
     with pytest.raises(ValueError, match="iterations"):
         paper_stops(0)
+
+
+def test_scaled_stops_take_any_fractions() -> None:
+    assert scaled_stops((20 / 300, 40 / 300, 80 / 300, 120 / 300), 300) == (20, 40, 80, 120)  # the demo schedule
+    assert scaled_stops((0.75, 0.25, 0.25, 1.0), 8) == (2, 6, 7)  # sorted, merged, the last iteration excluded
 
 
 @pytest.mark.parametrize("iterations", [2, 10, 200, 300, 4000])

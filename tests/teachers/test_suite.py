@@ -11,7 +11,7 @@ import torch
 
 from pipeline.teachers import suite
 from pipeline.teachers.loading import load_teacher
-from pipeline.teachers.trainer import TrainRecipe, train_classifier, warmup_cosine
+from pipeline.teachers.trainer import TrainRecipe, train_classifier, warmup_cosine, warmup_steps
 from smi_core.vit import vit_geometry
 
 TINY = TrainRecipe(steps=3, batch_size=8)
@@ -23,10 +23,17 @@ def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_warmup_cosine_schedule() -> None:
-    f = warmup_cosine(100, 0.05)
+    f = warmup_cosine(100, warmup_steps(100, 0.05))
     assert f(0) == pytest.approx(0.2 * 0.5 * (1 + math.cos(0)))
     assert f(4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.04)))
     assert f(100) == pytest.approx(0.0) and max(f(s) for s in range(100)) <= 1.0
+
+
+def test_warmup_cosine_after_warmup_starts_the_cosine_when_the_ramp_ends() -> None:
+    f = warmup_cosine(100, 10, cosine_after_warmup=True)
+    assert [f(s) for s in (0, 9)] == pytest.approx([1 / 11, 10 / 11])
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    assert warmup_cosine(5, 0, cosine_after_warmup=True)(0) == pytest.approx(1.0)  # no warm-up at all
 
 
 def test_train_classifier_is_deterministic_and_learns_a_separable_task() -> None:

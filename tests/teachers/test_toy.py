@@ -16,6 +16,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from pipeline.teachers import toy as toy_teacher
+from pipeline.teachers.classify import normalize
 from pipeline.teachers.toy import (
     TOY_TEACHER_VERSION,
     TrainConfig,
@@ -55,7 +56,7 @@ def test_l2_adversarial_step_has_norm_eps_and_raises_the_loss() -> None:
     torch.manual_seed(0)
     model = create_toy_model(depth=1, embed_dim=32, num_heads=2).eval()
     images, labels = torch.rand(4, 3, 32, 32) * 0.8 + 0.1, torch.arange(4)
-    fn = lambda x: model(toy_teacher.normalize(x))  # noqa: E731
+    fn = lambda x: model(normalize(x, toy_teacher.MEAN, toy_teacher.STD))  # noqa: E731
     moved = toy_teacher.l2_adversarial(fn, images, labels, eps=0.05)
     assert not moved.requires_grad and moved.shape == images.shape
     norms = (moved - images).flatten(1).norm(dim=1)

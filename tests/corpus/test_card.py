@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.corpus.layout import CorpusLayout
-from pipeline.hub.card import render_card, size_category, write_card
+from pipeline.corpus.card import render_card, size_category, write_card
 
 RESOLVED_SPEC = {
     "name": "toy-demo",

@@ -1,7 +1,8 @@
 """The dataset card (``README.md``) of a corpus: Hub YAML metadata plus a human-readable body.
 
 Everything comes from the corpus itself (manifest spec, stats JSON, parquet metadata), so the card is
-a pure function of the corpus files: the same corpus renders byte-identical text.
+a pure function of the corpus files: the same corpus renders byte-identical text. A run writes it when
+its last shard completes; publish rewrites it with the repository id.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.corpus.index import complete_shard_ids, read_manifest, read_stats
-from pipeline.corpus.layout import CorpusLayout, as_layout, shard_name
+from pipeline.corpus.index import FIELDS_ADDED_LATER, complete_shard_ids, read_manifest, read_stats
+from pipeline.corpus.layout import OVERVIEW_MAX_CLASSES, OVERVIEW_NAME, CorpusLayout, as_layout, shard_name
 from pipeline.corpus.sample import SOFT_LABEL_MEMBER
 from pipeline.corpus.tar_io import read_tar
-from pipeline.hub.preview import OVERVIEW_MAX_CLASSES, OVERVIEW_NAME
-from pipeline.run.spec import FIELDS_ADDED_LATER
 
 TAGS = ["synthetic", "model-inversion", "data-free", "sparse-model-inversion", "vision-transformer",
         "knowledge-distillation", "webdataset", "smi-synth"]
