@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from pipeline.corpus.index import ShardTask
@@ -78,6 +79,18 @@ def plan_tasks(num_classes: int, shards_per_class: int, per_shard: int) -> list[
             sid = len(tasks)
             tasks.append(ShardTask(sid, label, f"class{label}", j * per_shard, per_shard, 1000 + sid))
     return tasks
+
+
+def cpu_kind() -> str:
+    """``vendor`` (Intel) or ``vendor/capability`` (others): what bit-exact pins of CPU arithmetic are keyed by
+    (torch's CPU kernels and the BLAS paths they take differ between vendors and instruction sets)."""
+    vendor = "unknown"
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    return vendor if vendor == "GenuineIntel" else f"{vendor}/{torch.backends.cpu.get_cpu_capability()}"
 
 
 def build_corpus(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from pathlib import Path
 
 import timm
 import torch
@@ -24,6 +23,7 @@ from smi_core import (
     StopSchedule,
     invert,
 )
+from tests.conftest import cpu_kind
 
 # sha256 of the uint8 pixels, kept-patch masks and float16 logits of the two inversions below (pixels only, and
 # with a pyramid), on the CPU, per engine version and CPU kind: torch's CPU kernels (and the BLAS paths they
@@ -32,17 +32,6 @@ PINNED = {
     (2, "GenuineIntel"): "707aa60ba953276736d22983922f16c757acc5460534956ca5a80f3f0b2baadd",  # Xeon VM, 2026-11-30
     (2, "AuthenticAMD/AVX512"): "1bf3fc4284aa807365596869822608d3cca9ebf676e710eb5c74d1da2599308e",  # EPYC VM, 2026-12-07
 }
-
-
-def cpu_kind() -> str:
-    """``vendor`` (Intel) or ``vendor/capability`` (others): the key the digest is pinned under."""
-    vendor = "unknown"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                vendor = line.split(":", 1)[1].strip()
-                break
-    return vendor if vendor == "GenuineIntel" else f"{vendor}/{torch.backends.cpu.get_cpu_capability()}"
 
 
 def tiny_inversion_digest() -> str:
