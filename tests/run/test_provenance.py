@@ -37,17 +37,23 @@ def record(**changes) -> dict:
     return base
 
 
-def test_record_names_versions_device_and_host() -> None:
+def test_record_names_versions_and_device_but_no_machine() -> None:
     r = record()
     assert set(r["packages"]) == set(PACKAGES) and r["packages"]["torch"] == torch.__version__  # with its build (+cpu, +cu130)
     assert r["packages"]["timm"] == timm.__version__
-    assert r["device"] == "cpu" and r["cpu"] and r["threads"] == 1 and r["host"] and r["python"]
+    assert r["device"] == "cpu" and r["threads"] == 1 and r["python"]
+    assert r["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # what picks the kernels, not the model
     assert r["teacher"] == {"id": "toy:v1", "weights_sha256": "ab" * 32} and r["engine_version"] == 1
+    assert not {"host", "cpu", "user"} & set(r)  # published: nothing that names the machine
     json.dumps(r)  # JSON-able: it goes into stats and manifest.json
 
 
 def test_mismatches_name_each_differing_field_and_ignore_the_host() -> None:
     assert mismatches(record(), record(host="another-node", python="3.99.0")) == []
+    older = {**record(), "host": "node-a", "cpu": "Intel(R) Xeon(R)"}  # a record made before they were dropped
+    del older["cpu_capability"]
+    assert mismatches(older, record()) == [] and mismatches(record(), record(cpu_capability="NO AVX")) == [
+        f"cpu_capability: {record()['cpu_capability']} -> NO AVX"]
     diffs = mismatches(record(), record(**{"packages.torch": "9.9.9", "teacher.weights_sha256": "cd" * 32}))
     assert diffs == [f"packages.torch: {record()['packages']['torch']} -> 9.9.9",
                      f"teacher.weights_sha256: {'ab' * 32} -> {'cd' * 32}"]
