@@ -273,8 +273,8 @@ def schedule(
         dispatch(now)
         if not queue and policy.queue_depth > 1:
             hand_over(now)
-        if any(a.state == "ready" or a.attempts for a in actors):
-            last_alive = now
+        if any(a.state in ("ready", "starting", "probing") or a.attempts for a in actors):
+            last_alive = now  # a starting actor is followed by its progress (``follow_start_up``)
         elif queue and actors and all(a.state in ("dropped", "stuck") for a in actors) and any(
                 a.state == "stuck" for a in actors):
             reason = "no worker could start: " + "; ".join(
