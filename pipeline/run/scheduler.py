@@ -114,6 +114,7 @@ class ScheduleOutcome:
     deadline_kills: int = 0
     actors_started: int = 0
     shards_per_actor: list[int] = field(default_factory=list)  # completed shards, in actor start order
+    stuck: list[str] = field(default_factory=list)  # actors stopped for making no start-up progress: why
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -234,7 +235,8 @@ def schedule(
                 actor.where = f"pid {pid} on node {node}"
             elif now - actor.progress_at > policy.start_timeout_s:
                 actor.state = "stuck"
-                log.warning("%s; stopping it", stuck_reason(index, actor))
+                outcome.stuck.append(stuck_reason(index, actor))
+                log.warning("%s; stopping it", outcome.stuck[-1])
                 ray.kill(actor.handle, no_restart=True)
 
     def stuck_reason(index: int, actor: _Actor) -> str:
@@ -308,11 +310,12 @@ def schedule(
                 result = ray.get(ref)
             except RayError as exc:
                 reason = failure_reason(exc)
+                if attempt is None and actor.state == "stuck":  # its readiness fails once it is stopped
+                    continue
                 if CREATION_FAILURE in str(exc):
                     raise WorkerStartError(f"a worker failed to start: {reason}") from None
                 if attempt is None:  # a readiness probe
-                    if actor.state != "stuck":  # a stuck actor's probe fails once it is stopped
-                        probe_later(index)
+                    probe_later(index)
                     continue
                 ran = finish(index, attempt, now) == 0 and not attempt.orphaned
                 actor_failed = not isinstance(exc, RayTaskError)

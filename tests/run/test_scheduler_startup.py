@@ -64,7 +64,7 @@ def test_a_worker_that_keeps_reporting_is_waited_for_past_the_limit(ray_local) -
 @pytest.mark.timeout(180)
 def test_workers_that_stop_making_progress_fail_the_run_naming_each(ray_local) -> None:
     outcome, seen, keys = start(ray_local, [dict(reports=2, every_s=0.2, hang=True), dict(reports=0, every_s=0, hang=True)])
-    assert sorted(outcome.failed) == [0, 1, 2, 3]
+    assert sorted(outcome.failed) == [0, 1, 2, 3] and len(outcome.stuck) == 2
     reason = outcome.failed[0]
     pid = seen[keys[0]][2]
     assert reason == (f"no worker could start: worker 0 (pid {pid} on node test-node) made no start-up progress "
@@ -73,9 +73,12 @@ def test_workers_that_stop_making_progress_fail_the_run_naming_each(ray_local) -
 
 
 @pytest.mark.timeout(180)
-def test_a_stuck_worker_does_not_hold_the_run_up(ray_local) -> None:
-    outcome, _, _ = start(ray_local, [dict(reports=1, every_s=0, hang=True), dict(reports=1, every_s=0)])
+def test_a_stuck_worker_is_stopped_while_the_others_do_the_work(ray_local) -> None:
+    # worker 1's four shards take 20 s: worker 0, silent after its first report, is stopped meanwhile
+    outcome, seen, keys = start(ray_local, [dict(reports=1, every_s=0, hang=True), dict(reports=1, every_s=0, shard_s=5)])
     assert not outcome.failed and outcome.shards_per_actor == [0, 4]
+    assert outcome.stuck == [f"worker 0 (pid {seen[keys[0]][2]} on node test-node) made no start-up progress for 8 s "
+                             "(last report: loading teacher, 0 s in)"]
 
 
 # ------------------------------------------------------------------------------- the real worker (slow)
