@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.corpus.index import ShardTask
 from pipeline.corpus.verify import verify_corpus
+from pipeline.errors import UserError
 from pipeline.run.attempts import AttemptRegistry
 from pipeline.run.runner import run_corpus
 from pipeline.run.scheduler import ScheduleOutcome, SchedulePolicy, schedule
@@ -79,6 +80,16 @@ def test_a_stuck_worker_is_stopped_while_the_others_do_the_work(ray_local) -> No
     assert not outcome.failed and outcome.shards_per_actor == [0, 4]
     assert outcome.stuck == [f"worker 0 (pid {seen[keys[0]][2]} on node test-node) made no start-up progress for 8 s "
                              "(last report: loading teacher, 0 s in)"]
+
+
+def test_the_start_up_limit_is_a_positive_setting(tmp_path, teacher_file) -> None:
+    spec = load_spec(write_manifest(tmp_path, teacher_file)).with_output(tmp_path / "out")
+    assert spec.resources.worker_start_timeout_s == 900 and spec.resources.lease_ttl_s == 60  # sized for real teachers
+    with pytest.raises(UserError, match="--worker-start-timeout: must be > 0 seconds, got 0"):
+        run_corpus(spec, worker_start_timeout_s=0)
+    with pytest.raises(UserError, match=r"resources.worker_start_timeout_s: must be > 0(\.0)?, got -5"):
+        load_spec(write_manifest(tmp_path, teacher_file, resources={"worker_start_timeout_s": -5}))
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------- the real worker (slow)
