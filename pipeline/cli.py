@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-provenance-mismatch", action="store_true",
                    help="resume even though package versions, device, GPU model or teacher weights differ from "
                         "the corpus's (bytes may differ; recorded in manifest.json)")
+    p.add_argument("--worker-start-timeout", type=float, metavar="SECONDS",
+                   help="stop a starting worker that reports no progress for this long (default: the "
+                        "manifest's resources.worker_start_timeout_s, 900)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("status", help="complete / pending shards of a corpus")

@@ -2,10 +2,17 @@
 
 ``run`` and ``verify --repair`` hold the lease while they write. A second writer is refused with
 :class:`LeaseHeld` (exit 2) naming the holder; a lease whose heartbeat is older than its ``ttl_s`` (a
-killed driver), or whose holder process is gone from this host, is taken over, with a warning. The holder refreshes the heartbeat from a background
-thread every ``ttl_s / 4`` and removes the lease on release. Object stores have no compare-and-swap in
-fsspec, so acquisition writes, waits ``settle_s`` and reads back: of two writers racing within that
-window, the one whose token is not read back steps aside.
+killed or paused driver), or whose holder process is gone from this host, is taken over, with a
+warning. The holder refreshes the heartbeat from a background thread every ``ttl_s / 4`` and removes
+the lease on release. Object stores have no compare-and-swap in fsspec, so acquisition writes, waits
+``settle_s`` and reads back: of two writers racing within that window, the one whose token is not read
+back steps aside. ``lease.json`` is the run's own file: publish never sends it.
+
+Fencing: the lease is only as good as its holder's last heartbeat, so every commit of a writer checks
+its token first (:func:`check_fence`): the lease must still name it and be younger than its ``ttl_s``.
+A writer paused past its lease (a stopped VM) may have been taken over already: from then on its
+commits raise :class:`LeaseLost`, naming the holder, and :meth:`CorpusLease.check` stops its driver.
+Heartbeat ages compare clocks of different machines: they must agree to well within ``ttl_s``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.corpus.layout import CorpusLayout
+from pipeline.corpus.writer import StaleAttempt
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,10 @@ DEFAULT_TTL_S = 60.0
 
 class LeaseHeld(UserError):
     """Another live writer holds the corpus."""
+
+
+class LeaseLost(StaleAttempt):
+    """This writer no longer holds the corpus's lease: it must not commit anything more (exit 1)."""
 
 
 def read_lease(layout: CorpusLayout) -> dict[str, Any] | None:
@@ -64,6 +76,26 @@ def describe_holder(record: dict[str, Any]) -> str:
             f"last heartbeat {_age(record):.0f} s ago)")
 
 
+def fence_problem(record: dict[str, Any] | None, token: str) -> str | None:
+    """Why the writer holding ``token`` may not commit under lease ``record``; None when it may."""
+    if record is None:
+        return "no writer holds it any more (it was taken over and released, or removed)"
+    if record["token"] != token:
+        return f"it is now held by {describe_holder(record)}"
+    age, ttl = _age(record), float(record.get("ttl_s", DEFAULT_TTL_S))
+    if age >= ttl:
+        return (f"it expired: last heartbeat {age:.0f} s ago, lease time {ttl:g} s (the writer was stopped or "
+                f"starved past it; another writer may be taking the corpus over)")
+    return None
+
+
+def check_fence(layout: CorpusLayout, token: str) -> None:
+    """Raise :class:`LeaseLost` unless the writer holding ``token`` still holds ``layout``'s lease."""
+    problem = fence_problem(read_lease(layout), token)
+    if problem is not None:
+        raise LeaseLost(f"{layout.root}: this writer lost the corpus lease: {problem}")
+
+
 @dataclass
 class CorpusLease:
     """A held lease; use :meth:`acquire` (or ``with CorpusLease.acquire(...)``)."""
@@ -74,7 +106,8 @@ class CorpusLease:
     token: str = field(default_factory=lambda: secrets.token_hex(12))
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
-    lost: bool = False  # another writer took the lease over (our heartbeat was too old)
+    lost: bool = False  # another writer took the lease over, or it expired (see ``lost_reason``)
+    lost_reason: str = ""
 
     @classmethod
     def acquire(cls, layout: CorpusLayout, command: str, *, ttl_s: float = DEFAULT_TTL_S,
@@ -105,12 +138,30 @@ class CorpusLease:
     def _write(self) -> None:
         self.layout.storage.write_atomic(LEASE_NAME, json.dumps(self._record(), sort_keys=True).encode())
 
+    def _lose(self, problem: str) -> None:
+        if not self.lost:
+            self.lost_reason, self.lost = f"{self.layout.root}: this run lost the corpus lease: {problem}", True
+            log.error("%s", self.lost_reason)
+
+    def raise_if_lost(self) -> None:
+        """Raise :class:`LeaseLost` if the heartbeat found the lease lost (no storage access)."""
+        if self.lost:
+            raise LeaseLost(self.lost_reason)
+
+    def check(self) -> None:
+        """Before a commit: raise :class:`LeaseLost` unless the lease still names this holder and is
+        fresh (reads ``lease.json``)."""
+        self.raise_if_lost()
+        problem = fence_problem(read_lease(self.layout), self.token)
+        if problem is not None:
+            self._lose(problem)
+            self.raise_if_lost()
+
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):
-            current = read_lease(self.layout)
-            if current is not None and current["token"] != self.token:
-                self.lost = True
-                log.error("%s: the lease was taken over by %s", self.layout.root, describe_holder(current))
+            problem = fence_problem(read_lease(self.layout), self.token)
+            if problem is not None:  # never renewed once expired: a takeover may be under way
+                self._lose(problem)
                 return
             try:
                 self._write()

@@ -33,7 +33,7 @@ WRITE_STEPS = ("encode", "write_tar", "write_parquet", "commit_tar", "commit_par
 
 
 class StaleAttempt(RuntimeError):
-    """A newer attempt owns this shard (the run re-queued it); this one must not touch its files."""
+    """A newer attempt, or another writer, owns this shard; this one must not touch its files."""
 
 
 def _owns(guard: Callable[[], None] | None) -> bool:
@@ -122,8 +122,9 @@ def write_shard(
 
     Validates and encodes everything first (ValueError, nothing written). Existing files of the shard
     are then removed (stats first). On any exception the shard has no stats and no tar/parquet.
-    ``guard`` (raising :class:`StaleAttempt`) is asked before the shard's files are first touched and
-    before its stats are committed; a stale attempt leaves the shard's files to the attempt that owns it.
+    ``guard`` (raising :class:`StaleAttempt`) is asked before the shard's files are first touched, before
+    its tar and parquet are committed and before its stats are committed (the run's fencing: a newer
+    attempt, or another writer's lease); a stale attempt leaves the shard's files to the one that owns it.
     """
     validate_samples(samples, shard_id=shard_id, num_classes=num_classes, image_format=image_format)
     extra = dict(extra_stats or {})
@@ -168,6 +169,8 @@ def write_shard(
         pq_file.write(pq_data)
         t_parquet = time.perf_counter() - t2
 
+        if guard is not None:  # nothing of this attempt becomes visible unless it still owns the shard
+            guard()
         _checkpoint("commit_tar")
         committed.append(final_tar)  # before the rename: a failing folder fsync must undo it too
         tar_file.commit()

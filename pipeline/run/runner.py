@@ -13,11 +13,18 @@ A difference is refused with a message naming it, unless ``allow_provenance_mism
 --allow-provenance-mismatch``), which records it in manifest.json (``spec.provenance_mismatches``).
 Shards whose stats show another provenance anyway (an actor restarted on another node) are deleted
 and reported as failed once the dispatch ends, so the next run regenerates them.
+
+Fencing: the run holds the corpus lease (:mod:`pipeline.corpus.lease`, ``resources.lease_ttl_s``) and
+decides what is complete only once it holds it. Every commit checks the lease first: a worker's shard
+commit (:func:`~pipeline.corpus.lease.check_fence`) and the driver's writes of manifest.json and OUT.
+A driver that lost it (stopped past its lease, then taken over) stops before its next commit and
+exits 1 naming the holder.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -37,7 +44,7 @@ from pipeline.corpus.index import (
     write_manifest,
 )
 from pipeline.corpus.layout import CorpusLayout
-from pipeline.corpus.lease import CorpusLease
+from pipeline.corpus.lease import CorpusLease, LeaseLost
 from pipeline.corpus.writer import clean_for_resume, remove_shard
 from pipeline.errors import UserError
 from pipeline.run.attempts import AttemptRegistry
@@ -286,14 +293,22 @@ def prebuild_toy_teacher(show_progress: bool = True) -> dict:
 def run_corpus(
     spec: RunSpec, *, address: str | None = None, workers: int | None = None, show_progress: bool = True,
     policy: SchedulePolicy | None = None, allow_provenance_mismatch: bool = False,
+    worker_start_timeout_s: float | None = None,
 ) -> RunReport:
     """Generate every pending shard of ``spec`` into ``spec.output``; see the module docstring.
 
-    ``policy`` overrides the scheduling limits (attempts, per-shard deadline, idle timeout).
+    ``policy`` overrides the scheduling limits (attempts, per-shard deadline, start-up); its start-up
+    limit is ``resources.worker_start_timeout_s`` unless given, and ``worker_start_timeout_s`` (``run
+    --worker-start-timeout``) overrides both.
     """
     start = time.perf_counter()
     if workers is not None and workers < 1:
         raise UserError(f"--workers: must be >= 1, got {workers}")
+    if worker_start_timeout_s is not None and not worker_start_timeout_s > 0:
+        raise UserError(f"--worker-start-timeout: must be > 0 seconds, got {worker_start_timeout_s:g}")
+    policy = policy or SchedulePolicy(start_timeout_s=float(spec.resources.worker_start_timeout_s))
+    if worker_start_timeout_s is not None:
+        policy = dataclasses.replace(policy, start_timeout_s=float(worker_start_timeout_s))
     layout = CorpusLayout(spec.output)
     spec, manifest, complete = load_resumable(spec, layout)
     tasks = plan_shards(spec)
@@ -311,7 +326,11 @@ def run_corpus(
         dtype = spec.dtype if device == "cuda" else "float32"
         threads = None if device == "cuda" else max(1, int(options["num_cpus"]))
         execution = {"device": device, "dtype": dtype, "threads_per_worker": threads}
-        with CorpusLease.acquire(layout, f"smi-synth run {spec.name}") as lease:
+        with CorpusLease.acquire(layout, f"smi-synth run {spec.name}", ttl_s=spec.resources.lease_ttl_s) as lease:
+            if layout.storage.exists(layout.manifest):  # what is complete now that this run holds the lease
+                spec, manifest, complete = load_resumable(spec, layout)
+                pending = [t for t in tasks if t.shard_id not in complete]
+                report.skipped_shards = len(tasks) - len(pending)
             count = min(count, len(pending))
             report.workers, report.device = count, device
             config = WorkerConfig(
@@ -319,18 +338,24 @@ def run_corpus(
                 method=spec.method, batch_size=spec.batch_size, pack_batches=spec.pack_batches,
                 image_format=spec.image_format,
                 num_classes=spec.teacher.num_classes, device=device, dtype=dtype,
-                threads=threads, fault=FaultPlan.from_env(),
+                threads=threads, fault=FaultPlan.from_env(), lease_token=lease.token,
+                progress_every_s=max(0.2, min(10.0, policy.start_timeout_s / 5)),
             )
             actor_cls = ray.remote(RayShardWorker).options(max_restarts=-1, max_task_retries=0, **options)
             registry = ray.remote(AttemptRegistry).options(num_cpus=0).remote()
-            gate = _ProvenanceGate(ray, spec, tasks, complete, manifest, execution, allow_provenance_mismatch)
+            gate = _ProvenanceGate(ray, spec, tasks, complete, manifest, execution, allow_provenance_mismatch, lease)
             report.startup_seconds = time.perf_counter() - start
-            _dispatch(ray, lambda: actor_cls.remote(config), count, pending, registry, layout, report,
-                      show_progress, room, policy, gate)
-            if not allow_provenance_mismatch:  # e.g. an actor restarted on a node unlike the others
-                reject_foreign_shards(layout, [t.shard_id for t in pending], gate.reference, report)
-            if lease.lost:
-                raise RunError(f"{layout.root}: another writer took the corpus lease during this run")
+            try:
+                if pending:
+                    _dispatch(ray, lambda: actor_cls.remote(config, registry), count, pending, registry, layout,
+                              report, show_progress, room, policy, gate, lease)
+                if not allow_provenance_mismatch:  # e.g. an actor restarted on a node unlike the others
+                    lease.check()
+                    reject_foreign_shards(layout, [t.shard_id for t in pending], gate.reference, report)
+                lease.check()
+            except LeaseLost as exc:
+                raise RunError(f"{exc}; this run stopped before its next commit (what it committed stays "
+                               "complete)") from None
     finally:
         ray.shutdown()
     _finish(layout, report, start)
@@ -376,9 +401,10 @@ class _ProvenanceGate:
     allowed."""
 
     def __init__(self, ray, spec: RunSpec, tasks: list[ShardTask], complete: set[int], manifest: dict,
-                 execution: dict, allow: bool) -> None:
+                 execution: dict, allow: bool, lease: CorpusLease) -> None:
         self.ray, self.spec, self.tasks, self.complete, self.manifest, self.execution, self.allow = (
             ray, spec, tasks, complete, manifest, execution, allow)
+        self.lease = lease
         self.reference: dict | None = None
         self.prepared = False
 
@@ -387,6 +413,7 @@ class _ProvenanceGate:
         if not self.prepared:
             layout = CorpusLayout(self.spec.output)
             recorded = check_provenance([record], layout, self.complete, self.allow, manifest=self.manifest)
+            self.lease.check()
             prepare_out(self.spec, self.tasks, self.complete, self.execution, recorded,
                         allow_provenance_mismatch=self.allow, manifest=self.manifest)
             self.reference, self.prepared = recorded.get("provenance") or record, True
@@ -399,15 +426,17 @@ class _ProvenanceGate:
 
 
 def _dispatch(ray, make_actor, count: int, pending: list[ShardTask], registry, layout: CorpusLayout,
-              report: RunReport, show: bool, room, policy: SchedulePolicy | None, gate: _ProvenanceGate) -> None:
+              report: RunReport, show: bool, room, policy: SchedulePolicy, gate: _ProvenanceGate,
+              lease: CorpusLease) -> None:
     """Schedule the pending shards (:mod:`pipeline.run.scheduler`); mark each completed shard in the
     in-memory index (opened once OUT is prepared), flushed to manifest.json and shardindex.json on a
-    timer and at the end."""
+    timer and at the end, each only while the run still holds ``lease``."""
     index: IndexWriter | None = None
     bar = progress(sum(t.count for t in pending), "images", unit="img", disable=not show)
 
     def on_done(task: ShardTask, stats: dict) -> None:
         nonlocal index
+        lease.check()  # the index may be flushed now: a commit
         if index is None:
             index = IndexWriter(layout)
         index.mark_complete(task.shard_id, stats)
@@ -420,13 +449,13 @@ def _dispatch(ray, make_actor, count: int, pending: list[ShardTask], registry, l
 
     try:
         outcome = schedule(ray, make_actor, count, pending, registry=registry, on_done=on_done,
-                           policy=policy or SchedulePolicy(), room=room, on_ready=gate)
+                           policy=policy, room=room, on_ready=gate, fence=lease.raise_if_lost)
     except WorkerStartError as exc:
         raise RunError(str(exc)) from None
     finally:
-        if index is not None:
-            index.flush()
         bar.close()
+        if index is not None and not lease.lost:
+            index.flush()
     report.failed_shards.update(outcome.failed)
     report.retries, report.workers = outcome.retries, max(report.workers, outcome.actors_started)
     report.requeued_unstarted = outcome.requeued_unstarted
@@ -458,7 +487,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out:
         spec = spec.with_output(args.out)
     report = run_corpus(spec, address=args.address, workers=args.workers, show_progress=sys.stderr.isatty(),
-                        allow_provenance_mismatch=getattr(args, "allow_provenance_mismatch", False))
+                        allow_provenance_mismatch=getattr(args, "allow_provenance_mismatch", False),
+                        worker_start_timeout_s=getattr(args, "worker_start_timeout", None))
     print(format_report(report), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         emit_json(report.as_dict())

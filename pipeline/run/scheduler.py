@@ -19,12 +19,17 @@
 - Every attempt carries a token; the :class:`AttemptRegistry` knows the current one, so an older
   attempt of a re-queued shard can no longer mark the shard complete.
 - With ``grow``, new actors are started when the cluster gains room (a node added mid-run).
-- Nothing ready for ``idle_timeout_s`` while shards wait: the rest fail with the reason.
+- Start-up follows progress, not a clock: a starting worker reports its phases and keeps reporting
+  while its teacher loads (to the registry, which the driver polls). One that reports nothing new for
+  ``start_timeout_s`` (never placed, frozen, hung) is stopped and named; the run fails for start-up
+  only once no worker is ready or busy and every one has failed or stopped making progress.
+- ``fence()`` is asked on every turn of the loop (the run stops there once it lost its corpus lease).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections import deque
@@ -35,7 +40,7 @@ from typing import Any
 from pipeline.corpus.index import ShardTask
 from pipeline.corpus.writer import StaleAttempt
 from pipeline.run.attempts import AttemptRegistry
-from pipeline.run.worker import ShardWorker
+from pipeline.run.worker import ShardWorker, WorkerConfig
 
 __all__ = [
     "RayShardWorker",
@@ -61,14 +66,17 @@ class SchedulePolicy:
 
     max_attempts: int = 3  # per shard, counting worker crashes and deadlines of its running attempts
     shard_deadline_s: float = 3600.0  # one attempt of one shard, from the start of its run to its result
-    idle_timeout_s: float = 120.0  # no actor ready or busy for this long while shards wait: fail them
+    start_timeout_s: float = 900.0  # a starting actor that reports no progress for this long is stuck
     max_probes: int = 12  # readiness probes of a failed actor (back-off 1, 2, 4 .. 30 s)
     grow_every_s: float = 5.0  # how often to look for room for more actors (with ``grow``)
     queue_depth: int = 2  # shards held by one actor at a time: one running, the rest queued behind it
+    progress_poll_s: float = 1.0  # how often the driver reads the start-up reports while actors start
 
     def __post_init__(self) -> None:
         if self.queue_depth < 1:
             raise ValueError(f"queue_depth: must be >= 1, got {self.queue_depth}")
+        if not self.start_timeout_s > 0:
+            raise ValueError(f"start_timeout_s: must be > 0, got {self.start_timeout_s}")
 
 
 @dataclass
@@ -83,10 +91,15 @@ class _Attempt:
 @dataclass
 class _Actor:
     handle: Any
-    state: str = "starting"  # starting | ready | probing | dropped
+    state: str = "starting"  # starting | ready | probing | dropped | stuck
     probes: int = 0
     probe_due: float = 0.0
     attempts: list[_Attempt] = field(default_factory=list)  # in the actor's call order: the first runs
+    key: str = ""  # its Ray actor id: the name its start-up reports come under
+    progress_at: float = 0.0  # when the driver last saw it progress (started, reported, answered)
+    reports: int = 0  # start-up reports seen so far
+    phase: str = ""  # its last start-up report
+    where: str = ""  # "pid P on node N", once it reported
 
 
 @dataclass
@@ -100,6 +113,7 @@ class ScheduleOutcome:
     deadline_kills: int = 0
     actors_started: int = 0
     shards_per_actor: list[int] = field(default_factory=list)  # completed shards, in actor start order
+    stuck: list[str] = field(default_factory=list)  # actors stopped for making no start-up progress: why
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -124,13 +138,14 @@ def schedule(
     policy: SchedulePolicy = SchedulePolicy(),
     room: Callable[[], int] | None = None,
     on_ready: Callable[[Any], bool] | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> ScheduleOutcome:
     """Run every task of ``pending`` on up to ``count`` actors made by ``make_actor``; see the module doc.
 
     ``room()``, when given, says how many actors the cluster could hold now; more are started up to
     that (a node joined). ``on_ready(handle)`` admits an actor once it answered ``ready()`` (False: it
-    gets no work; an exception ends the schedule). Raises :class:`WorkerStartError` when an actor's
-    constructor raises.
+    gets no work; an exception ends the schedule). ``fence()`` is called on every turn; what it raises
+    ends the schedule. Raises :class:`WorkerStartError` when an actor's constructor raises.
     """
     from ray.exceptions import RayError, RayTaskError
 
@@ -141,7 +156,8 @@ def schedule(
     refs: dict[Any, tuple[str, int]] = {}  # ref -> ("ready" | "run", actor index)
 
     def start_actor() -> None:
-        actor = _Actor(make_actor())
+        handle = make_actor()
+        actor = _Actor(handle, key=_actor_key(handle), progress_at=time.monotonic())
         actors.append(actor)
         refs[actor.handle.ready.remote()] = ("ready", len(actors) - 1)
         outcome.actors_started += 1
@@ -203,14 +219,45 @@ def schedule(
             actor.attempts[0].started = now
         return position
 
+    def follow_start_up(now: float) -> None:
+        """Read the start-up reports; stop each starting actor that made no progress for too long."""
+        starting = [a for a in actors if a.state == "starting"]
+        if not starting:
+            return
+        reports = ray.get(registry.start_reports.remote(), timeout=60)
+        for index, actor in enumerate(actors):
+            if actor.state != "starting":
+                continue
+            count, phase, pid, node = reports.get(actor.key, (0, "", 0, ""))
+            if count != actor.reports:
+                actor.reports, actor.phase, actor.progress_at = count, phase, now
+                actor.where = f"pid {pid} on node {node}"
+            elif now - actor.progress_at > policy.start_timeout_s:
+                actor.state = "stuck"
+                outcome.stuck.append(stuck_reason(index, actor))
+                log.warning("%s; stopping it", outcome.stuck[-1])
+                ray.kill(actor.handle, no_restart=True)
+
+    def stuck_reason(index: int, actor: _Actor) -> str:
+        if not actor.reports:
+            return (f"worker {index} never reported in {policy.start_timeout_s:.0f} s (the cluster did not place it, "
+                    "or its process did not start)")
+        return (f"worker {index} ({actor.where}) made no start-up progress for {policy.start_timeout_s:.0f} s "
+                f"(last report: {actor.phase})")
+
     for _ in range(count):
         start_actor()
-    last_alive, last_grow = time.monotonic(), time.monotonic()
+    last_alive, last_grow, last_poll = time.monotonic(), time.monotonic(), 0.0
     while queue or any(a.attempts for a in actors):
+        if fence is not None:
+            fence()
         now = time.monotonic()
+        if now - last_poll >= policy.progress_poll_s:
+            last_poll = now
+            follow_start_up(now)
         for index, actor in enumerate(actors):
             if actor.state == "probing" and actor.probe_due <= now:
-                actor.state, actor.probes = "starting", actor.probes + 1
+                actor.state, actor.probes, actor.progress_at = "starting", actor.probes + 1, now
                 refs[actor.handle.ready.remote()] = ("ready", index)
             running = actor.attempts[0] if actor.attempts else None
             if running is not None and now - (running.started or now) > policy.shard_deadline_s:
@@ -221,19 +268,26 @@ def schedule(
                 running.started = float("inf")
         if room is not None and queue and now - last_grow > policy.grow_every_s:
             last_grow = now
-            live = sum(a.state != "dropped" for a in actors)
+            live = sum(a.state != "dropped" for a in actors)  # a stuck actor keeps its place: not replaced
             for _ in range(max(0, min(room() - live, len(queue)))):
                 start_actor()
         dispatch(now)
         if not queue and policy.queue_depth > 1:
             hand_over(now)
-        if any(a.state == "ready" or a.attempts for a in actors):
-            last_alive = now
+        if any(a.state in ("ready", "starting", "probing") or a.attempts for a in actors):
+            last_alive = now  # a starting actor is followed by its progress (``follow_start_up``)
+        elif queue and actors and all(a.state in ("dropped", "stuck") for a in actors) and any(
+                a.state == "stuck" for a in actors):
+            reason = "no worker could start: " + "; ".join(
+                stuck_reason(i, a) for i, a in enumerate(actors) if a.state == "stuck")
+            for task in queue:
+                outcome.failed[task.shard_id] = reason
+            break
         elif room is None and actors and all(a.state == "dropped" and not a.attempts for a in actors):
             break
-        elif queue and now - last_alive > policy.idle_timeout_s:
-            reason = (f"no worker was ready for {policy.idle_timeout_s:.0f} s "
-                      "(the cluster cannot place the workers, or they keep failing)")
+        elif queue and now - last_alive > policy.start_timeout_s:  # grown pools: every actor was dropped
+            reason = (f"no worker was ready or reachable for {policy.start_timeout_s:.0f} s "
+                      "(they keep failing, or the cluster cannot place them)")
             for task in queue:
                 outcome.failed[task.shard_id] = reason
             break
@@ -255,6 +309,8 @@ def schedule(
                 result = ray.get(ref)
             except RayError as exc:
                 reason = failure_reason(exc)
+                if attempt is None and actor.state == "stuck":  # its readiness fails once it is stopped
+                    continue
                 if CREATION_FAILURE in str(exc):
                     raise WorkerStartError(f"a worker failed to start: {reason}") from None
                 if attempt is None:  # a readiness probe
@@ -277,6 +333,8 @@ def schedule(
                 requeue(attempt.task, reason)
                 continue
             if kind == "ready":
+                if actor.state == "stuck":  # it answered after all, once stopped: too late
+                    continue
                 admitted = on_ready is None or on_ready(actor.handle)
                 actor.state, actor.probes = ("ready" if admitted else "dropped"), 0
                 continue
@@ -293,8 +351,26 @@ def _position(actor: _Actor, ref: Any) -> int:
     return next((i for i, a in enumerate(actor.attempts) if a.ref == ref), -1)
 
 
+def _actor_key(handle: Any) -> str:
+    """An actor's id as its own process sees it (``ray.get_runtime_context().get_actor_id()``)."""
+    return handle._actor_id.hex()
+
+
 class RayShardWorker(ShardWorker):
-    """The worker as the scheduler's Ray actor: a shard attempt checks its token before it writes."""
+    """The worker as the scheduler's Ray actor: start-up progress goes to the ``registry``; a shard
+    attempt checks its token before it writes."""
+
+    def __init__(self, config: WorkerConfig, registry: Any = None) -> None:
+        import ray
+
+        report = None
+        if registry is not None:
+            key, pid, node = ray.get_runtime_context().get_actor_id(), os.getpid(), ray.util.get_node_ip_address()
+
+            def report(phase: str) -> None:
+                registry.report_start.remote(key, phase, pid, node)
+
+        super().__init__(config, report=report)
 
     def run_attempt(self, task: ShardTask, token: str, registry: Any, assigned: None = None) -> dict:
         """Generate ``task`` as attempt ``token`` (``assigned``: the registry's acknowledgement of it)."""

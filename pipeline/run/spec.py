@@ -169,6 +169,9 @@ class ResourcesSpec(_Model):
     workers: Union[Literal["auto"], StrictInt] = "auto"
     gpus_per_worker: NonNegNumber | None = None
     cpus_per_worker: Annotated[float, Strict(), Field(gt=0)] | None = None
+    # a starting worker reporting no progress for this long is stuck (a loading teacher keeps reporting)
+    worker_start_timeout_s: Annotated[float, Strict(), Field(gt=0)] = 900.0
+    lease_ttl_s: Annotated[float, Strict(), Field(gt=0)] = 60.0  # a driver silent this long loses the corpus
 
     @field_validator("workers", mode="before")
     @classmethod

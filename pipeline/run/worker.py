@@ -6,6 +6,11 @@ wraps it in a Ray actor, but it runs the same without Ray. Every batch's generat
 device and GPU model: see :func:`deterministic_settings`). Every shard's stats carry the worker's
 provenance record (:mod:`pipeline.run.provenance`). With ``pack_batches > 1`` consecutive batches of a
 shard are inverted by one engine call, each still from its own generator (:mod:`smi_core.packing`).
+
+Start-up reports its phases (``starting``, ``loading teacher``, ``warming up``) through ``report``, and
+keeps reporting while the teacher loads (a multi-GB download can take minutes), so that the scheduler
+tells a slow worker from a stuck one. A shard is committed only while the run still holds the corpus
+lease (``lease_token``: :func:`pipeline.corpus.lease.check_fence`).
 """
 
 from __future__ import annotations
@@ -13,18 +18,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from pipeline.corpus.index import ShardTask
 from pipeline.corpus.layout import CorpusLayout, sample_key
+from pipeline.corpus.lease import check_fence
 from pipeline.corpus.sample import ShardSample
 from pipeline.corpus.writer import warm_up, write_shard
 from pipeline.run.faults import FaultPlan
 from pipeline.run.provenance import collect as collect_provenance
+from pipeline.run.provenance import note_local_commit
 from pipeline.teachers.loading import load_teacher
 from smi_core import InversionConfig, InversionResult, invert_packed
 from smi_core.flops import schedule_flops
@@ -50,6 +59,8 @@ class WorkerConfig:
     threads: int | None = None  # torch intra-op threads for CPU workers
     fault: FaultPlan | None = None
     pack_batches: int = 1  # batches of one shard inverted together by one engine call (smi_core.packing)
+    lease_token: str | None = None  # the run's corpus lease: every commit checks it still holds it
+    progress_every_s: float = 10.0  # how often a loading worker reports that it is still loading
 
 
 CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to pick deterministic reductions (CUDA >= 10.2)
@@ -134,11 +145,38 @@ def samples_from_result(
     return samples
 
 
-class ShardWorker:
-    """Loads the teacher once; ``run(task)`` generates and writes one shard and returns its stats."""
+@contextmanager
+def reporting(report: Callable[[str], None], phase: str, every_s: float) -> Iterator[None]:
+    """Report ``phase`` now and every ``every_s`` seconds (with the time spent in it) until the block ends."""
+    stop, start = threading.Event(), time.monotonic()
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def beat() -> None:
+        while True:
+            try:
+                report(f"{phase}, {time.monotonic() - start:.0f} s in")
+            except Exception as exc:  # noqa: BLE001 - a lost report must not fail the load it reports on
+                log.warning("start-up progress report failed: %s", exc)
+            if stop.wait(every_s):
+                return
+
+    thread = threading.Thread(target=beat, name="start-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class ShardWorker:
+    """Loads the teacher once; ``run(task)`` generates and writes one shard and returns its stats.
+
+    ``report(phase)`` is told of start-up progress (see the module docstring)."""
+
+    def __init__(self, config: WorkerConfig, report: Callable[[str], None] | None = None) -> None:
         self.config = config
+        report = report or (lambda phase: None)
+        report("starting")
         if config.fault is not None:
             config.fault.maybe_fire_at_start()
         if config.threads:
@@ -146,8 +184,12 @@ class ShardWorker:
         self.device = torch.device(config.device)
         determinism = deterministic_settings(self.device)  # before the teacher's first CUDA call
         start = time.perf_counter()
-        self.teacher = load_teacher(config.teacher_spec, device=self.device)
+        with reporting(report, "loading teacher", config.progress_every_s):
+            if config.fault is not None:
+                time.sleep(config.fault.teacher_load_delay())
+            self.teacher = load_teacher(config.teacher_spec, device=self.device)
         self.load_seconds = time.perf_counter() - start
+        report("warming up")
         self.record = collect_provenance(
             teacher_id=self.teacher.info.identity, weights_sha256=self.teacher.weights_sha256,
             engine_version=ENGINE_VERSION, device=str(self.device), dtype=config.dtype,
@@ -173,13 +215,15 @@ class ShardWorker:
         return os.getpid()
 
     def provenance(self) -> dict:
-        """This worker's provenance record (teacher identity and weights, engine, packages, device, host)."""
+        """This worker's provenance record (teacher identity and weights, engine, packages, device)."""
         return dict(self.record)
 
     def run(self, task: ShardTask, guard: Callable[[], None] | None = None) -> dict:
         """Invert ``task``'s images and write the shard; the stats dict is returned once it is complete.
 
-        ``guard`` raises :class:`~pipeline.corpus.writer.StaleAttempt` once another attempt owns the shard.
+        ``guard`` raises :class:`~pipeline.corpus.writer.StaleAttempt` once another attempt owns the shard;
+        with a ``lease_token``, :class:`~pipeline.corpus.lease.LeaseLost` once the run lost the corpus.
+        Each commit is noted, with this host, in OUT's local notes (:func:`note_local_commit`).
         """
         cfg, teacher = self.config, self.teacher
         autocast = torch.bfloat16 if cfg.dtype == "bfloat16" else None
@@ -204,12 +248,19 @@ class ShardWorker:
                 )
             if cfg.fault is not None:
                 cfg.fault.maybe_fire(task.shard_id)
+        def owns() -> None:
+            if guard is not None:
+                guard()
+            if cfg.lease_token is not None:
+                check_fence(self.layout, cfg.lease_token)
+
         start = time.perf_counter()
         stats = write_shard(
             self.layout, task.shard_id, samples, num_classes=cfg.num_classes, image_format=cfg.image_format,
             extra_stats={"inversion_seconds": inversion_seconds, "flops": flops, "device": str(self.device),
                          "provenance": self.record},
-            guard=guard,
+            guard=owns,
         )
+        note_local_commit(self.layout, task.shard_id)
         stats["write_seconds"] = time.perf_counter() - start
         return stats

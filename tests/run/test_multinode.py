@@ -6,6 +6,8 @@ mid-run gets work. Each starts its own cluster, so they are `slow` (`make test-a
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -90,3 +92,27 @@ def test_a_node_added_mid_run_gets_work(tmp_path, teacher_file):
         assert len(result[0].shards_per_worker) == 2 and result[0].shards_per_worker[1] > 0
     finally:
         cluster.shutdown()
+
+
+def test_three_nodes_beside_busy_processes_wait_for_teachers_that_load_past_two_minutes(tmp_path, teacher_file,
+                                                                                          monkeypatch):
+    """Every worker's teacher load is slowed 130 s (past the 120 s after which runs used to fail every
+    shard) while two CPU-bound processes share the machine: the workers report while they load, the
+    run waits for them and gives the bytes of a local run."""
+    spec = load_spec(write_manifest(tmp_path, teacher_file, resources={"workers": "auto", "cpus_per_worker": 1,
+                                                                        "gpus_per_worker": 0}))
+    reference = tmp_path / "reference"
+    assert run_corpus(spec.with_output(reference), show_progress=False).ok
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    cluster = start_cluster(3)
+    try:
+        monkeypatch.setenv("SMI_SYNTH_INJECT_FAULT", f"slow:130:3:{tmp_path / 'faults'}")  # each of the 3 workers
+        out = tmp_path / "three-nodes"
+        report = run_corpus(spec.with_output(out), address=cluster.address, show_progress=False)
+        assert sorted(p.name for p in (tmp_path / "faults").iterdir()) == [f"fired-130-{i}" for i in range(3)]
+        assert report.ok and report.workers == 3 and tar_digests(out) == tar_digests(reference)
+    finally:
+        cluster.shutdown()
+        for proc in busy:
+            proc.kill()
+            proc.wait()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +16,14 @@ import torch
 
 from pipeline.corpus.index import ShardTask, read_stats
 from pipeline.corpus.layout import CorpusLayout
-from pipeline.run.provenance import PACKAGES, collect, mismatches
+from pipeline.corpus.lease import LEASE_NAME
+from pipeline.run.provenance import LOCAL_DIR, LOCAL_HOSTS, PACKAGES, collect, mismatches
 from pipeline.run.worker import ShardWorker, WorkerConfig
 from pipeline.teachers.checkpoint import save_checkpoint
 from pipeline.teachers.loading import load_teacher
 from smi_core import InversionConfig, SelectionConfig, StopSchedule
 from smi_core.version import ENGINE_VERSION
+from tests.run.tiny_run import write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 KWARGS = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=4)
@@ -37,17 +41,23 @@ def record(**changes) -> dict:
     return base
 
 
-def test_record_names_versions_device_and_host() -> None:
+def test_record_names_versions_and_device_but_no_machine() -> None:
     r = record()
     assert set(r["packages"]) == set(PACKAGES) and r["packages"]["torch"] == torch.__version__  # with its build (+cpu, +cu130)
     assert r["packages"]["timm"] == timm.__version__
-    assert r["device"] == "cpu" and r["cpu"] and r["threads"] == 1 and r["host"] and r["python"]
+    assert r["device"] == "cpu" and r["threads"] == 1 and r["python"]
+    assert r["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # what picks the kernels, not the model
     assert r["teacher"] == {"id": "toy:v1", "weights_sha256": "ab" * 32} and r["engine_version"] == 1
+    assert not {"host", "cpu", "user"} & set(r)  # published: nothing that names the machine
     json.dumps(r)  # JSON-able: it goes into stats and manifest.json
 
 
 def test_mismatches_name_each_differing_field_and_ignore_the_host() -> None:
     assert mismatches(record(), record(host="another-node", python="3.99.0")) == []
+    older = {**record(), "host": "node-a", "cpu": "Intel(R) Xeon(R)"}  # a record made before they were dropped
+    del older["cpu_capability"]
+    assert mismatches(older, record()) == [] and mismatches(record(), record(cpu_capability="NO AVX")) == [
+        f"cpu_capability: {record()['cpu_capability']} -> NO AVX"]
     diffs = mismatches(record(), record(**{"packages.torch": "9.9.9", "teacher.weights_sha256": "cd" * 32}))
     assert diffs == [f"packages.torch: {record()['packages']['torch']} -> 9.9.9",
                      f"teacher.weights_sha256: {'ab' * 32} -> {'cd' * 32}"]
@@ -93,3 +103,68 @@ def test_gpu_workers_ask_for_deterministic_kernels() -> None:
     assert first == {"deterministic_algorithms": True, "warn_only": True, "cublas_workspace_config": ":4096:8",
                      "cudnn_deterministic": True, "cudnn_benchmark": False}
     assert second["cublas_workspace_config"] == ":16:8"
+
+
+# ------------------------------------------------------------------------------------------- published bytes
+
+SITE_PATCH = '''"""Test hook: every Python process started with this folder on PYTHONPATH runs on host $SMI_TEST_HOST."""
+import os, platform, socket
+_name = os.environ["SMI_TEST_HOST"]
+_uname = os.uname
+socket.gethostname = lambda: _name
+platform.node = lambda: _name
+os.uname = lambda: os.uname_result((_uname().sysname, _name, *tuple(_uname())[2:]))
+'''
+
+
+def published_files(out: Path) -> list[Path]:
+    """Everything under OUT that publish may send: all files but the run's own (lease, local notes)."""
+    return [p for p in sorted(out.rglob("*")) if p.is_file() and p.relative_to(out).parts[0] != LOCAL_DIR
+            and p.name != LEASE_NAME]
+
+
+def leaks(out: Path, secrets: list[str]) -> list[str]:
+    return [f"{p.relative_to(out)}: {s}" for p in published_files(out) for s in secrets if s.encode() in p.read_bytes()]
+
+
+def test_a_shard_names_no_host_and_no_local_path(tmp_path: Path, teacher_file: Path, monkeypatch) -> None:
+    """The writer path in this process, on a host with a unique name: only the local notes name it."""
+    host = f"host-{secrets.token_hex(6)}"
+    monkeypatch.setattr(socket, "gethostname", lambda: host)
+    out = tmp_path / "out"
+    inversion = InversionConfig(iterations=4, selection=SelectionConfig(
+        kind="smi", schedule=StopSchedule(iterations=(2,), ratios=(0.5,))))
+    config = WorkerConfig(teacher_spec=str(teacher_file), out=str(out), inversion=inversion, method="smi",
+                          batch_size=2, image_format="png", num_classes=4, threads=1)
+    ShardWorker(config).run(ShardTask(3, 1, "class_1", 0, 2, 123))
+    assert [p.relative_to(out).as_posix() for p in published_files(out)] == [
+        "data/train-000003.tar", "metadata/train-000003.parquet", "stats/train-000003.json"]
+    assert leaks(out, [host, str(tmp_path), str(teacher_file.parent), str(ROOT), sys.prefix]) == []
+    noted = [json.loads(line) for line in (out / LOCAL_HOSTS).read_text().splitlines()]
+    assert [(n["shard"], n["host"], n["pid"]) for n in noted] == [(3, host, os.getpid())]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_corpus_made_on_a_named_host_publishes_neither_the_name_nor_its_paths(tmp_path: Path,
+                                                                                 teacher_file: Path) -> None:
+    """A real ``smi-synth run`` (driver and Ray workers all on a host with a unique name), then ``preview``:
+    every byte publish may send is scanned for the host name and for the local paths."""
+    host = f"host-{secrets.token_hex(6)}"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE_PATCH)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(SMI_TEST_HOST=host, PYTHONPATH=os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")]))
+    out = tmp_path / "corpus"
+    manifest = write_manifest(tmp_path, teacher_file)
+    for args in (["run", str(manifest), "--out", str(out)], ["preview", str(out), "--per-class", "2"]):
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=500)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert {p.relative_to(out).parts[0] for p in published_files(out)} >= {
+        "data", "metadata", "stats", "preview", "manifest.json", "shardindex.json", "README.md"}
+    assert leaks(out, [host, str(tmp_path), str(teacher_file.parent), str(ROOT), sys.prefix,
+                       f"{Path.home()}/"]) == []
+    noted = {json.loads(line)["host"] for line in (out / LOCAL_HOSTS).read_text().splitlines()}
+    assert noted == {host}  # the workers did run on the named host: only the local notes say so

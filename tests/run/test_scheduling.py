@@ -84,9 +84,9 @@ def test_superseded_attempt_leaves_the_owners_shard_alone(tmp_path, make_samples
     assert calls == [1]  # refused before touching anything
     assert layout.storage.sha256(layout.tar(1)) == owner["tar_sha256"] and layout.storage.exists(layout.stats(1))
 
-    def superseded_late() -> None:  # ownership lost between the start of the write and its stats
+    def superseded_late() -> None:  # ownership lost between the commit of its tar and parquet and its stats
         calls.append(2)
-        if len(calls) > 2:
+        if len(calls) > 3:  # the write asks before touching files, before committing them, before its stats
             raise StaleAttempt("newer attempt")
 
     with pytest.raises(StaleAttempt):
