@@ -111,7 +111,10 @@ def _check_parquet(layout: CorpusLayout, name: str, stats: dict, keys: list[str]
     if "parquet_sha256" in stats and hashlib.sha256(data).hexdigest() != stats["parquet_sha256"]:
         problems.append("parquet sha256 differs from stats (altered)")
     try:
-        rows = pq.read_table(pa.BufferReader(data), columns=["key"], use_threads=False).column("key").to_pylist()
+        # ParquetFile reads on this thread; read_table's dataset scan could drop the last reference to the
+        # buffer on an Arrow I/O thread, which then aborted the process at interpreter exit
+        with pq.ParquetFile(pa.BufferReader(data)) as parquet:
+            rows = parquet.read(columns=["key"], use_threads=False).column("key").to_pylist()
     except Exception as exc:  # noqa: BLE001 - any parquet failure is a problem of this shard
         return problems + [f"unreadable parquet ({type(exc).__name__})"]
     if rows != keys:
