@@ -85,6 +85,13 @@ class _ToTensors:
         return image, label, soft, mask
 
 
+def _check_count(shard: str, count: int, recorded: int) -> None:
+    """A shard that ends before its recorded sample count (a tar cut at a member boundary reads as a
+    shorter, valid tar) or holds more is a ``CorpusError``."""
+    if recorded and count != recorded:
+        raise CorpusError(f"{shard}: holds {count} samples, its stats say {recorded} (truncated or altered)")
+
+
 @contextlib.contextmanager
 def _decoding(shard: str, key: str) -> Iterator[None]:
     """Any failure to decode a sample's members -> a one-line ``CorpusError`` naming shard and sample."""
@@ -190,10 +197,12 @@ class _InterleavedShards(wds.PipelineStage):
         return self.storage
 
     def _records(self, shard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        url = shard["url"]
+        url, count = shard["url"], 0
         with self._storage().open(shard["name"]) as f:
             for key, members in iter_tar_records(f, limits=ReadLimits.for_shard(shard.get("tar_bytes")), name=url):
+                count += 1
                 yield {"__key__": key, "__url__": url, **members}
+        _check_count(url, count, shard["samples"])
 
     def run(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         samples = self._interleave(src)
@@ -442,7 +451,9 @@ def iter_samples(
         shard = int(ref.name.rpartition("-")[2].partition(".")[0])
         if wanted is not None and shard not in wanted:
             continue
+        count = 0
         for key, members in read_tar(layout.storage, ref.name, limits=ReadLimits.for_shard(ref.tar_bytes)):
+            count += 1
             with _decoding(ref.name, key):
                 ext = image_member(members)
                 meta = json.loads(members["json"])
@@ -458,3 +469,4 @@ def iter_samples(
                     "meta": meta,
                 }
             yield record
+        _check_count(ref.name, count, ref.samples)

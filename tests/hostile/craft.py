@@ -208,6 +208,11 @@ def _truncated(root: Path) -> None:
     replace_shard(root, data[: png.offset_data + png.size // 2])  # cut in the middle of an image
 
 
+def _truncated_at_a_member(root: Path) -> None:
+    items = members(root)
+    replace_shard(root, tar_of(items[: len(items) // 2]))  # a whole, valid tar of the first sample only
+
+
 def _truncated_gzip(root: Path) -> None:
     squeezed = gzip.compress(tar_of(members(root)))
     replace_shard(root, squeezed[: len(squeezed) // 2])
@@ -340,6 +345,7 @@ CASES: list[Case] = [
     Case("tar-fifo", _link(tarfile.FIFOTYPE, ""), _distill, "not a regular file"),
     Case("tar-truncated", _truncated, _distill, "unreadable tar"),
     Case("tar-truncated", _truncated, _verify, "unreadable tar"),
+    Case("tar-truncated-at-a-member", _truncated_at_a_member, _distill, "holds 1 samples, its stats say 2"),
     Case("tar-truncated-gzip", _truncated_gzip, _distill, "unreadable tar"),
     Case("tar-truncated-gzip", _truncated_gzip, _verify, "unreadable tar"),
     Case("tar-pax-header-bomb", _pax_bomb, _distill, "pax header, over the"),
