@@ -15,10 +15,14 @@ mixes further. The corpus may be a folder or any fsspec URL the storage seam tak
 ``hf://datasets/...``); each DataLoader worker opens its own storage client. Only complete shards
 (stats present) of the manifest are read. Nothing is unpickled:
 images via Pillow, labels from ASCII, soft labels via ``numpy.lib.format.read_array(allow_pickle=False)``.
+A corpus may be someone else's: each shard is read within :class:`~pipeline.corpus.tar_io.ReadLimits`
+(its recorded size), images within Pillow's decompression-bomb limit, and a member that cannot be
+decoded is a ``CorpusError`` naming the shard and the member.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -43,7 +47,7 @@ from pipeline.corpus.sample import (
     kept_mask_from_meta,
 )
 from pipeline.corpus.storage import CorpusStorage, storage_for
-from pipeline.corpus.tar_io import iter_tar_records, read_tar
+from pipeline.corpus.tar_io import ReadLimits, iter_tar_records, read_tar
 from pipeline.errors import CorpusError
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,7 @@ class ShardRef:
     name: str
     samples: int
     label: int | None = None
+    tar_bytes: int | None = None  # the size its stats record: the cap of what is read from it
 
 
 class _ToTensors:
@@ -68,15 +73,36 @@ class _ToTensors:
         self.soft_labels, self.kept_mask = soft_labels, kept_mask
 
     def __call__(self, sample: dict[str, Any]) -> tuple:
-        pixels = decode_image(sample[image_member(sample)])
-        image = torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format)
-        image.div_(255.0)
-        label = int(sample["cls"])
-        if not (self.soft_labels or self.kept_mask):
-            return image, label
-        soft = torch.from_numpy(decode_soft_label(sample[SOFT_LABEL_MEMBER]))
-        mask = torch.from_numpy(kept_mask_from_meta(json.loads(sample["json"])))
+        with _decoding(str(sample.get("__url__")), str(sample.get("__key__"))):
+            pixels = decode_image(sample[image_member(sample)])
+            image = torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format)
+            image.div_(255.0)
+            label = int(sample["cls"])
+            if not (self.soft_labels or self.kept_mask):
+                return image, label
+            soft = torch.from_numpy(decode_soft_label(sample[SOFT_LABEL_MEMBER]))
+            mask = torch.from_numpy(kept_mask_from_meta(json.loads(sample["json"])))
         return image, label, soft, mask
+
+
+def _check_count(shard: str, count: int, recorded: int) -> None:
+    """A shard that ends before its recorded sample count (a tar cut at a member boundary reads as a
+    shorter, valid tar) or holds more is a ``CorpusError``."""
+    if recorded and count != recorded:
+        raise CorpusError(f"{shard}: holds {count} samples, its stats say {recorded} (truncated or altered)")
+
+
+@contextlib.contextmanager
+def _decoding(shard: str, key: str) -> Iterator[None]:
+    """Any failure to decode a sample's members -> a one-line ``CorpusError`` naming shard and sample."""
+    try:
+        yield
+    except CorpusError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow, numpy and json fail in many types on hostile bytes
+        why = " ".join(str(exc).split())[:300]
+        raise CorpusError(f"{shard}: sample {key[:100]!r}: cannot decode its members ({type(exc).__name__}: {why})") \
+            from None
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -119,7 +145,8 @@ class _ShardCycle(wds.PipelineStage):
     def run(self) -> Iterator[dict[str, Any]]:
         for cycle in itertools.count() if self.cycles is None else range(self.cycles):
             for ref in self.order(self.epoch, cycle):
-                yield {"name": ref.name, "url": self.storage.url(ref.name), "samples": ref.samples, "cycle": cycle}
+                yield {"name": ref.name, "url": self.storage.url(ref.name), "samples": ref.samples, "cycle": cycle,
+                       "tar_bytes": ref.tar_bytes}
 
 
 class _Resampled(wds.PipelineStage):
@@ -128,13 +155,15 @@ class _Resampled(wds.PipelineStage):
 
     def __init__(self, storage: CorpusStorage, shards: list[ShardRef], seed: int) -> None:
         self.storage, self.counts, self.seed, self.epoch = storage, {r.name: r.samples for r in shards}, seed, 0
+        self.sizes = {r.name: r.tar_bytes for r in shards}
         self.source = wds.ResampledShards([r.name for r in shards], seed=seed, deterministic=True)
 
     def run(self) -> Iterator[dict[str, Any]]:
         self.source.epoch = self.epoch - 1  # ResampledShards counts up before drawing
         for item in self.source:
             name = item["url"]
-            yield {"name": name, "url": self.storage.url(name), "samples": self.counts[name], "cycle": 0}
+            yield {"name": name, "url": self.storage.url(name), "samples": self.counts[name], "cycle": 0,
+                   "tar_bytes": self.sizes[name]}
 
 
 def _all_nodes(src: Iterable[Any], group: Any = None) -> Iterator[Any]:
@@ -168,10 +197,12 @@ class _InterleavedShards(wds.PipelineStage):
         return self.storage
 
     def _records(self, shard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        url = shard["url"]
+        url, count = shard["url"], 0
         with self._storage().open(shard["name"]) as f:
-            for key, members in iter_tar_records(f):
+            for key, members in iter_tar_records(f, limits=ReadLimits.for_shard(shard.get("tar_bytes")), name=url):
+                count += 1
                 yield {"__key__": key, "__url__": url, **members}
+        _check_count(url, count, shard["samples"])
 
     def run(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         samples = self._interleave(src)
@@ -213,7 +244,8 @@ class _InterleavedShards(wds.PipelineStage):
                 except Exception as exn:  # noqa: BLE001 - webdataset handler protocol
                     entry[0].close()
                     open_.pop(i)
-                    exn.args = exn.args + (entry[2]["url"],)
+                    if not isinstance(exn, CorpusError):  # a CorpusError names its shard already
+                        exn.args = exn.args + (entry[2]["url"],)
                     if self.handler(exn):
                         continue
                     raise
@@ -323,7 +355,8 @@ def corpus_shard_refs(root: CorpusLayout | str | Path) -> list[ShardRef]:
         raise CorpusError(f"{layout.root} has no complete shard yet ({len(manifest['shards'])} planned)")
     return [
         ShardRef(layout.tar(int(e["shard_id"])), int(e.get("samples", e.get("count", 0))),
-                 int(e["label"]) if e.get("label") is not None else None)
+                 int(e["label"]) if e.get("label") is not None else None,
+                 e["tar_bytes"] if isinstance(e.get("tar_bytes"), int) else None)
         for e in entries
     ]
 
@@ -413,23 +446,27 @@ def iter_samples(
     bool) and ``meta`` (the ``.json`` member).
     """
     layout = as_layout(root)
-    names, _ = corpus_shards(layout)
     wanted = None if shard_ids is None else {int(s) for s in shard_ids}
-    for name in names:
-        shard = int(name.rpartition("-")[2].partition(".")[0])
+    for ref in corpus_shard_refs(layout):
+        shard = int(ref.name.rpartition("-")[2].partition(".")[0])
         if wanted is not None and shard not in wanted:
             continue
-        for key, members in read_tar(layout.storage, name):
-            ext = image_member(members)
-            meta = json.loads(members["json"])
-            yield {
-                "key": key,
-                "shard": shard,
-                "label": int(members["cls"]),
-                "class_name": meta.get("class_name"),
-                "image_format": ext,
-                "image": decode_image(members[ext]) if decode else members[ext],
-                "soft_label": decode_soft_label(members[SOFT_LABEL_MEMBER]),
-                "kept_mask": kept_mask_from_meta(meta),
-                "meta": meta,
-            }
+        count = 0
+        for key, members in read_tar(layout.storage, ref.name, limits=ReadLimits.for_shard(ref.tar_bytes)):
+            count += 1
+            with _decoding(ref.name, key):
+                ext = image_member(members)
+                meta = json.loads(members["json"])
+                record = {
+                    "key": key,
+                    "shard": shard,
+                    "label": int(members["cls"]),
+                    "class_name": meta.get("class_name"),
+                    "image_format": ext,
+                    "image": decode_image(members[ext]) if decode else members[ext],
+                    "soft_label": decode_soft_label(members[SOFT_LABEL_MEMBER]),
+                    "kept_mask": kept_mask_from_meta(meta),
+                    "meta": meta,
+                }
+            yield record
+        _check_count(ref.name, count, ref.samples)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,16 +169,41 @@ def encode_sample(s: ShardSample, image_format: str = "png") -> dict[str, bytes]
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """PNG/WebP bytes -> (H, W, 3) uint8."""
-    with Image.open(io.BytesIO(data)) as img:
+    """PNG/WebP bytes -> (H, W, 3) uint8.
+
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is enforced as an error, never a
+    warning: an image over it raises ``ValueError`` before any pixel is decoded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise ValueError(f"decompression bomb refused ({exc})") from None
+    with img:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and img.width * img.height > limit:  # also when a caller relaxed Pillow's check
+            raise ValueError(f"image of {img.width}x{img.height} pixels is over the {limit}-pixel limit")
         if img.mode != "RGB":
             img = img.convert("RGB")
         return np.array(img)  # writable (torch.from_numpy warns on read-only arrays)
 
 
 def decode_soft_label(data: bytes) -> np.ndarray:
-    """``.logits.npy`` bytes -> (num_classes,) float32, refusing pickled arrays."""
-    return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+    """``.logits.npy`` bytes -> (num_classes,) float32, refusing pickled arrays and a header that claims more
+    elements than the bytes hold (which would allocate before reading)."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"unsupported .npy version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    if dtype.hasobject:
+        raise ValueError("a .npy of Python objects is refused (it would need unpickling)")
+    if math.prod(shape) * dtype.itemsize > len(data) - f.tell():
+        raise ValueError(f".npy header claims shape {shape} of {dtype}, more than its {len(data)} bytes")
+    f.seek(0)
+    return np.lib.format.read_array(f, allow_pickle=False).astype(np.float32)
 
 
 def image_member(sample: dict[str, Any]) -> str:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.checks import is_int
 from pipeline.console import emit_json, progress
 from pipeline.corpus.index import read_manifest, read_stats, refresh_index
 from pipeline.corpus.layout import (
@@ -27,12 +27,15 @@ from pipeline.corpus.layout import (
 )
 from pipeline.corpus.lease import CorpusLease
 from pipeline.corpus.storage import is_temporary
-from pipeline.corpus.tar_io import read_tar
+from pipeline.corpus.tar_io import ReadLimits, read_tar
 from pipeline.corpus.writer import (
     find_stray_temporaries,
     remove_shard,
     remove_stray_temporaries,
 )
+from pipeline.errors import CorpusError
+
+DEFAULT_PARQUET_BYTES = 256 << 20  # a shard's parquet whose stats do not record its size (one row per sample)
 
 
 @dataclass
@@ -66,15 +69,18 @@ def _check_members(layout: CorpusLayout, name: str, stats: dict, entry: dict) ->
     problems: list[str] = []
     order: list[str] = []
     groups: dict[str, list[str]] = {}
+    limits = ReadLimits.for_shard(stats.get("tar_bytes"))
     try:
-        for key, members in read_tar(layout.storage, name, problems):
+        for key, members in read_tar(layout.storage, name, problems, limits=limits):
             if key in groups:
                 problems.append(f"duplicate key {key!r} (members not contiguous)")
                 groups[key] += list(members)
                 continue
             groups[key] = list(members)
             order.append(key)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except CorpusError as exc:  # over a cap, truncated or malformed: the message names shard and member
+        return [str(exc)], order
+    except OSError as exc:
         return [f"unreadable tar ({type(exc).__name__}: {exc})"], order
     expected = sorted(stats.get("members", []))
     label = int(entry["label"])
@@ -97,11 +103,18 @@ def _check_parquet(layout: CorpusLayout, name: str, stats: dict, keys: list[str]
     if not storage.is_file(name):
         return ["missing parquet"]
     problems = []
+    cap = stats.get("parquet_bytes") if is_int(stats.get("parquet_bytes")) else DEFAULT_PARQUET_BYTES
+    size = storage.size(name)
+    if size > cap:  # someone else's corpus: not read into memory past what its stats promise
+        return [f"{name} is {size} bytes, over its {cap}-byte cap (stats or the default)"]
     data = storage.read_bytes(name)
     if "parquet_sha256" in stats and hashlib.sha256(data).hexdigest() != stats["parquet_sha256"]:
         problems.append("parquet sha256 differs from stats (altered)")
     try:
-        rows = pq.read_table(pa.BufferReader(data), columns=["key"], use_threads=False).column("key").to_pylist()
+        # ParquetFile reads on this thread; read_table's dataset scan could drop the last reference to the
+        # buffer on an Arrow I/O thread, which then aborted the process at interpreter exit
+        with pq.ParquetFile(pa.BufferReader(data)) as parquet:
+            rows = parquet.read(columns=["key"], use_threads=False).column("key").to_pylist()
     except Exception as exc:  # noqa: BLE001 - any parquet failure is a problem of this shard
         return problems + [f"unreadable parquet ({type(exc).__name__})"]
     if rows != keys:

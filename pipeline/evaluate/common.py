@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -113,10 +113,14 @@ def resolve_recorded_teacher(info: CorpusInfo) -> str | None:
     """The corpus's own teacher as a loadable spec, or ``None`` when the manifest records none.
 
     A timm teacher is named with the pretrained tag it was resolved to when the corpus was made
-    (``timm:NAME.TAG``), so a newer timm default does not swap the weights. A checkpoint is recorded by
-    file name only: it is looked for beside the corpus, in the corpus's parent folder and in the working
-    directory, and a file there counts only if its sha256 is the recorded one; when none does, the bare
-    name comes back (loading it then fails, naming it).
+    (``timm:NAME.TAG``), so a newer timm default does not swap the weights. A checkpoint is recorded as the
+    run's manifest named it, relative to the manifest's folder (``teachers/vit.safetensors``; older corpora:
+    the file name): it is looked for under the corpus folder, the corpus's parent folder (where a run's
+    default output sits beside its manifest) and the working directory, and a file counts only if its
+    sha256 is the recorded one. A corpus may be someone else's, so an absolute path or one that climbs out
+    with ``..`` is never followed, and a checkpoint without a recorded sha256 is not loaded at all: each of
+    these, and a teacher found nowhere, is a ``UserError`` naming the file (and its sha256) and saying to
+    pass ``--teacher``.
     """
     spec = info.teacher_spec
     if spec is None or spec == "toy":
@@ -124,14 +128,45 @@ def resolve_recorded_teacher(info: CorpusInfo) -> str | None:
     if spec.startswith("timm:"):
         resolved = info.teacher_resolved_id
         return resolved if resolved and resolved.startswith("timm:") else spec
+    rel = _inside_path(spec)
+    if rel is None:
+        raise CorpusError(f"{_CANNOT}: manifest.json names it {spec[:200]!r}, a path outside the corpus's folders "
+                          f"(not followed); {_PASS}")
+    if info.teacher_sha256 is None:
+        raise CorpusError(f"{_CANNOT}: manifest.json records no sha256 for {rel}, so no local file can be "
+                          f"trusted to be it; {_PASS}")
     local = [info.root, info.root.parent] if isinstance(info.root, Path) else []
     for base in (*local, Path.cwd()):
-        candidate = base / spec
+        candidate = base / rel
         if candidate.is_file():
-            if info.teacher_sha256 is None or file_sha256(candidate) == info.teacher_sha256:
+            if file_sha256(candidate) == info.teacher_sha256:
                 return str(candidate)
             log.warning("%s is not the corpus's teacher (its sha256 differs from the recorded one)", candidate)
-    return spec
+    raise UserError(f"{_CANNOT}: {rel} with sha256 {info.teacher_sha256} is not in the corpus folder, its parent "
+                    f"folder or the working directory; {_PASS}")
+
+
+def recorded_teacher_if_found(info: CorpusInfo) -> str | None:
+    """:func:`resolve_recorded_teacher`, or ``None`` (with a warning) when it cannot be used."""
+    try:
+        return resolve_recorded_teacher(info)
+    except UserError as exc:
+        log.warning("%s", exc)
+        return None
+
+
+_CANNOT = "--teacher: the corpus's teacher cannot be loaded"
+_PASS = "pass --teacher SPEC, or --stored-labels to learn from the corpus's stored soft labels"
+
+
+def _inside_path(recorded: str) -> PurePosixPath | None:
+    """``recorded`` as a relative path that stays below the folder it is joined to, else ``None``."""
+    if not recorded or "\\" in recorded or "\x00" in recorded or recorded.startswith("~"):
+        return None
+    path = PurePosixPath(recorded)
+    if path.is_absolute() or PureWindowsPath(recorded).drive or ".." in path.parts:
+        return None
+    return path
 
 
 def eval_class_ids(info: CorpusInfo, teacher: Any | None = None) -> dict[str, int]:

@@ -55,6 +55,7 @@ from pipeline.evaluate.common import (
     eval_source,
     format_top1,
     load_teacher_spec,
+    recorded_teacher_if_found,
     resolve_recorded_teacher,
     top1,
 )
@@ -601,7 +602,7 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, choices: Distil
     std = info.std or (tuple(teacher.std) if teacher is not None else None)
     # the teacher for eval (and its normalisation when the manifest records none); eval runs on rank 0
     eval_teacher = teacher
-    recorded_teacher = resolve_recorded_teacher(info)
+    recorded_teacher = recorded_teacher_if_found(info)
     wants_eval = choices.eval is not None and ddp.main
     if eval_teacher is None and recorded_teacher is not None and (wants_eval or mean is None):
         try:

@@ -354,6 +354,22 @@ class RunSpec:
 
         return file_sha256(Path(self.teacher_spec))
 
+    @property
+    def recorded_teacher_path(self) -> str:
+        """A checkpoint teacher as ``manifest.json`` records it (published, so never absolute): the path the
+        manifest gave, relative to the manifest's folder, when the file lies inside that folder, else the
+        file name alone. ``distill`` looks for it the same way (:mod:`pipeline.evaluate.common`). Not hashed."""
+        raw = Path(self.manifest.teacher).expanduser()
+        rel: Path | None = Path(os.path.normpath(raw)) if not raw.is_absolute() else None
+        if rel is None and self.source is not None:
+            path = Path(self.teacher_spec)
+            for base in {self.source.parent, self.source.parent.resolve()}:
+                if path.is_relative_to(base):
+                    rel = path.relative_to(base)
+        if rel is None or ".." in rel.parts or rel.is_absolute() or not rel.parts:
+            return Path(self.teacher_spec).name
+        return rel.as_posix()
+
     # --- conversions ---------------------------------------------------------------------------
     def inversion_config(self) -> InversionConfig:
         """The engine's typed config (already validated by load_spec): the manifest's fields over the
@@ -455,7 +471,7 @@ class RunSpec:
             "name": self.name,
             "source": self.source.name if self.source else None,  # no absolute paths: manifest.json is published
             "teacher": {
-                "spec": Path(self.teacher_spec).name if _is_checkpoint(self.teacher_spec) else self.teacher_spec,
+                "spec": self.recorded_teacher_path if _is_checkpoint(self.teacher_spec) else self.teacher_spec,
                 "id": t.teacher_id,
                 "resolved_id": t.identity,
                 "pretrained_tag": t.pretrained_tag,

@@ -45,7 +45,7 @@ from torch import nn
 
 from pipeline.checksums import file_sha256
 from pipeline.errors import UserError
-from pipeline.teachers.checkpoint import META_KEY, pair
+from pipeline.teachers.checkpoint import META_KEY, check_model_args, pair
 from pipeline.teachers.toy import describe_toy_teacher, load_or_build_toy_teacher
 from smi_core.vit import vit_geometry
 
@@ -55,6 +55,10 @@ TIMM_PREFIX = "timm:"
 TOY_SPEC = "toy"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 _CONTAINER_KEYS = ("state_dict", "model", "module", "model_ema", "state_dict_ema")
+# what a checkpoint's pretrained_cfg may set on the model: input normalisation, size, labels, licence
+# (a Hub config.json's hf_hub_id, url, file, ... name downloads and are dropped)
+_DATA_CFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "license", "label_names",
+                  "label_descriptions")
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,11 @@ def _normalise_config(config: Any, spec: str) -> dict[str, Any]:
         raise UserError(f"teacher {spec}: checkpoint config has no 'architecture' (a timm model name)")
     if not isinstance(config.get("model_args", {}), dict) or not isinstance(config["pretrained_cfg"], dict):
         raise UserError(f"teacher {spec}: checkpoint config: 'model_args' and 'pretrained_cfg' must be objects")
+    config["model_args"] = check_model_args(config.get("model_args") or {}, f"teacher {spec}: checkpoint config")
+    classes = config.get("num_classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        raise UserError(f"teacher {spec}: checkpoint config: 'num_classes' must be a positive int, got {classes!r}")
+    config["pretrained_cfg"] = {k: v for k, v in config["pretrained_cfg"].items() if k in _DATA_CFG_KEYS}
     names = config.get("label_names") or config["pretrained_cfg"].get("label_names")
     descriptions = config.get("label_descriptions") or config["pretrained_cfg"].get("label_descriptions")
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):

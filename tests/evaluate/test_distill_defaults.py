@@ -86,7 +86,7 @@ def test_a_corpus_teacher_that_cannot_be_loaded_says_what_to_do(tmp_path, make_c
     assert rc == 0, err
 
 
-def test_recorded_teacher_resolution(tmp_path: Path) -> None:
+def test_recorded_teacher_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """timm teachers come back with the tag they were made with; a checkpoint is found beside the corpus only
     when its sha256 is the recorded one."""
     from pipeline.checksums import file_sha256
@@ -106,7 +106,24 @@ def test_recorded_teacher_resolution(tmp_path: Path) -> None:
     found = evaluation.resolve_recorded_teacher(info(teacher_spec="w.safetensors", teacher_sha256=right))
     assert found == str(tmp_path / "w.safetensors")
     wrong = info(teacher_spec="w.safetensors", teacher_sha256="0" * 64)
-    assert evaluation.resolve_recorded_teacher(wrong) == "w.safetensors"  # not that file: loading it fails by name
+    with pytest.raises(evaluation.UserError, match=f"w.safetensors with sha256 {'0' * 64} is not in"):
+        evaluation.resolve_recorded_teacher(wrong)  # not that file, and no other: the error names file and sha
+    assert evaluation.recorded_teacher_if_found(wrong) is None
+    # the path as the run's manifest gave it, relative to its folder: found below the working directory
+    (tmp_path / "m" / "teachers").mkdir(parents=True)
+    (tmp_path / "w.safetensors").rename(tmp_path / "m" / "teachers" / "w.safetensors")
+    nested = info(teacher_spec="teachers/w.safetensors", teacher_sha256=right)
+    monkeypatch.chdir(tmp_path / "m")
+    assert evaluation.resolve_recorded_teacher(nested) == str(tmp_path / "m" / "teachers" / "w.safetensors")
+    # a corpus is someone else's bytes: no path out of its folders, no checkpoint without a recorded sha256
+    outside = [str(tmp_path / "m" / "teachers" / "w.safetensors"), "../m/teachers/w.safetensors",
+               "teachers/../../m/teachers/w.safetensors", "~/w.safetensors", "C:/w.safetensors", "teachers\\w.x"]
+    monkeypatch.chdir(tmp_path / "m" / "teachers")
+    for spec in outside:
+        with pytest.raises(evaluation.CorpusError, match="outside the corpus's folders.*--teacher SPEC"):
+            evaluation.resolve_recorded_teacher(info(teacher_spec=spec, teacher_sha256=right))
+    with pytest.raises(evaluation.CorpusError, match="records no sha256 for w.safetensors.*--teacher SPEC"):
+        evaluation.resolve_recorded_teacher(info(teacher_spec="w.safetensors"))
 
 
 def test_default_steps_fit_the_corpus_size() -> None:

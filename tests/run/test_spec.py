@@ -322,6 +322,31 @@ def test_checkpoint_teacher_hash_follows_content(tmp_path: Path) -> None:
     assert load_spec(write(tmp_path, merged(BASE, {"teacher": "b/w.safetensors"}))).spec_hash() != h
 
 
+
+def test_checkpoint_teacher_is_recorded_relative_to_the_manifest_and_not_hashed(tmp_path: Path) -> None:
+    """manifest.json (published) records the checkpoint as the manifest named it, relative to the manifest's
+    folder, never as an absolute path; where it is recorded does not change the spec hash."""
+    m = tmp_path / "m"
+    (m / "teachers").mkdir(parents=True)
+    (m / "teachers" / "vit.safetensors").write_bytes(b"weights-1")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "vit.safetensors").write_bytes(b"weights-1")
+    cases = {
+        "teachers/vit.safetensors": "teachers/vit.safetensors",
+        "./teachers/../teachers/vit.safetensors": "teachers/vit.safetensors",
+        str(m / "teachers" / "vit.safetensors"): "teachers/vit.safetensors",  # absolute, inside the folder
+        "../shared/vit.safetensors": "vit.safetensors",  # outside the manifest's folder: the name alone
+        str(tmp_path / "shared" / "vit.safetensors"): "vit.safetensors",
+    }
+    hashes = set()
+    for given, recorded in cases.items():
+        spec = load_spec(write(m, merged(BASE, {"teacher": given})))
+        teacher = json.loads(json.dumps(spec.resolved()))["teacher"]
+        assert teacher["spec"] == recorded, given
+        assert str(tmp_path) not in json.dumps(spec.resolved())
+        hashes.add(spec.spec_hash())
+    assert len(hashes) == 1
+
 def test_shipped_manifests_load() -> None:
     demo = load_spec(MANIFESTS / "demo.yaml")
     assert demo.classes == tuple(range(10)) and demo.num_images == 80 and demo.device == "cpu"

@@ -307,3 +307,61 @@ def test_weights_digest_follows_the_tensors_not_the_file(tmp_path: Path, tiny_vi
                                                                  torch.tensor(1.0))  # one ulp
     assert teacher_mod.weights_sha256(changed) != a.weights_sha256
     assert teacher_mod.weights_sha256(tiny_vit.to(torch.bfloat16)) != a.weights_sha256  # dtype counts
+
+
+def _with_metadata(path: Path, model: torch.nn.Module, config: dict[str, Any]) -> Path:
+    """A safetensors file whose metadata says ``config`` (bypassing save_checkpoint's own check)."""
+    from safetensors.torch import save_file
+
+    from pipeline.teachers.checkpoint import META_KEY
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={META_KEY: json.dumps(config)})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"checkpoint_path": "/tmp/evil.pth"}, "checkpoint_path"),
+        ({"pretrained_cfg_overlay": {"file": "/tmp/evil.pth"}}, "pretrained_cfg_overlay"),
+        ({"pretrained_cfg": {"file": "/tmp/evil.pth"}}, "pretrained_cfg"),
+        ({"pretrained": True}, "pretrained"),
+        ({"embed_layer": "os.system"}, "embed_layer"),
+        ({"cache_dir": "/tmp"}, "cache_dir"),
+        ({"depth": "2"}, "depth"),
+        ({"img_size": "/etc/passwd"}, "img_size"),
+        ({"global_pool": "../x"}, "global_pool"),
+    ],
+)
+def test_model_args_outside_the_allow_list_are_refused_naming_the_key(
+    tmp_path: Path, tiny_vit: torch.nn.Module, torch_loads: list, extra: dict[str, Any], key: str
+) -> None:
+    config = {"architecture": ARCH, "num_classes": 5, "model_args": {**KWARGS, **extra}}
+    meta = _with_metadata(tmp_path / "m.safetensors", tiny_vit, config)
+    pth = tmp_path / "s.pth"
+    torch.save(tiny_vit.state_dict(), pth)
+    (tmp_path / "config.json").write_text(json.dumps(config))  # a Hub-style sidecar beside s.pth
+    for spec in (str(meta), str(pth)):
+        for fn in (describe_teacher, load_teacher):
+            with pytest.raises(UserError, match=rf"model_args.*'{key}'"):
+                fn(spec)
+    assert not torch_loads  # refused before any weights were read
+    with pytest.raises(UserError, match=rf"'{key}'"):
+        save_checkpoint(tiny_vit, tmp_path / "w.safetensors", arch=ARCH, model_kwargs={**KWARGS, **extra},
+                        class_names=None, license=None)
+
+
+def test_allowed_model_args_still_build_and_hub_cfg_downloads_are_dropped(
+    tmp_path: Path, tiny_vit: torch.nn.Module
+) -> None:
+    config = {"architecture": ARCH, "num_classes": 5,
+              "model_args": {**KWARGS, "img_size": [32, 32], "qkv_bias": True, "mlp_ratio": 4, "fc_norm": None,
+                             "global_pool": "token", "drop_path_rate": 0.1},
+              "pretrained_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "hf_hub_id": "x/y",
+                                 "file": "/tmp/evil.pth", "url": "https://example.invalid/w.pth"}}
+    teacher = load_teacher(str(_with_metadata(tmp_path / "ok.safetensors", tiny_vit, config)))
+    with torch.no_grad():
+        assert torch.equal(teacher.model(_x()), tiny_vit(_x()))
+    cfg = teacher.model.pretrained_cfg
+    assert teacher.mean == (0.5, 0.5, 0.5) and cfg.get("file") is None and cfg.get("url") != config["pretrained_cfg"]["url"]
