@@ -60,7 +60,6 @@ class CorpusStats:
     mean_seconds: float | None
     image_size: tuple[int, int] | None
     made_with: tuple[tuple[str, int], ...] = ()  # (provenance line, shards) over the shards' stats
-    hosts: int = 0  # distinct hosts named in the shards' provenance
 
 
 _PACKAGES = ("smi-synth", "torch", "timm", "numpy", "pillow", "pyarrow")
@@ -69,7 +68,7 @@ _PACKAGES = ("smi-synth", "torch", "timm", "numpy", "pillow", "pyarrow")
 def provenance_line(record: dict) -> str:
     """A provenance record (stats ``provenance``) as one line: device and model, dtype, versions."""
     packages = record.get("packages") if isinstance(record.get("packages"), dict) else {}
-    where = record.get("gpu") or record.get("cpu") or "unknown model"
+    where = record.get("gpu") or (f"CPU {record['cpu_capability']}" if record.get("cpu_capability") else "CPU")
     versions = ", ".join(f"{n} {packages[n]}" for n in _PACKAGES if n in packages)
     extra = f", CUDA {record['cuda']}" if record.get("cuda") else ""
     return f"{record.get('device', '?')} ({where}{extra}), {record.get('dtype', '?')}; {versions}"
@@ -88,14 +87,11 @@ def corpus_stats(layout: CorpusLayout, manifest: dict) -> CorpusStats:
     counts = dict.fromkeys(sums, 0)
     image_size, seconds, timed = None, 0.0, 0
     made_with: dict[str, int] = {}
-    hosts: set[str] = set()
     for sid in done:
         stats = read_stats(layout, sid)
         record = stats.get("provenance")
         line = provenance_line(record) if isinstance(record, dict) else "not recorded (made before smi-synth recorded provenance)"
         made_with[line] = made_with.get(line, 0) + 1
-        if isinstance(record, dict) and record.get("host"):
-            hosts.add(str(record["host"]))
         images += int(stats.get("samples", 0))
         tar_bytes += int(stats.get("tar_bytes", 0))
         parquet_bytes += int(stats.get("parquet_bytes", 0))
@@ -117,7 +113,7 @@ def corpus_stats(layout: CorpusLayout, manifest: dict) -> CorpusStats:
     mean = {c: (sums[c] / counts[c] if counts[c] else None) for c in sums}
     return CorpusStats(len(done), images, len(labels), tar_bytes, parquet_bytes, mean["confidence"],
                        mean["kept_patches"], seconds / timed if timed else None, image_size,
-                       tuple(sorted(made_with.items(), key=lambda kv: (-kv[1], kv[0]))), len(hosts))
+                       tuple(sorted(made_with.items(), key=lambda kv: (-kv[1], kv[0]))))
 
 
 def _teacher(spec: dict) -> tuple[str, str | None]:
@@ -140,8 +136,6 @@ def _provenance_rows(spec: dict, stats: CorpusStats) -> list[str]:
     rows.append(f"| Engine version | {spec.get('engine_version', 'not recorded')} |")
     for line, shards in stats.made_with:
         rows.append(f"| Made with | {line} ({shards} shard{'s' if shards != 1 else ''}) |")
-    if stats.hosts:
-        rows.append(f"| Hosts | {stats.hosts} |")
     mixed = spec.get("provenance_mismatches") or []
     if mixed:
         diffs = "; ".join(d for m in mixed for d in m.get("differences", []))
@@ -311,7 +305,7 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, 
         "`metadata/train-NNNNNN.parquet` has one row per sample (key, label, class_name, seed, shard, size, "
         "image sha256, kept patch count, confidence, final loss; timings are in the stats); "
         "`stats/train-NNNNNN.json` has each shard's sample count, byte size, sha256 and provenance (package "
-        "versions, device, GPU model, host, teacher weights sha256); `manifest.json` "
+        "versions, device, GPU model or CPU instruction set, teacher weights sha256; no host names); `manifest.json` "
         "holds the full generation spec; `shardindex.json` is a wids shard index.",
         "",
         "## Loading",
