@@ -23,6 +23,7 @@ from pipeline.teachers.checkpoint import save_checkpoint
 from pipeline.teachers.loading import load_teacher
 from smi_core import InversionConfig, SelectionConfig, StopSchedule
 from smi_core.version import ENGINE_VERSION
+from tests.hub.fake_hub import FakeHub
 from tests.run.tiny_run import write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,8 +149,9 @@ def test_a_shard_names_no_host_and_no_local_path(tmp_path: Path, teacher_file: P
 @pytest.mark.timeout(600)
 def test_a_corpus_made_on_a_named_host_publishes_neither_the_name_nor_its_paths(tmp_path: Path,
                                                                                  teacher_file: Path) -> None:
-    """A real ``smi-synth run`` (driver and Ray workers all on a host with a unique name), then ``preview``:
-    every byte publish may send is scanned for the host name and for the local paths."""
+    """A real ``smi-synth run`` (driver and Ray workers all on a host with a unique name), ``preview`` and
+    ``publish`` to the test Hub: every file publish may send, and every byte it did send, is scanned for the
+    host name and for the local paths."""
     host = f"host-{secrets.token_hex(6)}"
     site = tmp_path / "site"
     site.mkdir()
@@ -168,3 +170,16 @@ def test_a_corpus_made_on_a_named_host_publishes_neither_the_name_nor_its_paths(
                        f"{Path.home()}/"]) == []
     noted = {json.loads(line)["host"] for line in (out / LOCAL_HOSTS).read_text().splitlines()}
     assert noted == {host}  # the workers did run on the named host: only the local notes say so
+    token = "hf_SmiSynthFakeToken0123456789abcdef"
+    with FakeHub(token) as hub:  # what publish actually sends, byte for byte
+        hf = {k: v for k, v in env.items() if not k.startswith(("HF_", "HUGGING_FACE"))}
+        hf.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf"),
+                  HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN=token)
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "publish", str(out), "--repo-id", "ns/x"],
+                              cwd=ROOT, env=hf, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        uploaded = hub.files("ns/x")
+    assert {"README.md", "manifest.json", "shardindex.json"} <= set(uploaded)
+    assert {path.split("/")[0] for path in uploaded} >= {"data", "metadata", "stats", "preview"}
+    secret = [host, str(tmp_path), str(teacher_file.parent), str(ROOT), sys.prefix, f"{Path.home()}/"]
+    assert [f"{path}: {s}" for path, data in uploaded.items() for s in secret if s.encode() in data] == []
