@@ -41,7 +41,8 @@ def _assert_same_images(alone, packed) -> None:
     for a, p in zip(alone, packed):
         assert torch.equal(a.labels, p.labels)
         assert torch.equal(a.kept_mask, p.kept_mask)  # the same stops: saliency, random draws and policy state
-        torch.testing.assert_close(p.images, a.images, rtol=0, atol=1e-4)  # rounding of other kernel shapes only
+        # rounding of other kernel shapes only, grown over the iterations: within half a stored uint8 level
+        torch.testing.assert_close(p.images, a.images, rtol=0, atol=0.5 / 255)
         torch.testing.assert_close(p.logits, a.logits, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(p.loss, a.loss, rtol=1e-4, atol=1e-5)
 
