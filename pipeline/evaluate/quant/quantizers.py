@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-MAX_SEARCH_ELEMENTS = 1 << 20  # larger tensors are searched on a strided subsample of this many elements
+MAX_SEARCH_ELEMENTS = 1 << 18  # larger tensors are searched on a strided subsample of this many elements
 CLIP_RATIOS = tuple(round(0.30 + 0.025 * i, 3) for i in range(29))  # 0.30 ... 1.00
 PERCENTILES = (0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999)
 LOG2_PERCENTILES = (0.9, 0.95, 0.99, 0.999, 0.9999, 1.0)
@@ -183,19 +183,21 @@ def search_weight(w: torch.Tensor, bits: int, ratios: Sequence[float] = CLIP_RAT
     return UniformQuantizer(bits, best_scale, best_zero, axis=0)
 
 
+def _tails(flat: torch.Tensor, pcts: Sequence[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(1 - p, p)`` quantiles (nearest rank) of ``flat`` along dim 0, from its top/bottom ``k`` only."""
+    n = flat.shape[0]
+    ranks = {p: min(n - 1, int(round((1 - p) * (n - 1)))) for p in pcts}
+    k = max(ranks.values()) + 1
+    top = flat.topk(k, dim=0).values  # descending
+    bottom = flat.topk(k, dim=0, largest=False).values  # ascending
+    return [(bottom[ranks[p]], top[ranks[p]]) for p in pcts]
+
+
 def _range_candidates(flat: torch.Tensor, ratios: Sequence[float], pcts: Sequence[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Candidate ``(lo, hi)`` per column of ``flat`` (rows, C) or for the 1-d ``flat``: clip ratios of the min/max
     and symmetric percentile pairs."""
-    dim = 0
-    lo, hi = flat.amin(dim), flat.amax(dim)
-    cands = [(lo * r, hi * r) for r in ratios]
-    sorted_vals, _ = flat.sort(dim)
-    n = sorted_vals.shape[0]
-    for p in pcts:
-        k_hi = min(n - 1, int(round(p * (n - 1))))
-        k_lo = max(0, int(round((1 - p) * (n - 1))))
-        cands.append((sorted_vals[k_lo], sorted_vals[k_hi]))
-    return cands
+    lo, hi = flat.amin(0), flat.amax(0)
+    return [(lo * r, hi * r) for r in ratios] + _tails(flat, pcts)
 
 
 def search_uniform(
@@ -228,11 +230,9 @@ def search_uniform(
 def search_log2(x: torch.Tensor, bits: int, pcts: Sequence[float] = LOG2_PERCENTILES) -> Log2Quantizer:
     """Log2 quantizer for non-negative ``x`` whose top level (a percentile of ``x``) has the lowest MSE."""
     flat = _sample(x)
-    sorted_vals, _ = flat.sort()
-    n = len(sorted_vals)
     best: tuple[float, torch.Tensor] | None = None
-    for p in pcts:
-        delta = torch.clamp(sorted_vals[min(n - 1, int(round(p * (n - 1))))], min=1e-8)
+    for (_lo, hi) in _tails(flat, pcts):
+        delta = torch.clamp(hi, min=1e-8)
         err = float(_mse(log2_fake_quant(flat, delta, bits), flat))
         if best is None or err < best[0]:
             best = (err, delta)
