@@ -28,7 +28,7 @@ and the softmax/GELU arithmetic stay in float (as in the papers).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -336,11 +336,3 @@ def quantize_vit(model: nn.Module, images: torch.Tensor, settings: QuantSettings
         qv.calibrate(images)
     return qv.eval()
 
-
-@dataclass
-class CalibrationSet:
-    """A calibration batch and where it came from (for reports)."""
-
-    name: str
-    images: torch.Tensor  # normalised (N, 3, S, S)
-    labels: list[int] = field(default_factory=list)  # class ids when known (corpus, real images)
