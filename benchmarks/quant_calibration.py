@@ -131,7 +131,8 @@ def goals(fp: float, rows: dict[str, dict[str, dict[str, Any]]]) -> dict[str, An
 def print_table(result: dict[str, Any]) -> None:
     print(f"{'teacher':10} {'bits':5} {'float':>7} " + " ".join(f"{c:>13}" for c in CALIB))
     for name, t in result["teachers"].items():
-        for label, row in t["rows"].items():
+        for label in result["settings"]["bits"]:
+            row = t["rows"][label]
             cells = " ".join(f"{100 * row[c]['mean']:6.2f} ({100 * row[c]['sd']:.1f})" for c in CALIB)
             print(f"{name:10} {label:5} {100 * t['teacher_top1']:6.2f}% {cells}")
     print(f"cells: top-1 % mean over seeds {result['settings']['seeds']} (sd, points); "
