@@ -145,14 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the student's initialisation, data order and views")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = sub.add_parser("quantize", help="post-training quantization calibrated on a corpus")
+    p = sub.add_parser("quantize", help="post-training quantization of the corpus's teacher, calibrated on the corpus "
+                       "beside noise (and real images)")
     p.add_argument("out", help="corpus folder")
-    p.add_argument("--model", required=True, help="teacher spec of the ViT to quantize (timm:NAME, toy or a checkpoint)")
-    p.add_argument("--w-bits", type=int, default=8, help="weight bits (per output channel, symmetric)")
-    p.add_argument("--a-bits", type=int, default=8, help="activation bits (per tensor, asymmetric)")
+    p.add_argument("--model", help="teacher spec of the ViT to quantize (default: the corpus's own teacher)")
     p.add_argument("--eval", dest="eval_spec",
                    help="'toy' or an ImageFolder directory of real images (default: 'toy' for the toy teacher, else none)")
-    p.add_argument("--calib-images", type=int, default=256, help="calibration images, drawn across all classes")
+    p.add_argument("--real-calib", metavar="DIR",
+                   help="ImageFolder of real images (disjoint from --eval): a third calibration set of the same size")
+    p.add_argument("--calib-images", type=int, default=32, help="images per calibration set, drawn across all classes")
+    p.add_argument("--bits", default="W8A8,W6A6,W4A8,W4A4", help="comma-separated weight/activation bit settings")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration draws (corpus, noise, real)")
+    p.add_argument("--post-ln", choices=["reparam", "per_channel", "per_tensor"], default="reparam",
+                   help="LayerNorm outputs: per-channel scales folded into the LayerNorm (RepQ-ViT), kept per channel, "
+                        "or one scale per tensor")
+    p.add_argument("--softmax", choices=["log2", "uniform"], default="log2", help="quantizer of the attention softmax")
+    p.add_argument("--gelu", choices=["auto", "uniform", "twin"], default="auto",
+                   help="quantizer of the GELU output (auto: the lower-MSE of uniform and twin-uniform, per layer)")
+    p.add_argument("--save", metavar="DIR", help="write each corpus-calibrated model to DIR/<WxAy>/ "
+                   "(model.safetensors + config.json)")
+    p.add_argument("--load", metavar="DIR", help="score a model saved with --save (DIR/<WxAy>) instead of quantizing")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 

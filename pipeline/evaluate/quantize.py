@@ -1,26 +1,29 @@
-"""``smi-synth quantize``: simulated (fake-quant) post-training quantization of a ViT, calibrated on a corpus.
+"""``smi-synth quantize``: post-training quantization of the corpus's teacher, calibrated on the corpus,
+beside Gaussian noise and (``--real-calib``) real images of the same count.
 
-Weights: every ``nn.Linear`` and ``nn.Conv2d`` (the patch embedding) is quantized per output channel,
-symmetric, ``w_bits`` (done once, on a copy of the model). Activations: the input of every ``nn.Linear``
-is quantized per tensor, asymmetric, ``a_bits``, by a forward pre-hook whose range is calibrated on N
-images. The range is the running min/max over the calibration set: at 8 bits the rounding step is
-small and ViT activations carry their information in a few large-magnitude outlier channels (after the
-LayerNorms and in fc2's input), so clipping them (percentile ranges) costs more than the coarser step;
-min/max is also deterministic and needs no quantile over huge tensors. The same N images of Gaussian
-noise (in the normalised input space) give the data-free baseline. Calibration images are drawn across
-all classes of the corpus (:func:`calibration_samples`), not from the first shards a stream reaches.
+The quantizer is :mod:`pipeline.evaluate.quant` (RepQ-ViT / PTQ4ViT-style fake quantization of a timm ViT:
+searched per-channel weights, searched activation ranges at every matmul input, log2 softmax, twin-uniform
+or uniform GELU output, per-channel LayerNorm outputs folded into the affine). For each bit setting
+(default W8/A8, W6/A6, W4/A8, W4/A4) the teacher is quantized once per calibration set and scored on the
+held-out images; the float teacher's top-1 is printed beside them.
+
+Calibration sets: the corpus (images drawn across all classes, :func:`calibration_samples`), ``N`` standard
+normal images in the normalised input space (the data-free baseline), and real images from an ImageFolder
+(its class folders named like the corpus's classes) that must not be the evaluation folder. ``--save DIR``
+writes each corpus-calibrated model to ``DIR/<WxAy>/``; ``--load DIR`` scores such a saved model again.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,95 +35,36 @@ from pipeline.corpus.sample import decode_image, image_member
 from pipeline.corpus.tar_io import read_tar
 from pipeline.errors import CorpusError, UserError
 from pipeline.evaluate.common import (
-    format_top1,
-    corpus_info, default_eval_spec, eval_class_ids, eval_source, load_teacher_spec, top1,
+    CorpusInfo, EvalSet, corpus_info, default_eval_spec, eval_class_ids, eval_source, format_top1, load_teacher_spec,
+    resolve_recorded_teacher, top1,
 )
+from pipeline.evaluate.quant.io import load_quantized, save_quantized
+from pipeline.evaluate.quant.model import MAX_BITS, MIN_BITS, QuantSettings, QuantViT, quantize_vit
 from pipeline.teachers.classify import normalize
 
 log = logging.getLogger(__name__)
 
-MIN_BITS, MAX_BITS = 2, 16
+DEFAULT_BITS = "W8A8,W6A6,W4A8,W4A4"
+DEFAULT_CALIB_IMAGES = 32  # PSAQ-ViT's calibration count
 
 
-def fake_quant_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric per-output-channel (dim 0) fake quantization to signed ``bits``."""
-    qmax = 2 ** (bits - 1) - 1
-    scale = weight.detach().abs().flatten(1).amax(1).clamp(min=1e-12) / qmax
-    scale = scale.view(-1, *([1] * (weight.dim() - 1)))
-    return (weight / scale).round().clamp(-qmax, qmax) * scale
+def parse_bits(text: str) -> list[tuple[int, int]]:
+    """``"W8A8,W4A4"`` -> ``[(8, 8), (4, 4)]`` (UserError on anything else or bits outside [2, 8])."""
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        m = re.fullmatch(r"[wW](\d+)[aA](\d+)", item)
+        if not m:
+            raise UserError(f"--bits: expected settings like W4A8, got {item!r}")
+        w, a = int(m[1]), int(m[2])
+        if not (MIN_BITS <= w <= MAX_BITS and MIN_BITS <= a <= MAX_BITS):
+            raise UserError(f"--bits: {item}: bits must be in [{MIN_BITS}, {MAX_BITS}]")
+        out.append((w, a))
+    if not out:
+        raise UserError("--bits: give at least one setting, e.g. W4A4")
+    return out
 
 
-def fake_quant_tensor(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
-    """Asymmetric per-tensor fake quantization of ``x`` to ``bits`` over the range [lo, hi] (0 included)."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    levels = 2**bits - 1
-    scale = max(hi - lo, 1e-12) / levels
-    zero = round(-lo / scale)
-    q = (x / scale).round().add_(zero).clamp_(0, levels)
-    return (q - zero) * scale
-
-
-class ActQuant:
-    """Forward pre-hook: observes the input range while calibrating, fake-quantizes it afterwards."""
-
-    def __init__(self, bits: int) -> None:
-        self.bits = bits
-        self.lo, self.hi = float("inf"), float("-inf")
-        self.calibrating = True
-
-    def __call__(self, module: nn.Module, inputs: tuple) -> tuple | None:
-        x = inputs[0]
-        if self.calibrating:
-            self.lo = min(self.lo, float(x.detach().min()))
-            self.hi = max(self.hi, float(x.detach().max()))
-            return None
-        if self.lo > self.hi:  # never saw data: leave the input alone
-            return None
-        return (fake_quant_tensor(x, self.lo, self.hi, self.bits), *inputs[1:])
-
-
-@dataclass
-class QuantizedModel:
-    """A fake-quantized copy of a model and its activation quantizers."""
-
-    model: nn.Module
-    act_quants: dict[str, ActQuant]
-
-    def finish_calibration(self) -> None:
-        for q in self.act_quants.values():
-            q.calibrating = False
-
-
-def check_bits(w_bits: int, a_bits: int) -> None:
-    for name, b in (("--w-bits", w_bits), ("--a-bits", a_bits)):
-        if not MIN_BITS <= int(b) <= MAX_BITS:
-            raise UserError(f"{name}: must be in [{MIN_BITS}, {MAX_BITS}], got {b}")
-
-
-def quantize_model(model: nn.Module, w_bits: int, a_bits: int) -> QuantizedModel:
-    """A deep copy of ``model`` with quantized Linear/Conv2d weights and calibrating input hooks on Linears."""
-    check_bits(w_bits, a_bits)
-    qmodel = copy.deepcopy(model).eval()
-    acts: dict[str, ActQuant] = {}
-    with torch.no_grad():
-        for name, mod in qmodel.named_modules():
-            if isinstance(mod, (nn.Linear, nn.Conv2d)):
-                mod.weight.copy_(fake_quant_weight(mod.weight, w_bits))
-            if isinstance(mod, nn.Linear):
-                acts[name] = ActQuant(a_bits)
-                mod.register_forward_pre_hook(acts[name])
-    return QuantizedModel(qmodel, acts)
-
-
-@torch.no_grad()
-def calibrate(qm: QuantizedModel, batches: Iterable[torch.Tensor]) -> int:
-    """Run already-normalised image batches through ``qm`` to set activation ranges; returns the image count."""
-    n = 0
-    for images in batches:
-        qm.model(images)
-        n += len(images)
-    qm.finish_calibration()
-    return n
+# --- calibration sets ------------------------------------------------------------------------------------
 
 
 def calibration_samples(root: str | Path, n: int, seed: int = 0) -> list[tuple[torch.Tensor, int]]:
@@ -154,64 +98,180 @@ def calibration_samples(root: str | Path, n: int, seed: int = 0) -> list[tuple[t
                 if quota == 0:
                     break
     order = list(range(len(out)))
-    rng.shuffle(order)  # batches mix classes (BatchNorm-free ViTs do not care, but other models might)
+    rng.shuffle(order)  # batches mix classes
     return [out[i] for i in order]
 
 
 def corpus_calibration(root: str | Path, n: int, mean: tuple, std: tuple, batch_size: int = 64) -> Iterator[torch.Tensor]:
     """:func:`calibration_samples` normalised, in batches."""
-    return _normalised_batches(calibration_samples(root, n), mean, std, batch_size)
-
-
-def _normalised_batches(
-    samples: list[tuple[torch.Tensor, int]], mean: tuple, std: tuple, batch_size: int = 64
-) -> Iterator[torch.Tensor]:
+    samples = calibration_samples(root, n)
     for lo in range(0, len(samples), batch_size):
         yield normalize(torch.stack([img for img, _ in samples[lo : lo + batch_size]]), mean, std)
 
 
-def noise_calibration(n: int, img_size: int, seed: int = 0, batch_size: int = 64) -> Iterator[torch.Tensor]:
-    """``n`` standard-normal images in the normalised input space (the data-free baseline)."""
-    g = torch.Generator().manual_seed(seed)
-    for lo in range(0, n, batch_size):
-        yield torch.randn(min(batch_size, n - lo), 3, img_size, img_size, generator=g)
+def noise_calibration(n: int, img_size: int, seed: int = 0) -> torch.Tensor:
+    """``n`` standard-normal images in the normalised input space (the data-free baseline), one batch."""
+    return torch.randn(n, 3, img_size, img_size, generator=torch.Generator().manual_seed(seed))
+
+
+def real_calibration(folder: EvalSet, n: int, seed: int = 0) -> tuple[torch.Tensor, list[int]]:
+    """``n`` images of an ImageFolder spread over its classes as :func:`calibration_samples` does: images in
+    [0, 1] and their class ids."""
+    images, labels = map(list, zip(*((img, int(lab)) for batch, labs in folder.batches()
+                                     for img, lab in zip(batch, labs))))
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, lab in enumerate(labels):
+        by_class[lab].append(i)
+    classes = sorted(by_class)
+    for idx in by_class.values():
+        rng.shuffle(idx)
+    base, extra = divmod(n, len(classes))
+    lucky = set(rng.sample(classes, min(extra, len(classes))))
+    picks = [i for c in classes for i in by_class[c][: base + (c in lucky)]]
+    rng.shuffle(picks)
+    return torch.stack([images[i] for i in picks]), [labels[i] for i in picks]
+
+
+# --- the older single-setting API (benchmarks/quality.py) -----------------------------------------------
+
+
+@dataclass
+class QuantizedModel:
+    """A ViT waiting for calibration; ``model`` is the quantized model once :func:`calibrate` ran."""
+
+    source: nn.Module
+    settings: QuantSettings
+    model: QuantViT | None = None
+
+
+def quantize_model(model: nn.Module, w_bits: int, a_bits: int) -> QuantizedModel:
+    """``model`` to be quantized at ``w_bits``/``a_bits`` with the default quantizer settings."""
+    return QuantizedModel(model, QuantSettings(w_bits=w_bits, a_bits=a_bits))
+
+
+def calibrate(qm: QuantizedModel, batches: Iterable[torch.Tensor]) -> int:
+    """Quantize ``qm.source`` calibrated on the normalised image batches; returns the image count."""
+    images = torch.cat(list(batches))
+    qm.model = quantize_vit(qm.source, images, qm.settings)
+    return len(images)
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+
+def _check_disjoint(real: str, eval_spec: str | None) -> None:
+    if eval_spec is None or eval_spec == "toy":
+        return
+    a, b = Path(real).resolve(), Path(eval_spec).resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise UserError(f"--real-calib: {real} overlaps the evaluation folder {eval_spec}; give disjoint images")
+
+
+def _teacher_spec(args: argparse.Namespace, info: CorpusInfo) -> tuple[str, str]:
+    if args.model:
+        return args.model, "--model"
+    spec = resolve_recorded_teacher(info)
+    if spec is None:
+        raise UserError(f"--model: {info.root} records no teacher; pass --model SPEC")
+    return spec, "the corpus's own, from its manifest (--model SPEC to change)"
+
+
+def _settings(args: argparse.Namespace, w: int, a: int) -> QuantSettings:
+    return QuantSettings(w_bits=w, a_bits=a, post_ln=args.post_ln, softmax=args.softmax, gelu=args.gelu)
+
+
+def _load_and_score(args: argparse.Namespace, info: CorpusInfo) -> int:
+    try:
+        qv, meta = load_quantized(args.load, device=args.device)
+    except (ValueError, OSError, KeyError) as exc:
+        raise UserError(f"--load: {exc}") from None
+    if qv.shape.num_classes != info.num_classes:
+        raise UserError(f"--load: the saved model has {qv.shape.num_classes} classes, the corpus has {info.num_classes}")
+    eval_spec = args.eval_spec or default_eval_spec(meta.get("teacher"), info.class_ids)
+    eval_set = eval_source(eval_spec, class_ids=dict(info.class_ids), img_size=qv.shape.img_size)
+    mean, std = tuple(meta.get("mean", (0.5,) * 3)), tuple(meta.get("std", (0.5,) * 3))
+    score = top1(qv, eval_set, mean=mean, std=std, device=args.device) if eval_set is not None else None
+    report = {"loaded": str(args.load), "bits": qv.settings.label, "top1": score, "saved_top1": meta.get("top1"),
+              "eval": eval_set.name if eval_set else None, "eval_images": eval_set.num_images if eval_set else 0}
+    if args.json:
+        emit_json(report)
+    else:
+        print(f"{args.load}: {qv.settings.label} top-1 {format_top1(score)}")
+    return 0
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Entry point of ``smi-synth quantize``."""
-    check_bits(args.w_bits, args.a_bits)
+    bits = parse_bits(args.bits)
     if args.calib_images < 1:
         raise UserError(f"--calib-images: must be >= 1, got {args.calib_images}")
     info = corpus_info(args.out)
-    teacher = load_teacher_spec(args.model, device=args.device)
+    if args.load:
+        return _load_and_score(args, info)
+    spec, why = _teacher_spec(args, info)
+    teacher = load_teacher_spec(spec, device=args.device)
     if int(teacher.num_classes) != info.num_classes:
-        raise UserError(f"--model: {args.model} has {teacher.num_classes} classes, the corpus has {info.num_classes}")
+        raise UserError(f"--model: {spec} has {teacher.num_classes} classes, the corpus has {info.num_classes}")
     img_size = int(teacher.img_size[0] if isinstance(teacher.img_size, (tuple, list)) else teacher.img_size)
     if img_size != info.img_size:
-        raise UserError(f"--model: {args.model} takes {img_size}px images, the corpus has {info.img_size}px")
+        raise UserError(f"--model: {spec} takes {img_size}px images, the corpus has {info.img_size}px")
     mean, std = tuple(teacher.mean), tuple(teacher.std)
-    eval_spec = args.eval_spec or default_eval_spec(args.model, info.class_ids)
-    eval_set = eval_source(eval_spec, class_ids=eval_class_ids(info, teacher), img_size=img_size)
+    eval_spec = args.eval_spec or default_eval_spec(spec, info.class_ids)
+    class_ids = eval_class_ids(info, teacher)
+    eval_set = eval_source(eval_spec, class_ids=class_ids, img_size=img_size)
     model = teacher.model.eval()
+    try:
+        QuantViT.from_timm(model, _settings(args, *bits[0]))
+    except ValueError as exc:
+        raise UserError(f"--model: {spec}: {exc}") from None
 
     def acc(m: nn.Module) -> float | None:
         return top1(m, eval_set, mean=mean, std=std, device=args.device) if eval_set is not None else None
 
-    report: dict = {"model": args.model, "w_bits": args.w_bits, "a_bits": args.a_bits, "fp_top1": acc(model)}
-    qm = quantize_model(model, args.w_bits, args.a_bits)
-    samples = calibration_samples(args.out, args.calib_images)
-    report["calib_classes"] = len({label for _, label in samples})
-    report["calib_images"] = calibrate(qm, _normalised_batches(samples, mean, std))
-    report["quant_top1"] = acc(qm.model)
-    qn = quantize_model(model, args.w_bits, args.a_bits)
-    calibrate(qn, noise_calibration(report["calib_images"], img_size))
-    report["noise_calib_top1"] = acc(qn.model)
-    report["eval"] = eval_set.name if eval_set is not None else None
-    report["eval_images"] = eval_set.num_images if eval_set is not None else 0
+    samples = calibration_samples(args.out, args.calib_images, seed=args.seed)
+    calib: dict[str, torch.Tensor] = {"corpus": normalize(torch.stack([img for img, _ in samples]), mean, std)}
+    n = len(samples)
+    calib["noise"] = noise_calibration(n, img_size, seed=args.seed)
+    if args.real_calib:
+        _check_disjoint(args.real_calib, eval_spec)
+        real = eval_source(args.real_calib, class_ids=class_ids, img_size=img_size)
+        assert real is not None
+        images, _ = real_calibration(real, n, seed=args.seed)
+        calib["real"] = normalize(images, mean, std)
+    report: dict[str, Any] = {
+        "model": spec, "teacher_why": why, "fp_top1": acc(model), "calib_images": n,
+        "calib_classes": len({label for _, label in samples}), "seed": args.seed,
+        "calibration": {k: len(v) for k, v in calib.items()},
+        "quantizer": {"post_ln": args.post_ln, "softmax": args.softmax, "gelu": args.gelu},
+        "eval": eval_set.name if eval_set is not None else None,
+        "eval_images": eval_set.num_images if eval_set is not None else 0,
+        "bits": [f"W{w}A{a}" for w, a in bits], "rows": {}, "saved": {},
+    }
+    for w, a in bits:
+        settings = _settings(args, w, a)
+        row: dict[str, float | None] = {}
+        for name, images in calib.items():
+            qv = quantize_vit(model, images.to(args.device), settings)
+            row[name] = acc(qv)
+            if name == "corpus" and args.save:
+                meta = {"teacher": spec, "mean": list(mean), "std": list(std), "corpus": str(info.root),
+                        "calib_images": n, "seed": args.seed, "top1": row[name], "eval": report["eval"]}
+                report["saved"][settings.label] = str(save_quantized(qv, Path(args.save) / settings.label, meta))
+        report["rows"][settings.label] = row
     if args.json:
         emit_json(report)
     else:
-        print(f"W{args.w_bits}A{args.a_bits}: fp {format_top1(report['fp_top1'])}, corpus-calibrated "
-              f"{format_top1(report['quant_top1'])}, noise-calibrated {format_top1(report['noise_calib_top1'])} "
-              f"({report['calib_images']} calibration images)")
+        _print_table(report)
     return 0
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    names = list(report["calibration"])
+    print(f"teacher {report['model']} ({report['teacher_why']}); {report['calib_images']} calibration images per set "
+          f"(seed {report['seed']}); eval {report['eval'] or 'none (--eval toy|DIR)'} ({report['eval_images']} images)")
+    print(f"{'bits':6} {'float':>8} " + " ".join(f"{n:>8}" for n in names))
+    for label, row in report["rows"].items():
+        print(f"{label:6} {format_top1(report['fp_top1']):>8} " + " ".join(f"{format_top1(row[n]):>8}" for n in names))
+    for label, folder in report["saved"].items():
+        print(f"saved {label} (corpus-calibrated) to {folder}")

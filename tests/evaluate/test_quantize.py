@@ -1,65 +1,63 @@
-"""Fake quantization and ``smi-synth quantize`` end to end with a tiny in-memory teacher."""
+"""``smi-synth quantize`` end to end with a tiny in-memory teacher: the table of bit settings by calibration
+set, the corpus's own teacher by default, real calibration images, ``--save``/``--load``."""
 
 from __future__ import annotations
 
 import pytest
-import torch
-from torch import nn
 
 from pipeline.evaluate import quantize
 from tests.evaluate.test_distill import run_cli, teachers, write_imagefolder  # noqa: F401 - fixture re-export
 
 
-def _linear_error(bits: int) -> float:
-    torch.manual_seed(0)
-    lin = nn.Linear(32, 16)
-    x = torch.randn(64, 32)
-    qm = quantize.quantize_model(nn.Sequential(lin), bits, bits)
-    quantize.calibrate(qm, [x])
-    with torch.no_grad():
-        ref = lin(x)
-        return float((qm.model(x) - ref).abs().max() / ref.abs().max())
-
-
-def test_fake_quant_linear_16_bits_is_identity_2_bits_is_coarse():
-    assert _linear_error(16) < 1e-3
-    assert _linear_error(8) < 0.05
-    assert _linear_error(2) > 0.2
-
-
-def test_fake_quant_weight_levels_and_activation_range():
-    w = torch.randn(4, 10)
-    q = quantize.fake_quant_weight(w, 2)  # signed 2 bits: {-1, 0, 1} * scale per row
-    for row, qrow in zip(w, q):
-        scale = row.abs().max()
-        assert set(torch.round(qrow / scale).tolist()) <= {-1.0, 0.0, 1.0}
-    x = torch.linspace(-1, 3, 101)
-    xq = quantize.fake_quant_tensor(x, -1.0, 3.0, 4)
-    assert len(torch.unique(xq)) <= 16 and (xq - x).abs().max() <= 4 / 15 / 2 + 1e-6
-
-
-def test_quantize_end_to_end(tmp_path, make_corpus, teachers, capsys):
+def test_quantize_table_with_the_corpus_teacher_and_real_calibration(tmp_path, make_corpus, teachers, capsys):
     layout = make_corpus(tmp_path / "c")
     folder = write_imagefolder(tmp_path / "eval", ["class0", "class1", "class2"])
-    rc, rep, err = run_cli(["quantize", str(layout.root), "--model", "tiny3", "--w-bits", "8", "--a-bits", "8",
-                            "--eval", str(folder), "--calib-images", "8", "--json"], capsys)
+    real = write_imagefolder(tmp_path / "real", ["class0", "class1", "class2"], per_class=4)
+    rc, rep, err = run_cli(["quantize", str(layout.root), "--eval", str(folder), "--real-calib", str(real),
+                            "--calib-images", "6", "--json"], capsys)
     assert rc == 0, err
-    for key in ("fp_top1", "quant_top1", "noise_calib_top1"):
-        assert 0.0 <= rep[key] <= 1.0
-    assert rep["w_bits"] == 8 and rep["a_bits"] == 8 and rep["calib_images"] == 8
+    assert rep["model"] == "toy" and "manifest" in rep["teacher_why"]  # the corpus's own teacher
+    assert rep["bits"] == ["W8A8", "W6A6", "W4A8", "W4A4"] and set(rep["rows"]) == set(rep["bits"])
+    assert rep["calibration"] == {"corpus": 6, "noise": 6, "real": 6} and rep["calib_classes"] == 3
+    for row in rep["rows"].values():
+        assert set(row) == {"corpus", "noise", "real"} and all(0.0 <= v <= 1.0 for v in row.values())
+    assert 0.0 <= rep["fp_top1"] <= 1.0 and rep["eval_images"] == 9
+    rc, _, _ = run_cli(["quantize", str(layout.root), "--eval", str(folder), "--calib-images", "6",
+                        "--bits", "W4A4"], capsys)
+    assert rc == 0
 
 
-@pytest.mark.parametrize("bits", [["--w-bits", "1"], ["--a-bits", "17"]])
-def test_quantize_bits_out_of_range_exit_2(tmp_path, make_corpus, teachers, capsys, bits):
+def test_save_then_load_gives_the_same_top1(tmp_path, make_corpus, teachers, capsys):
     layout = make_corpus(tmp_path / "c")
-    rc, _, err = run_cli(["quantize", str(layout.root), "--model", "tiny3", *bits], capsys)
-    assert rc == 2 and "must be in [2, 16]" in err
+    folder = write_imagefolder(tmp_path / "eval", ["class0", "class1", "class2"], per_class=6)
+    rc, rep, err = run_cli(["quantize", str(layout.root), "--model", "tiny3", "--eval", str(folder), "--bits",
+                            "W4A4,W8A8", "--calib-images", "6", "--save", str(tmp_path / "q"), "--json"], capsys)
+    assert rc == 0, err
+    assert set(rep["saved"]) == {"W4A4", "W8A8"} and (tmp_path / "q" / "W4A4" / "model.safetensors").is_file()
+    for label in ("W4A4", "W8A8"):
+        rc, loaded, err = run_cli(["quantize", str(layout.root), "--load", str(tmp_path / "q" / label),
+                                   "--eval", str(folder), "--json"], capsys)
+        assert rc == 0, err
+        assert loaded["bits"] == label and loaded["top1"] == rep["rows"][label]["corpus"] == loaded["saved_top1"]
 
 
-def test_quantize_class_count_mismatch_exit_2(tmp_path, make_corpus, teachers, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--bits", "W1A8"], "bits must be in [2, 8]"),
+    (["--bits", "8x8"], "expected settings like W4A8"),
+    (["--calib-images", "0"], "must be >= 1"),
+    (["--model", "tiny5"], "has 5 classes, the corpus has 3"),
+])
+def test_bad_input_exits_2(tmp_path, make_corpus, teachers, capsys, argv, message):
     layout = make_corpus(tmp_path / "c")
-    rc, _, err = run_cli(["quantize", str(layout.root), "--model", "tiny5"], capsys)
-    assert rc == 2 and "has 5 classes, the corpus has 3" in err
+    rc, _, err = run_cli(["quantize", str(layout.root), *argv], capsys)
+    assert rc == 2 and message in err
+
+
+def test_real_calibration_must_not_be_the_eval_folder(tmp_path, make_corpus, teachers, capsys):
+    layout = make_corpus(tmp_path / "c")
+    folder = write_imagefolder(tmp_path / "eval", ["class0", "class1", "class2"])
+    rc, _, err = run_cli(["quantize", str(layout.root), "--eval", str(folder), "--real-calib", str(folder)], capsys)
+    assert rc == 2 and "overlaps the evaluation folder" in err
 
 
 def test_quantize_with_a_real_checkpoint_teacher(tmp_path, make_corpus, capsys):
@@ -74,10 +72,10 @@ def test_quantize_with_a_real_checkpoint_teacher(tmp_path, make_corpus, capsys):
                                        license="other", mean=(0.5,) * 3, std=(0.5,) * 3)
     layout = make_corpus(tmp_path / "c")
     folder = write_imagefolder(tmp_path / "eval", ["class0", "class2"])
-    rc, rep, err = run_cli(["quantize", str(layout.root), "--model", str(ckpt), "--w-bits", "4", "--a-bits", "8",
+    rc, rep, err = run_cli(["quantize", str(layout.root), "--model", str(ckpt), "--bits", "W4A8",
                             "--eval", str(folder), "--calib-images", "4", "--json"], capsys)
     assert rc == 0, err
-    assert rep["calib_images"] == 4 and all(0.0 <= rep[k] <= 1.0 for k in ("fp_top1", "quant_top1", "noise_calib_top1"))
+    assert rep["calib_images"] == 4 and all(0.0 <= v <= 1.0 for v in rep["rows"]["W4A8"].values())
 
 
 def test_calibration_images_span_every_class(tmp_path, make_corpus):
@@ -97,8 +95,11 @@ def test_calibration_images_span_every_class(tmp_path, make_corpus):
     assert first.shape == (3, 8, 8) and 0.0 <= float(first.min()) and float(first.max()) <= 1.0
 
 
-def test_quantize_reports_calibration_classes(tmp_path, make_corpus, teachers, capsys):
-    layout = make_corpus(tmp_path / "c", shards_per_class=3, per_shard=4)
-    rc, rep, err = run_cli(["quantize", str(layout.root), "--model", "tiny3", "--calib-images", "6", "--json"], capsys)
-    assert rc == 0, err
-    assert rep["calib_images"] == 6 and rep["calib_classes"] == 3
+def test_older_single_setting_api_still_quantizes(teachers):
+    """benchmarks/quality.py's quantize_model + calibrate: the same quantizer, one setting."""
+    import torch
+
+    qm = quantize.quantize_model(teachers["tiny3"].model, 4, 8)
+    assert quantize.calibrate(qm, [torch.randn(4, 3, 16, 16), torch.randn(2, 3, 16, 16)]) == 6
+    assert qm.model is not None and qm.model.settings.label == "W4A8"
+    assert qm.model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
