@@ -202,7 +202,7 @@ def test_run_corpus_adopts_the_recorded_recipe_before_its_resume_check(tmp_path:
 
 
 @pytest.mark.slow
-def test_run_resumes_an_old_default_corpus_with_its_own_recipe(tmp_path: Path, teacher_file: Path,
+def test_run_resumes_an_old_default_corpus_with_its_own_recipe(tmp_path: Path, teacher_file: Path, local_ray: object,
                                                               capsys: pytest.CaptureFixture[str],
                                                               caplog: pytest.LogCaptureFixture) -> None:
     """End to end on local Ray: a corpus made with the paper's recipe spelled out (what the defaults were)
