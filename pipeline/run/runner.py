@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import ModuleType
 
 from pipeline.console import emit_json, progress
 from pipeline.corpus.index import (
@@ -227,7 +228,7 @@ def check_provenance(records: list[dict | None], layout: CorpusLayout, complete:
 LOCAL_WORKER_NICENESS = ("RAY_worker_niceness", "0")
 
 
-def _ray_init(address: str | None, num_cpus: int | None = None):
+def _ray_init(address: str | None, num_cpus: int | None = None) -> tuple[ModuleType, bool]:
     """Ray for this run and whether the run owns it (then it shuts it down at the end). A Ray this process
     has already initialised (a test's, a notebook's) is used as it is and left running; an ``address``
     naming another cluster is then refused. ``num_cpus``: a new local instance's size (default: the
