@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.corpus.index import read_manifest
@@ -91,6 +92,7 @@ def test_corpus_worth_distils_both_students_the_same_way(tmp_path, make_corpus, 
     assert result.noise_top1 == _top1_by_hand(noise_student, folder, info.class_ids)
 
 
+@pytest.mark.slow  # two spawned processes, each importing torch and training a student
 def test_students_trained_in_parallel_processes_equal_those_trained_in_turn(tmp_path, make_corpus, teachers):
     layout = make_corpus(tmp_path / "c")
     info = evaluation.corpus_info(layout.root)
