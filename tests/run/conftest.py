@@ -1,12 +1,12 @@
 """Fixtures of the run tests: the tiny teacher, and one Ray for the whole test run.
 
-Starting Ray costs seconds to tens of seconds on a loaded 2-core box, so the tests share one: ``local_ray``
-is a local instance of ``LOCAL_CPUS`` CPUs (sized in tiny_run.py, not by the machine, so that what a test asserts
-about the cluster holds on any box), started the way ``smi-synth run`` starts one; ``ray_cluster(n)`` is a
-``ray.cluster_utils.Cluster`` of ``n`` one-CPU nodes, shared too (nodes are added or removed to reach
-``n``). ``run_corpus`` uses whichever this process is connected to and leaves it running. Tests that need
-a Ray of their own (a driver killed with SIGKILL) run ``smi-synth run`` in a subprocess.
-"""
+Starting Ray costs seconds to tens of seconds on a loaded 2-core box, so the tests share one:
+``local_ray`` is a local instance of ``LOCAL_CPUS`` CPUs (sized in tiny_run.py, not by the machine, so
+that what a test asserts about the cluster holds on any box), started the way ``smi-synth run`` starts
+one; ``ray_cluster(n)`` is a ``ray.cluster_utils.Cluster`` of ``n`` one-CPU nodes, shared too (nodes
+are added or removed to reach ``n``). ``run_corpus`` uses whichever this process is connected to and
+leaves it running. Tests that need a Ray of their own (a driver killed with SIGKILL) run ``smi-synth
+run`` in a subprocess."""
 
 from __future__ import annotations
 

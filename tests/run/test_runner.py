@@ -109,7 +109,7 @@ def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, teacher_file):
     assert verify_corpus(interrupted).ok
 
 
-@pytest.mark.slow  # the crash's default-suite test on real Ray: test_runner_queue.py (the state machine: test_scheduler.py)
+@pytest.mark.slow  # a crash on real Ray in make test: test_runner_queue.py (the state machine: test_scheduler.py)
 def test_worker_crash_mid_shard_is_retried(tmp_path, teacher_file, monkeypatch, capsys):
     manifest = write_manifest(tmp_path, teacher_file)
     monkeypatch.setenv("SMI_SYNTH_INJECT_FAULT", f"crash:3:1:{tmp_path / 'faults'}")

@@ -45,7 +45,8 @@ def test_more_workers_than_fit_exits_2_at_once(tmp_path, teacher_file, capsys, l
     too_many = LOCAL_CPUS + 1
     assert main(["run", str(manifest), "--out", str(tmp_path / "out"), "--workers", str(too_many)]) == 2
     err = capsys.readouterr().err
-    assert f"--workers {too_many}: the Ray cluster holds {LOCAL_CPUS} worker(s) of 1 CPU (1 node: {LOCAL_CPUS} CPU)" in err
+    holds = f"the Ray cluster holds {LOCAL_CPUS} worker(s) of 1 CPU (1 node: {LOCAL_CPUS} CPU)"
+    assert f"--workers {too_many}: {holds}" in err
     big = write_manifest(tmp_path, teacher_file, resources={"workers": "auto", "cpus_per_worker": LOCAL_CPUS + 2})
     assert main(["run", str(big), "--out", str(tmp_path / "out2")]) == 2
     assert f"no node of the Ray cluster can hold one worker of {LOCAL_CPUS + 2} CPU" in capsys.readouterr().err
