@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=20
 
+# every test, the `slow` and `bench` ones too
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
 
@@ -31,10 +32,13 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/smi-synth bench --quick
 
-# The GPU path in one process (no .venv, no install: the lent GPU machine's python3 has what it needs);
-# without CUDA it runs the smoke mode and says so. Writes bench-gpu-out/bench-gpu.{json,md}.
+# The GPU path in one process, nothing installed: with the project's .venv where it exists (a dev box),
+# else $(PYTHON) (the lent GPU machine's python3 has what it needs); without CUDA it runs the smoke mode
+# and says so. Writes bench-gpu-out/bench-gpu.{json,md}.
+BENCH_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
 bench-gpu:
-	$(PYTHON) -m pipeline.bench.gpu --out bench-gpu-out
+	$(BENCH_PYTHON) -m pipeline.bench.gpu --out bench-gpu-out
 
 # BENCHMARKS.md and docs/*.png from benchmarks/results/*.json (`--check` says whether they are up to date).
 bench-render: $(STAMP)

@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from pipeline.console import emit_json, progress
 from pipeline.corpus.card import write_card
@@ -226,20 +227,29 @@ def check_provenance(records: list[dict | None], layout: CorpusLayout, complete:
 LOCAL_WORKER_NICENESS = ("RAY_worker_niceness", "0")
 
 
-def _ray_init(address: str | None):
+def _ray_init(address: str | None, num_cpus: int | None = None) -> tuple[ModuleType, bool]:
+    """Ray for this run and whether the run owns it (then it shuts it down at the end). A Ray this process
+    has already initialised (a test's, a notebook's) is used as it is and left running; an ``address``
+    naming another cluster is then refused. ``num_cpus``: a new local instance's size (default: the
+    machine's cores)."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto", current):
+            raise UserError(f"--address {address}: this process is already connected to the Ray cluster at {current}")
+        return ray, False
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
     if address is None:  # a fresh local instance, never another session's cluster found on this host
         address = "local"
-        kwargs.update(num_cpus=os.cpu_count() or 1, object_store_memory=256 * 1024 * 1024,
+        kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=256 * 1024 * 1024,
                       runtime_env={"env_vars": {LOCAL_WORKER_NICENESS[0]: LOCAL_WORKER_NICENESS[1]}})
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as exc:
         raise UserError(f"--address {address}: cannot connect to the Ray cluster ({exc})") from None
-    return ray
+    return ray, True
 
 
 def _worker_layout(spec: RunSpec, ray, workers: int | None) -> tuple[str, int, dict, Callable[[], int] | None]:
@@ -320,7 +330,8 @@ def run_corpus(
         return report
     if spec.teacher_spec == "toy":
         prebuild_toy_teacher(show_progress)
-    ray = _ray_init(address)
+    ray, owned = _ray_init(address)
+    actors: list = []  # this run's actors: released at the end when the Ray is the caller's
     try:
         device, count, options, room = _worker_layout(spec, ray, workers)
         dtype = spec.dtype if device == "cuda" else "float32"
@@ -342,13 +353,17 @@ def run_corpus(
                 progress_every_s=max(0.2, min(10.0, policy.start_timeout_s / 5)),
             )
             actor_cls = ray.remote(RayShardWorker).options(max_restarts=-1, max_task_retries=0, **options)
-            registry = ray.remote(AttemptRegistry).options(num_cpus=0).remote()
+            # the registry lives on the driver's node: losing a worker node must not lose every attempt's record
+            here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False)
+            registry = ray.remote(AttemptRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
+            actors.append(registry)
             gate = _ProvenanceGate(ray, spec, tasks, complete, manifest, execution, allow_provenance_mismatch, lease)
             report.startup_seconds = time.perf_counter() - start
             try:
                 if pending:
-                    _dispatch(ray, lambda: actor_cls.remote(config, registry), count, pending, registry, layout,
-                              report, show_progress, room, policy, gate, lease)
+                    _dispatch(ray, lambda: actors.append(actor_cls.remote(config, registry)) or actors[-1], count,
+                              pending, registry, layout, report, show_progress, room, policy, gate, lease)
                 if not allow_provenance_mismatch:  # e.g. an actor restarted on a node unlike the others
                     lease.check()
                     reject_foreign_shards(layout, [t.shard_id for t in pending], gate.reference, report)
@@ -357,7 +372,11 @@ def run_corpus(
                 raise RunError(f"{exc}; this run stopped before its next commit (what it committed stays "
                                "complete)") from None
     finally:
-        ray.shutdown()
+        if owned:
+            ray.shutdown()
+        else:
+            for handle in actors:
+                ray.kill(handle)
     _finish(layout, report, start)
     return report
 

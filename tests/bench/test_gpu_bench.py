@@ -32,6 +32,7 @@ def _run_smoke(tmp_path: Path, *args: str) -> tuple[dict, str]:
     return report, proc.stderr
 
 
+@pytest.mark.bench  # the whole GPU benchmark in its CPU smoke mode
 def test_smoke_mode_runs_without_ray_webdataset_or_pydantic_and_reports_everything(tmp_path: Path) -> None:
     report, stderr = _run_smoke(tmp_path, "--compile-modes", "none", "--repeats", "2")
     assert report["mode"] == "smoke" and "SMOKE MODE (no CUDA device)" in stderr
@@ -67,7 +68,7 @@ def test_one_stop_schedule_lands_on_the_final_kept_count() -> None:
     assert gpu.one_stop_schedule(paper, 196).iterations == (300,)
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_smoke_mode_measures_the_compiled_path(tmp_path: Path) -> None:
     """Inductor on the CPU: minutes with a cold compile cache."""
     report, _ = _run_smoke(tmp_path, "--compile-modes", "default")

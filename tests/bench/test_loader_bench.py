@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipeline.bench import loader as bench
 
 
+@pytest.mark.bench  # every part of the benchmark (memory and DataLoader workers in subprocesses); the CLI test stays
 def test_loader_bench_small(tmp_path, capsys):
     root = tmp_path / "corpus"
     writer = bench.bench_writer(root, images=40, size=16, content="smooth", shards=8)

@@ -79,6 +79,7 @@ def _check_quick(out: Path, summary: dict, teachers: set[str]) -> None:
     assert (out / "teachers-quick").is_dir()  # tiny teachers never touch the real cache
 
 
+@pytest.mark.bench  # a study: the suite's --quick run trains teachers and students
 def test_quick_mode_runs_end_to_end_and_reuses_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     qs = _load("quality_suite")
     out = tmp_path / "out"
@@ -89,6 +90,7 @@ def test_quick_mode_runs_end_to_end_and_reuses_results(tmp_path: Path, capsys: p
     assert "reusing" in capsys.readouterr().err
 
 
+@pytest.mark.bench
 def test_parallel_students_equal_those_distilled_in_turn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     qs = _load("quality_suite")
     rows = {}
@@ -104,7 +106,7 @@ def test_parallel_students_equal_those_distilled_in_turn(tmp_path: Path, capsys:
     assert len({loss for _, loss in rows[False].values()}) == 3  # three corpora, three different students
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_quick_mode_on_every_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     qs = _load("quality_suite")
     assert qs.main(["--quick", "--out", str(tmp_path), "--seeds", "0,1"]) == 0

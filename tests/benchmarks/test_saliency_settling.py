@@ -46,6 +46,7 @@ def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys
     assert_usage_error(_load("saliency_settling"), argv, flag, capsys)
 
 
+@pytest.mark.bench  # a study: trains the suite's tiny teachers and inverts with them
 def test_quick_run_reports_every_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ss = _load("saliency_settling")
     out = tmp_path / "settling.json"

@@ -51,9 +51,11 @@ def test_lease_of_a_dead_process_on_this_host_is_taken_over(tmp_path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     layout = CorpusLayout(tmp_path / "c")
-    _foreign(layout, age=1, host=socket.gethostname(), pid=proc.pid)
-    with CorpusLease.acquire(layout, "mine", settle_s=0):
-        pass
+    _foreign(layout, age=1, host=socket.gethostname(), pid=proc.pid)  # fresh, but its process is gone
+    with CorpusLease.acquire(layout, "mine", settle_s=0) as lease:
+        held = read_lease(layout)
+        assert held["token"] == lease.token and held["pid"] != proc.pid and held["command"] == "mine"
+    assert read_lease(layout) is None
 
 
 def test_heartbeat_keeps_it_fresh_and_notices_a_takeover(tmp_path) -> None:

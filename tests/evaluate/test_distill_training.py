@@ -131,6 +131,7 @@ def test_save_onto_a_file_is_refused(tmp_path, make_corpus, teachers, capsys):
     assert rc == 2 and "--save" in err
 
 
+@pytest.mark.slow  # two torchrun processes, each importing torch and building a student
 def test_ddp_under_torchrun_two_cpu_processes(tmp_path, make_corpus):
     """5 one-class shards over 2 ranks x 1 worker: equal batches per rank (no hang), one synchronised student."""
     layout = make_corpus(tmp_path / "c", num_classes=5, shards_per_class=1, per_shard=4)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from pipeline.corpus.index import read_manifest
@@ -40,17 +42,34 @@ def test_noise_corpus_is_shaped_like_its_source(tmp_path, make_corpus, teachers)
         p.read_bytes() for p in sorted(Path(noise.root, "data").iterdir())]
 
 
+def _top1_by_hand(model: torch.nn.Module, folder: Path, class_ids: dict[str, int]) -> float:
+    """Top-1 of ``model`` on an ImageFolder of 16x16 PNGs, normalised with MEAN/STD, worked out here."""
+    from PIL import Image
+
+    correct = total = 0
+    with torch.no_grad():
+        for path in sorted(folder.glob("*/*.png")):
+            pixels = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+            x = (pixels - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+            correct += int(model.eval()(x[None]).argmax(1).item() == class_ids[path.parent.name])
+            total += 1
+    return correct / total
+
+
 def test_corpus_worth_distils_both_students_the_same_way(tmp_path, make_corpus, teachers, monkeypatch):
     layout = make_corpus(tmp_path / "c")
     folder = write_imagefolder(tmp_path / "eval", ["class0", "class1", "class2"])
     info = evaluation.corpus_info(layout.root)
     eval_set = evaluation.eval_source(str(folder), class_ids=info.class_ids, img_size=info.img_size)
     trained: list[tuple[int, int, int | None]] = []
+    students: list[torch.nn.Module] = []
     real_distill = worth_mod.distill
 
     def recording_distill(student, info, cfg, **kw):
         trained.append((info.num_images, cfg.steps, cfg.seed))
-        return real_distill(student, info, cfg, **kw)
+        result = real_distill(student, info, cfg, **kw)
+        students.append(result.model)
+        return result
 
     monkeypatch.setattr(worth_mod, "distill", recording_distill)
     temp_roots: list[str] = []
@@ -58,17 +77,23 @@ def test_corpus_worth_distils_both_students_the_same_way(tmp_path, make_corpus, 
     monkeypatch.setattr(worth_mod, "write_noise_corpus",
                         lambda like, out, *a, **kw: temp_roots.append(str(out)) or real_noise(like, out, *a, **kw))
     teacher = teachers["tiny3"]
+    with torch.no_grad():  # a teacher that answers class1 whatever it sees: right on 3 of the 9 held-out images
+        teacher.model.head.weight.zero_()
+        teacher.model.head.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
     result = worth_mod.corpus_worth(layout.root, teacher, eval_set,
                                     worth_mod.WorthSettings(student="toy-student", steps=3, batch_size=4))
     assert trained == [(12, 3, 0), (12, 3, 0)]  # the corpus, then noise of its size, same budget and seed
     assert not Path(temp_roots[0]).exists()  # the noise corpus is gone
     assert result.student == "toy-student" and result.steps == 3 and result.corpus_images == 12
     assert result.num_classes == 3 and result.eval_images == 9
-    for value in (result.teacher_top1, result.corpus_top1, result.noise_top1):
-        assert 0.0 <= value <= 1.0
-    assert result.teacher_top1 == evaluation.top1(teacher.model, eval_set, mean=MEAN, std=STD)
+    assert result.teacher_top1 == 3 / 9
+    # each student is scored on the held-out images, the corpus's student as the corpus's
+    corpus_student, noise_student = students
+    assert result.corpus_top1 == _top1_by_hand(corpus_student, folder, info.class_ids)
+    assert result.noise_top1 == _top1_by_hand(noise_student, folder, info.class_ids)
 
 
+@pytest.mark.slow  # two spawned processes, each importing torch and training a student
 def test_students_trained_in_parallel_processes_equal_those_trained_in_turn(tmp_path, make_corpus, teachers):
     layout = make_corpus(tmp_path / "c")
     info = evaluation.corpus_info(layout.root)

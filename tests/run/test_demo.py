@@ -29,7 +29,7 @@ def test_the_demo_distillation_is_set_in_one_place() -> None:
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path, monkeypatch, capsys) -> None:
+def test_demo_end_to_end(tmp_path, monkeypatch, capsys, local_ray) -> None:
     """The real demo (toy teacher from the cache, local Ray), with two distillation steps per student."""
     from pipeline.cli import main
 

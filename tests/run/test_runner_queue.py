@@ -16,7 +16,7 @@ INVERSION = {"method": "smi", "iterations": 40, "batch_size": 2,
 
 
 @pytest.mark.timeout(300)
-def test_killed_worker_with_a_queued_shard_loses_nothing(tmp_path, teacher_file, monkeypatch) -> None:
+def test_killed_worker_with_a_queued_shard_loses_nothing(tmp_path, teacher_file, monkeypatch, local_ray) -> None:
     spec = load_spec(write_manifest(tmp_path, teacher_file, inversion=INVERSION))
     # one worker, so a shard is queued behind shard 3 when the worker process dies in it
     monkeypatch.setenv("SMI_SYNTH_INJECT_FAULT", f"crash:3:1:{tmp_path / 'faults'}")

@@ -13,7 +13,7 @@ from pipeline.run.cluster import check_fit, describe_nodes, workers_that_fit
 from pipeline.run.runner import run_corpus
 from pipeline.run.scheduler import SchedulePolicy, failure_reason
 from pipeline.run.spec import load_spec
-from tests.run.tiny_run import write_manifest
+from tests.run.tiny_run import LOCAL_CPUS, write_manifest
 
 NODES = [
     {"Alive": True, "Resources": {"CPU": 2.0}},
@@ -39,18 +39,22 @@ def test_check_fit_names_the_resource() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_more_workers_than_fit_exits_2_at_once(tmp_path, teacher_file, capsys) -> None:
+def test_more_workers_than_fit_exits_2_at_once(tmp_path, teacher_file, capsys, local_ray) -> None:
+    # the shared local Ray holds LOCAL_CPUS CPUs whatever the machine's cores
     manifest = write_manifest(tmp_path, teacher_file)
-    assert main(["run", str(manifest), "--out", str(tmp_path / "out"), "--workers", "3"]) == 2
+    too_many = LOCAL_CPUS + 1
+    assert main(["run", str(manifest), "--out", str(tmp_path / "out"), "--workers", str(too_many)]) == 2
     err = capsys.readouterr().err
-    assert "--workers 3: the Ray cluster holds 2 worker(s) of 1 CPU" in err
-    big = write_manifest(tmp_path, teacher_file, resources={"workers": "auto", "cpus_per_worker": 4})
+    holds = f"the Ray cluster holds {LOCAL_CPUS} worker(s) of 1 CPU (1 node: {LOCAL_CPUS} CPU)"
+    assert f"--workers {too_many}: {holds}" in err
+    big = write_manifest(tmp_path, teacher_file, resources={"workers": "auto", "cpus_per_worker": LOCAL_CPUS + 2})
     assert main(["run", str(big), "--out", str(tmp_path / "out2")]) == 2
-    assert "no node of the Ray cluster can hold one worker of 4 CPU" in capsys.readouterr().err
+    assert f"no node of the Ray cluster can hold one worker of {LOCAL_CPUS + 2} CPU" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(120)
-def test_worker_that_cannot_start_fails_the_run_with_its_own_error(tmp_path, teacher_file, monkeypatch, capsys):
+def test_worker_that_cannot_start_fails_the_run_with_its_own_error(tmp_path, teacher_file, monkeypatch, capsys,
+                                                                   local_ray):
     manifest = write_manifest(tmp_path, teacher_file)
     monkeypatch.setenv("SMI_SYNTH_INJECT_FAULT", f"start:0:always:{tmp_path / 'faults'}")
     assert main(["run", str(manifest), "--out", str(tmp_path / "out")]) == 1
@@ -58,8 +62,9 @@ def test_worker_that_cannot_start_fails_the_run_with_its_own_error(tmp_path, tea
     assert "a worker failed to start" in err and "the teacher could not be loaded" in err
 
 
+@pytest.mark.slow  # waits out a real 20 s deadline and a worker restart (the state machine: test_scheduler.py)
 @pytest.mark.timeout(300)
-def test_hung_shard_is_requeued_after_its_deadline(tmp_path, teacher_file, monkeypatch):
+def test_hung_shard_is_requeued_after_its_deadline(tmp_path, teacher_file, monkeypatch, local_ray):
     manifest = write_manifest(tmp_path, teacher_file)
     monkeypatch.setenv("SMI_SYNTH_INJECT_FAULT", f"hang:5:1:{tmp_path / 'faults'}")
     spec = load_spec(manifest).with_output(tmp_path / "out")

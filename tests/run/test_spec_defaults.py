@@ -179,10 +179,12 @@ def test_run_corpus_adopts_the_recorded_recipe_before_its_resume_check(tmp_path:
     write_corpus_manifest(CorpusLayout(old.output), spec=resolved, spec_hash=old.spec_hash(), package_version="0.old",
                           tasks=plan_shards(old))
 
-    def no_ray(address: str | None) -> None:
+    def past_the_resume_check(*args: Any, **kwargs: Any) -> None:
         raise _ReachedRay
 
-    monkeypatch.setattr(runner, "_ray_init", no_ray)
+    # what follows the check: the toy teacher's build (minutes on a fresh machine's empty cache), then Ray
+    monkeypatch.setattr(runner, "prebuild_toy_teacher", past_the_resume_check)
+    monkeypatch.setattr(runner, "_ray_init", past_the_resume_check)
     today = load_spec(write(tmp_path, MINIMAL)).with_output(old.output)
     with caplog.at_level(logging.WARNING), pytest.raises(_ReachedRay):
         runner.run_corpus(today, show_progress=False)
@@ -193,7 +195,7 @@ def test_run_corpus_adopts_the_recorded_recipe_before_its_resume_check(tmp_path:
 
 
 @pytest.mark.slow
-def test_run_resumes_an_old_default_corpus_with_its_own_recipe(tmp_path: Path, teacher_file: Path,
+def test_run_resumes_an_old_default_corpus_with_its_own_recipe(tmp_path: Path, teacher_file: Path, local_ray: object,
                                                               capsys: pytest.CaptureFixture[str],
                                                               caplog: pytest.LogCaptureFixture) -> None:
     """End to end on local Ray: a corpus made with the paper's recipe spelled out (what the defaults were)

@@ -11,6 +11,7 @@ import yaml
 from pipeline.teachers.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
+LOCAL_CPUS = 2  # the shared local Ray's CPUs (tests/run/conftest.py): the manifests below ask for 2 workers of 1 CPU
 ARCH_KWARGS = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=4)
 
 
@@ -31,6 +32,12 @@ def write_manifest(tmp_path: Path, teacher: Path, **overrides) -> Path:
     path = tmp_path / f"manifest-{len(list(tmp_path.glob('manifest-*')))}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+# a run long enough to be killed mid-way with SIGKILL once two of its 8 shards are complete
+KILL_RUN = dict(images_per_class=4, images_per_shard=2,
+                inversion={"method": "smi", "iterations": 40, "batch_size": 2,
+                           "schedule": {"iterations": [4, 8, 16, 24], "ratios": [0.3] * 4}})
 
 
 def tar_digests(out: Path) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import socket
 from pathlib import Path
@@ -162,9 +161,21 @@ def test_load_toy_uses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     real = toy_teacher.load_or_build_toy_teacher
     tiny = toy_teacher.TrainConfig(steps=2, batch_size=4, keep_tokens=16, heldout_images=10)
-    monkeypatch.setattr(toy_teacher, "load_or_build_toy_teacher", functools.partial(real, config=tiny))
+    built: list[int] = []
+
+    def tiny_build(**kwargs: Any) -> Any:
+        built.append(1)
+        return real(config=tiny, **kwargs)
+
+    # a two-step recipe (the full one trains for minutes), patched where load_teacher looks the builder up:
+    # its own module's name (bound when it was imported), and the toy module's for a lookup made there
+    for module in (teacher_mod, toy_teacher):
+        monkeypatch.setattr(module, "load_or_build_toy_teacher", tiny_build, raising=False)
     monkeypatch.setenv("SMI_SYNTH_CACHE", str(tmp_path))
     teacher = load_teacher("toy")
+    assert built == [1]  # the tiny recipe, not the full one
+    meta = json.loads((tmp_path / f"toy-teacher-{toy_teacher.TOY_TEACHER_VERSION}" / "meta.json").read_text())
+    assert meta["config"]["train"]["steps"] == 2
     assert teacher.teacher_id == "toy:v1" and teacher.class_names == list(CLASS_NAMES)
     assert teacher.mean == teacher.std == (0.5, 0.5, 0.5)
     # the cached weights file is itself a teacher checkpoint
