@@ -8,6 +8,7 @@ next event instead. What the double does is what Ray does for the scheduler's ac
 - an actor runs its calls one at a time, in the order they were submitted, once its process is up;
 - a process that dies (a crash, ``kill``) fails its running call and the calls queued on it with an
   actor error; calls submitted afterwards run on the restarted process (a new pid);
+- a process killed with ``no_restart`` stays dead: its calls, and any submitted later, never run;
 - an exception raised in a call fails that call with a ``RayTaskError`` wrapping it; the actor lives on;
 - a constructor that raises fails every call with Ray's creation-task error.
 
@@ -87,9 +88,12 @@ class FakeActor:
     """One actor: its process, its call queue and the shard it runs now."""
 
     _pids = itertools.count(1000)
+    _ids = itertools.count(1)
 
     def __init__(self, ray: FakeRay, script: Script, *, placeable: bool = True, start_error: str | None = None):
         self.ray, self.script, self.start_error = ray, script, start_error
+        self._actor_id = next(self._ids).to_bytes(16, "big")  # what a handle's id is to the scheduler (``.hex()``)
+        self.stopped = False  # killed with ``no_restart``: Ray does not bring it back
         self.up_at = ray.now + script.start_seconds if placeable else math.inf
         self.pid = next(self._pids)
         self.queue: deque[_Call] = deque()
@@ -170,7 +174,7 @@ class FakeActor:
             self.ray.resolve(call.ref, error=RayActorError(error_msg="The actor died unexpectedly before finishing "
                                                                      "this task."))
         self.pid = next(self._pids)
-        self.up_at = self.free_at = self.ray.now + self.script.restart_seconds
+        self.up_at = self.free_at = math.inf if self.stopped else self.ray.now + self.script.restart_seconds
 
 
 class FakeRegistry:
@@ -246,14 +250,14 @@ class FakeRay:
         ready = [r for r in refs if r in self.results][:num_returns]
         return ready, [r for r in refs if r not in ready]
 
-    def get(self, ref: FakeRef) -> Any:
-        self.wait([ref])
+    def get(self, ref: FakeRef, *, timeout: float | None = None) -> Any:
+        self.wait([ref], timeout=timeout)
         value, error = self.results[ref]
         if error is not None:
             raise error
         return value
 
     def kill(self, handle: FakeActor, *, no_restart: bool = True) -> None:
-        assert not no_restart, "the scheduler kills an actor so that Ray restarts it"
         self.kills.append(self.now)
+        handle.stopped = no_restart
         handle.die()

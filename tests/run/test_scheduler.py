@@ -5,7 +5,7 @@ queued shard's deadline starts when it starts running; a killed actor's queued s
 without using one of its attempts and nothing is lost; an idle actor takes over a shard queued behind
 a long one; every shard completes once, as the attempt the registry names. And the rest of the state
 machine: a constructor error stops the schedule, a shard failing every attempt fails alone, actors that
-never come up end it after the idle timeout, a pool grows when the cluster gains room.
+never report end it after the start timeout, a pool grows when the cluster gains room.
 The same faults on real Ray, end to end: tests/run/test_runner.py, test_runner_queue.py, test_scheduling.py.
 """
 
@@ -142,12 +142,13 @@ def test_a_shard_that_raises_once_is_retried_on_the_same_live_actor(fake_ray) ->
     assert outcome.retries == 1 and outcome.requeued_unstarted == 0 and len({d["pid"] for d in done.values()}) == 1
 
 
-def test_actors_that_never_come_up_fail_the_shards_after_the_idle_timeout(fake_ray) -> None:
-    outcome, done = run(fake_ray, {}, shards=3, actors=2, check_all=False, idle_timeout_s=120.0,
+def test_actors_that_never_report_fail_the_shards_after_the_start_timeout(fake_ray) -> None:
+    outcome, done = run(fake_ray, {}, shards=3, actors=2, check_all=False, start_timeout_s=120.0,
                         make_actor=lambda: fake_ray.actor(placeable=False))
     assert done == {} and sorted(outcome.failed) == [0, 1, 2]
-    assert all(reason.startswith("no worker was ready for 120 s") for reason in outcome.failed.values())
-    assert 120.0 <= fake_ray.now <= 122.0
+    assert all(reason.startswith("no worker could start: worker 0 never reported in 120 s")
+               and "worker 1 never reported" in reason for reason in outcome.failed.values())
+    assert 120.0 <= fake_ray.now <= 122.0 and len(fake_ray.kills) == 2  # both stopped, neither restarted
 
 
 def test_the_pool_grows_when_the_cluster_gains_room(fake_ray) -> None:

@@ -27,13 +27,10 @@ from tests.run.tiny_run import ROOT, write_manifest
 LIMIT_S = 8.0  # no progress for this long: stuck (more than a light actor's process start on a loaded machine)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", object_store_memory=128 * 1024 * 1024)
-    yield ray
-    ray.shutdown()
+@pytest.fixture
+def ray_local(local_ray):
+    """The shared local Ray (tests/run/conftest.py)."""
+    return local_ray
 
 
 def start(ray, scripts: list[dict], shards: int = 4) -> tuple[ScheduleOutcome, dict, list[str]]:
@@ -41,17 +38,22 @@ def start(ray, scripts: list[dict], shards: int = 4) -> tuple[ScheduleOutcome, d
     the outcome, the registry's start-up reports and the actors' ids."""
     registry = ray.remote(AttemptRegistry).options(num_cpus=0).remote()
     actor_cls = ray.remote(StartingWorker).options(num_cpus=0, max_restarts=0, max_task_retries=0)
-    remaining, keys = iter(scripts), []
+    remaining, keys, handles = iter(scripts), [], [registry]
 
     def make_actor():
         handle = actor_cls.remote(registry, **next(remaining))
         keys.append(handle._actor_id.hex())
+        handles.append(handle)
         return handle
 
     tasks = [ShardTask(i, 0, "a", 2 * i, 2, i) for i in range(shards)]
-    outcome = schedule(ray, make_actor, len(scripts), tasks, registry=registry, on_done=lambda task, result: None,
-                       policy=SchedulePolicy(start_timeout_s=LIMIT_S))
-    return outcome, ray.get(registry.start_reports.remote()), keys
+    try:
+        outcome = schedule(ray, make_actor, len(scripts), tasks, registry=registry,
+                           on_done=lambda task, result: None, policy=SchedulePolicy(start_timeout_s=LIMIT_S))
+        return outcome, ray.get(registry.start_reports.remote()), keys
+    finally:  # the shared Ray outlives this test: its actors do not
+        for handle in handles:
+            ray.kill(handle)
 
 
 @pytest.mark.timeout(180)
