@@ -160,14 +160,14 @@ def corpus(tmp_path: Path) -> CorpusLayout:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """A real S3 API (moto's server) on 127.0.0.1 for the whole session."""
+    """A real S3 API (moto's server) on 127.0.0.1 for the whole test run."""
     with running_s3_server() as server:
         yield server
 
 
 @pytest.fixture
 def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
-    """``s3://BUCKET/corpus`` in a fresh bucket of the session's S3 server; the AWS variables point at it."""
+    """``s3://BUCKET/corpus`` in a fresh bucket of the test run's S3 server; the AWS variables point at it."""
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     bucket = "t-" + zlib.crc32(request.node.nodeid.encode()).to_bytes(4, "big").hex()

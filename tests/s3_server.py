@@ -1,4 +1,4 @@
-"""A real S3 API on 127.0.0.1 for tests: moto's server mode in a subprocess, one per test session."""
+"""A real S3 API on 127.0.0.1 for tests: moto's server mode in a subprocess, one per test run."""
 
 from __future__ import annotations
 

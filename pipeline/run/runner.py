@@ -241,7 +241,7 @@ def _ray_init(address: str | None, num_cpus: int | None = None) -> tuple[ModuleT
             raise UserError(f"--address {address}: this process is already connected to the Ray cluster at {current}")
         return ray, False
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
-    if address is None:  # a fresh local instance, never another session's cluster found on this host
+    if address is None:  # a fresh local instance, never a Ray cluster another program started on this host
         address = "local"
         kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=256 * 1024 * 1024,
                       runtime_env={"env_vars": {LOCAL_WORKER_NICENESS[0]: LOCAL_WORKER_NICENESS[1]}})
