@@ -82,7 +82,7 @@ def test_suite_registry() -> None:
     assert suite.HELDOUT_TEACHERS == ("digits64", "glyphs100x196b")
     assert [suite.suite_teacher(n).num_patches for n in suite.ALL_TEACHERS] == [64, 196, 64, 196, 196, 196]
     assert [len(suite.suite_teacher(n).class_names) for n in suite.MANY_CLASS_TEACHERS] == [30, 100, 100]
-    assert [suite.suite_teacher(n).heldout_teacher for n in suite.ALL_TEACHERS] == [False] * 4 + [False, True]
+    assert [suite.suite_teacher(n).heldout_teacher for n in suite.ALL_TEACHERS] == [False, False, True, False, False, True]
     with pytest.raises(ValueError, match="teacher: expected one of"):
         suite.suite_teacher("imagenet")
     images, labels = suite.real_images("digits64", 3, seed=0)
