@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -201,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None and not plotted:
         print(f"matplotlib is not importable: no plot written to {args.plot}", file=sys.stderr)
     doc = {
-        "format": FORMAT, "command": "python benchmarks/class_count.py " + " ".join(argv if argv is not None
-                                                                                    else sys.argv[1:]),
+        "format": FORMAT, "command": shlex.join(["python", "benchmarks/class_count.py",
+                                                       *(argv if argv is not None else sys.argv[1:])]),
         "commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": args.machine,
         "settings": {"per_class": args.per_class, "iterations": args.iterations, "distill_steps": args.steps,
