@@ -36,7 +36,7 @@ def test_each_teacher_is_studied_at_all_its_classes(tmp_path: Path) -> None:
     assert classes == [10, 30, 100]
 
 
-@pytest.mark.slow  # two tiny teachers, their held-out glyphs and six students: about 2 CPU-minutes
+@pytest.mark.slow  # two tiny teachers, their held-out glyphs and six students: about 50 CPU-seconds
 def test_quick_study_writes_the_table_the_json_and_the_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cc = _load("class_count")
     out, doc_path, plot = tmp_path / "out", tmp_path / "cc.json", tmp_path / "cc.png"
