@@ -368,7 +368,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: tiny teachers (5 steps, own cache under OUT), 3 classes x 4 images, 12 iterations, 6 steps")
     p.add_argument("--out", type=Path, help="results folder (default: a temporary folder, removed)")
-    p.add_argument("--teachers", default=",".join(suite.TEACHERS), help=f"some of {', '.join(suite.TEACHERS)}")
+    p.add_argument("--teachers", default=",".join(suite.TEACHERS),
+                   help=f"some of {', '.join(suite.ALL_TEACHERS)} (default: the three 10-class ones)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (inversion and student)")
     p.add_argument("--recipe", default="project",
                    help="inversion recipe: MODULE:FUNCTION or FILE.py:FUNCTION, (method, iterations) -> InversionConfig; "
@@ -396,9 +397,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "threads (the same students as in turn; generation stays in this process, side by side)")
     args = p.parse_args(argv)
     args.teachers = _csv(args.teachers)
-    bad = [t for t in args.teachers if t not in suite.TEACHERS]
+    bad = [t for t in args.teachers if t not in suite.ALL_TEACHERS]
     if bad or not args.teachers:
-        p.error(f"--teachers: expected some of {', '.join(suite.TEACHERS)}, got {args.teachers}")
+        p.error(f"--teachers: expected some of {', '.join(suite.ALL_TEACHERS)}, got {args.teachers}")
     try:
         args.seeds = [int(s) for s in _csv(args.seeds)]
     except ValueError:
@@ -420,8 +421,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              ("--teacher-steps", args.teacher_steps, 0), ("--steps", args.steps, 1)):
         if value < low:
             p.error(f"{flag}: must be >= {low}, got {value}")
-    if args.classes > 10:
-        p.error(f"--classes: every suite teacher has 10 classes, got {args.classes}")
+    fewest = min(len(suite.suite_teacher(t).class_names) for t in args.teachers)
+    if args.classes > fewest:
+        p.error(f"--classes: the teachers' fewest classes are {fewest}, got {args.classes}")
     if not args.lr > 0 or args.adversarial_eps < 0:
         p.error("--lr: must be > 0 and --adversarial-eps >= 0")
     try:

@@ -1,4 +1,4 @@
-"""Glyph images: ten capital letters rendered with Pillow from the machine's DejaVu fonts, distorted.
+"""Glyph images: ten capital letters (or any set of characters) rendered with Pillow from the machine's DejaVu fonts, distorted.
 
 Each image is one letter (``CLASS_NAMES``) in a random DejaVu face (Sans, Serif, Mono, condensed,
 bold, oblique, light: whatever ``fc-list`` reports), size, stroke weight, rotation, shear and offset,
@@ -7,6 +7,7 @@ clutter strokes and pixel noise. Letters are drawn at twice the resolution and r
 Everything is drawn from one ``torch.Generator``, so a call is fully determined by ``(n, seed, split)``
 and the font files; train and held-out splits use disjoint generator seeds (even and odd). Labels are
 class-balanced: ``n`` images hold ``n // 10`` or ``n // 10 + 1`` of each letter, in a shuffled order.
+The many-class teachers draw other characters (``class_names``) with the same renderer.
 """
 
 from __future__ import annotations
@@ -74,16 +75,16 @@ def _font(index: int, size: int):  # noqa: ANN202 - a PIL FreeTypeFont
     return ImageFont.truetype(str(glyph_fonts()[index]), size)
 
 
-def balanced_labels(n: int, g: torch.Generator) -> torch.Tensor:
-    """``n`` labels holding every class ``n // 10`` or ``n // 10 + 1`` times, shuffled by ``g``."""
-    return (torch.arange(n) % NUM_CLASSES)[torch.randperm(n, generator=g)]
+def balanced_labels(n: int, g: torch.Generator, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """``n`` labels holding every class ``n // C`` or ``n // C + 1`` times, shuffled by ``g``."""
+    return (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
 
 
 def _uniform(g: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=g))
 
 
-def _glyph_mask(label: int, g: torch.Generator, side: int) -> np.ndarray:
+def _glyph_mask(text: str, g: torch.Generator, side: int) -> np.ndarray:
     """The letter's coverage ``(side, side)`` in [0, 1]: drawn big, transformed, reduced."""
     from PIL import Image, ImageDraw
 
@@ -95,7 +96,7 @@ def _glyph_mask(label: int, g: torch.Generator, side: int) -> np.ndarray:
     shear = _uniform(g, -_MAX_SHEAR, _MAX_SHEAR)
     dx, dy = (_uniform(g, -_MAX_SHIFT, _MAX_SHIFT) * big for _ in range(2))
     canvas = Image.new("L", (big, big), 0)
-    ImageDraw.Draw(canvas).text((big / 2, big / 2), CLASS_NAMES[label], fill=255, font=_font(font_index, size),
+    ImageDraw.Draw(canvas).text((big / 2, big / 2), text, fill=255, font=_font(font_index, size),
                                 anchor="mm", stroke_width=stroke, stroke_fill=255)
     # output pixel p samples input A p + c: the inverse of "rotate and shear about the centre, then shift"
     cos, sin = math.cos(angle), math.sin(angle)
@@ -137,20 +138,24 @@ def _foreground_colour(g: torch.Generator) -> torch.Tensor:
 
 
 def make_glyph_images(
-    n: int, seed: int, *, split: str = "train", image_size: int = IMAGE_SIZE
+    n: int, seed: int, *, split: str = "train", image_size: int = IMAGE_SIZE,
+    class_names: tuple[str, ...] = CLASS_NAMES,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` glyph images ``(n, 3, S, S)`` float32 in [0, 1] and their labels ``(n,)`` int64 (class-balanced).
 
-    Deterministic in ``(n, seed, split, image_size)`` and the installed DejaVu fonts.
+    Label ``k`` draws the character ``class_names[k]`` (default: the ten capitals of :data:`CLASS_NAMES`;
+    the many-class teachers pass a :func:`pipeline.teachers.glyph_sets.glyph_set`). Deterministic in
+    ``(n, seed, split, image_size, class_names)`` and the installed DejaVu fonts.
     """
-    if n < 0 or image_size < 16:
-        raise ValueError(f"need n >= 0 and image_size >= 16, got n={n}, image_size={image_size}")
+    if n < 0 or image_size < 16 or not class_names:
+        raise ValueError(f"need n >= 0, image_size >= 16 and classes, got n={n}, image_size={image_size}, "
+                         f"{len(class_names)} classes")
     g = torch.Generator().manual_seed(split_seed(seed, split))
-    labels = balanced_labels(n, g)
+    labels = balanced_labels(n, g, len(class_names))
     images = torch.empty(n, 3, image_size, image_size)
     for i in range(n):
         background = _background(g, image_size)
-        mask = torch.from_numpy(_glyph_mask(int(labels[i]), g, image_size))
+        mask = torch.from_numpy(_glyph_mask(class_names[int(labels[i])], g, image_size))
         colour = _foreground_colour(g).view(3, 1, 1)
         img = background * (1 - mask) + colour * mask
         noise = _uniform(g, 0.0, 0.06) * torch.randn(3, image_size, image_size, generator=g)

@@ -6,8 +6,17 @@
 | ``glyphs196`` | letters from the DejaVu fonts (:mod:`.glyphs_data`) | 56 px | 14 x 14 = 196 (DeiT's) | tuning |
 | ``digits64`` | scikit-learn's real handwritten digits (:mod:`.digits_data`) | 32 px | 8 x 8 = 64 | held out |
 
+The many-class teachers (:data:`MANY_CLASS_TEACHERS`) draw many characters of six scripts with the
+glyph renderer (:mod:`.glyph_sets`), at 56 px and 196 patches like ``glyphs196``:
+
+| name | classes | glyphs | role |
+| --- | --- | --- | --- |
+| ``glyphs30x196`` | 30 | the first 30 of set ``a`` | class-count study |
+| ``glyphs100x196`` | 100 | set ``a`` | tuning, class-count study |
+| ``glyphs100x196b`` | 100 | set ``b`` (disjoint from ``a``) | held out |
+
 None is adversarially trained: like every pretrained ImageNet ViT, they are ordinary classifiers.
-``digits64`` is kept out of all recipe tuning (:data:`HELDOUT_TEACHERS`). ``shapes64`` is the built-in
+``digits64`` and ``glyphs100x196b`` are kept out of all recipe tuning (:data:`HELDOUT_TEACHERS`). ``shapes64`` is the built-in
 toy teacher itself (its own cache and recipe, :mod:`.toy`); the others are trained by
 :func:`pipeline.teachers.trainer.train_classifier` and cached under ``<cache root>/suite-<name>-<version>/``
 (:mod:`.cache`), so each is trained once. Every checkpoint loads with
@@ -26,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.teachers import digits_data, glyphs_data, toy_data
+from pipeline.teachers import digits_data, glyph_sets, glyphs_data, toy_data
 from pipeline.teachers.cache import (
     WEIGHTS_FILE,
     build_once,
@@ -47,10 +56,19 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 LICENSE = "apache-2.0"
 TEACHERS = ("shapes64", "glyphs196", "digits64")
-HELDOUT_TEACHERS = ("digits64",)  # kept out of all inversion-recipe tuning
+# name -> (glyph set, classes): the many-class teachers of one family (same renderer, model and recipe)
+_MANY_CLASS = {"glyphs30x196": ("a", 30), "glyphs100x196": ("a", 100), "glyphs100x196b": ("b", 100)}
+MANY_CLASS_TEACHERS = tuple(_MANY_CLASS)
+ALL_TEACHERS = TEACHERS + MANY_CLASS_TEACHERS
+HELDOUT_TEACHERS = ("digits64", "glyphs100x196b")  # kept out of all inversion-recipe tuning
 GLYPH_POOL = 8000  # training glyphs rendered once (about 5 ms each), shown as shifted, recoloured views
 GLYPH_HELDOUT = 1000
 TOY_HELDOUT = 2000  # the toy teacher's own held-out set (its meta's heldout_top1)
+MANY_POOL_PER_CLASS = 60  # many-class teachers: training glyphs rendered per class (shown as shifted views)
+MANY_HELDOUT_PER_CLASS = 20
+# Half of glyphs196's steps at a higher peak rate and a longer warmup: about 0.37 CPU-s a step (4 CPU-minutes
+# with the glyphs rendered), so a 100-class teacher trains in well under the 20 CPU-minutes a user can wait
+MANY_CLASS_RECIPE = TrainRecipe(steps=600, lr=3e-3, warmup_fraction=0.1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +97,7 @@ def _vit(img_size: int, num_classes: int) -> dict[str, Any]:
 
 
 def suite_teacher(name: str) -> SuiteTeacher:
-    """The suite teacher called ``name`` (one of :data:`TEACHERS`; anything else is a ValueError)."""
+    """The suite teacher called ``name`` (one of :data:`ALL_TEACHERS`; anything else is a ValueError)."""
     if name == "shapes64":
         from pipeline.teachers.toy import toy_model_config
 
@@ -91,10 +109,15 @@ def suite_teacher(name: str) -> SuiteTeacher:
     if name == "digits64":
         return SuiteTeacher(name, "scikit-learn's real handwritten digits, upscaled", digits_data.CLASS_NAMES,
                             _vit(digits_data.IMAGE_SIZE, digits_data.NUM_CLASSES), TrainRecipe(steps=1000), True)
-    raise ValueError(f"teacher: expected one of {', '.join(TEACHERS)}, got {name!r}")
+    if name in _MANY_CLASS:
+        which, classes = _MANY_CLASS[name]
+        return SuiteTeacher(name, f"{classes} glyphs of six scripts (set {which}) with distortions, clutter and noise",
+                            glyph_sets.glyph_set(which, classes), _vit(glyphs_data.IMAGE_SIZE, classes),
+                            MANY_CLASS_RECIPE, name in HELDOUT_TEACHERS)
+    raise ValueError(f"teacher: expected one of {', '.join(ALL_TEACHERS)}, got {name!r}")
 
 
-@functools.lru_cache(maxsize=len(TEACHERS))
+@functools.lru_cache(maxsize=len(ALL_TEACHERS))
 def heldout_images(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's fixed held-out set: images ``(N, 3, S, S)`` in [0, 1] and labels (cached: do not modify)."""
     suite_teacher(name)
@@ -102,6 +125,10 @@ def heldout_images(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return toy_data.make_toy_images(TOY_HELDOUT, 0, split="heldout")
     if name == "glyphs196":
         return glyphs_data.make_glyph_images(GLYPH_HELDOUT, 0, split="heldout")
+    if name in _MANY_CLASS:
+        glyphs = suite_teacher(name).class_names
+        return glyphs_data.make_glyph_images(MANY_HELDOUT_PER_CLASS * len(glyphs), 0, split="heldout",
+                                             class_names=glyphs)
     return digits_data.digit_images("heldout")
 
 
@@ -114,6 +141,8 @@ def real_images(name: str, per_class: int, seed: int) -> tuple[torch.Tensor, tor
         images, labels = toy_data.make_toy_images(4 * n, seed, split="train")
     elif name == "glyphs196":
         images, labels = glyphs_data.make_glyph_images(n, seed, split="train")
+    elif name in _MANY_CLASS:
+        images, labels = glyphs_data.make_glyph_images(n, seed, split="train", class_names=teacher.class_names)
     else:
         images, labels = digits_data.digit_images("train")
     return _per_class(images, labels, per_class, seed, len(teacher.class_names))
@@ -139,6 +168,10 @@ def _data_record(name: str, recipe: TrainRecipe) -> dict[str, Any]:
     if name == "glyphs196":
         return {"pool_images": min(GLYPH_POOL, recipe.steps * recipe.batch_size),
                 "fonts": [p.name for p in glyphs_data.glyph_fonts()]}
+    if name in _MANY_CLASS:
+        glyphs = suite_teacher(name).class_names
+        return {"pool_images": min(MANY_POOL_PER_CLASS * len(glyphs), recipe.steps * recipe.batch_size),
+                "fonts": [p.name for p in glyphs_data.glyph_fonts()], "glyphs": "".join(glyphs)}
     return {"train_images": len(digits_data.split_indices("train")), "split_seed": digits_data.SPLIT_SEED,
             "heldout_per_class": digits_data.HELDOUT_PER_CLASS}
 
@@ -146,9 +179,10 @@ def _data_record(name: str, recipe: TrainRecipe) -> dict[str, Any]:
 def _batch_fn(name: str, recipe: TrainRecipe, seed: int) -> BatchFn:
     """The training batches of ``name``, deterministic in ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    if name == "glyphs196":
+    if name == "glyphs196" or name in _MANY_CLASS:
         pool = _data_record(name, recipe)["pool_images"]
-        images, labels = glyphs_data.make_glyph_images(pool, seed, split="train")
+        glyphs = suite_teacher(name).class_names
+        images, labels = glyphs_data.make_glyph_images(pool, seed, split="train", class_names=glyphs)
 
         def glyph_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
             index = torch.randint(pool, (recipe.batch_size,), generator=g)
@@ -185,7 +219,7 @@ def _config_record(teacher: SuiteTeacher, recipe: TrainRecipe, data: dict[str, A
 def build_suite_teacher(
     name: str, *, recipe: TrainRecipe | None = None, seed: int = 0, progress: Progress | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``glyphs196`` or ``digits64`` from scratch (``recipe`` replaces the default, e.g. in tests);
+    """Train a suite teacher other than ``shapes64`` from scratch (``recipe`` replaces the default, e.g. in tests);
     returns the frozen model and its meta (held-out top-1, training seconds, config)."""
     teacher = suite_teacher(name)
     if teacher.recipe is None:

@@ -54,7 +54,7 @@ def test_train_classifier_is_deterministic_and_learns_a_separable_task() -> None
         assert (a((images - 0.5) / 0.5).argmax(1) == labels).float().mean() == 1.0
 
 
-@pytest.mark.parametrize(("name", "grid"), [("digits64", (8, 8)), ("glyphs196", (14, 14))])
+@pytest.mark.parametrize(("name", "grid"), [("digits64", (8, 8)), ("glyphs196", (14, 14)), ("glyphs30x196", (14, 14))])
 def test_tiny_teacher_builds_caches_and_loads(tmp_path: Path, name: str, grid: tuple[int, int],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     builds: list[str] = []
@@ -84,8 +84,12 @@ def test_shapes64_is_the_toy_teacher(tmp_path: Path) -> None:
 
 
 def test_suite_registry() -> None:
-    assert suite.TEACHERS == ("shapes64", "glyphs196", "digits64") and suite.HELDOUT_TEACHERS == ("digits64",)
-    assert [suite.suite_teacher(n).num_patches for n in suite.TEACHERS] == [64, 196, 64]
+    assert suite.TEACHERS == ("shapes64", "glyphs196", "digits64")
+    assert suite.MANY_CLASS_TEACHERS == ("glyphs30x196", "glyphs100x196", "glyphs100x196b")
+    assert suite.HELDOUT_TEACHERS == ("digits64", "glyphs100x196b")
+    assert [suite.suite_teacher(n).num_patches for n in suite.ALL_TEACHERS] == [64, 196, 64, 196, 196, 196]
+    assert [len(suite.suite_teacher(n).class_names) for n in suite.MANY_CLASS_TEACHERS] == [30, 100, 100]
+    assert [suite.suite_teacher(n).heldout_teacher for n in suite.ALL_TEACHERS] == [False, False, True, False, False, True]
     with pytest.raises(ValueError, match="teacher: expected one of"):
         suite.suite_teacher("imagenet")
     images, labels = suite.real_images("digits64", 3, seed=0)
@@ -93,3 +97,13 @@ def test_suite_registry() -> None:
     assert torch.bincount(labels).tolist() == [3] * 10
     images, labels = suite.real_images("glyphs196", 2, seed=0)
     assert images.shape == (20, 3, 56, 56) and torch.bincount(labels).tolist() == [2] * 10
+    images, labels = suite.real_images("glyphs30x196", 1, seed=0)
+    assert images.shape == (30, 3, 56, 56) and labels.tolist() == list(range(30))
+
+
+def test_the_many_class_teachers_share_glyphs196s_model_but_not_its_classes() -> None:
+    tuned, held, small = (suite.suite_teacher(n) for n in ("glyphs100x196", "glyphs100x196b", "glyphs30x196"))
+    assert not set(tuned.class_names) & set(held.class_names) and small.class_names == tuned.class_names[:30]
+    glyphs196 = suite.suite_teacher("glyphs196")
+    assert {**tuned.model_config, "num_classes": 10} == glyphs196.model_config
+    assert glyphs196.recipe == TrainRecipe(steps=1200, lr=2e-3)  # the 10-class teachers' caches stay valid

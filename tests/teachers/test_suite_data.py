@@ -35,6 +35,18 @@ def test_glyph_labels_are_class_balanced(n: int) -> None:
     assert labels.dtype == torch.int64
 
 
+def test_glyphs_of_other_characters_use_the_same_renderer() -> None:
+    default, labels = glyphs_data.make_glyph_images(12, 5)
+    explicit, same = glyphs_data.make_glyph_images(12, 5, class_names=glyphs_data.CLASS_NAMES)
+    assert _digest(default) == _digest(explicit) and torch.equal(labels, same)
+    three = ("Ж", "ω", "ჯ")
+    images, labels = glyphs_data.make_glyph_images(12, 5, class_names=three)
+    assert torch.bincount(labels).tolist() == [4, 4, 4] and images.shape == default.shape
+    assert len({_digest(x) for x in images}) == 12  # twelve different drawings
+    with pytest.raises(ValueError, match="classes"):
+        glyphs_data.make_glyph_images(2, 0, class_names=())
+
+
 def test_glyph_split_and_seed_are_checked() -> None:
     with pytest.raises(ValueError, match="split"):
         glyphs_data.make_glyph_images(2, 0, split="test")

@@ -1,0 +1,226 @@
+"""Class-count study: what dense, SMI and noise corpora teach as a teacher's classes grow (issue 28).
+
+One family of teachers (:mod:`pipeline.teachers.suite`: the glyph renderer, a 56 px ViT of 196 patches):
+``glyphs196`` (10 capitals), ``glyphs30x196`` (30 glyphs of six scripts) and ``glyphs100x196`` (100).
+For each teacher and seed, :func:`benchmarks.quality_suite.run_one` writes the corpora at the same
+number of images per class (all of the teacher's classes), distils the same student from each against
+the live teacher, and scores it on the teacher's held-out images; dense and SMI generation are timed
+side by side. The held-out many-class teacher (``glyphs100x196b``) is left out unless named.
+
+    python benchmarks/class_count.py --per-class 8 --iterations 200 --steps 400 \\
+        --json benchmarks/results/class_count.json --plot docs/class_count.png
+    python benchmarks/class_count.py --quick --out /tmp/cc-quick        # smoke: tiny teachers, toy sizes
+
+Writes ``--json`` (command, commit, date, machine, settings, one row per teacher: its classes, teacher
+top-1, each corpus's student top-1 and share of the teacher as mean / sd over seeds, generation seconds)
+and, when matplotlib is importable, ``--plot``: the students' share of the teacher against classes. The
+per-(teacher, seed) results live under ``OUT/<teacher>/seed<k>/result.json`` (reused when the settings
+match). The last stdout line is the JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import quality_seeds  # noqa: E402  (benchmarks/quality_seeds.py: mean / sd)
+import quality_suite  # noqa: E402  (benchmarks/quality_suite.py: corpora and students per teacher)
+from pipeline.console import emit_json  # noqa: E402
+from pipeline.teachers import suite  # noqa: E402
+
+log = logging.getLogger("class_count")
+
+FORMAT = "class-count-v1"
+DEFAULT_TEACHERS = ("glyphs196", "glyphs30x196", "glyphs100x196")
+STUDENTS = ("noise", "dense", "smi", "real")
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def suite_argv(name: str, args: argparse.Namespace) -> list[str]:
+    """``quality_suite``'s command line for teacher ``name``: all of its classes, this study's sizes."""
+    argv = ["--teachers", name, "--classes", str(len(suite.suite_teacher(name).class_names)),
+            "--per-class", str(args.per_class), "--iterations", str(args.iterations), "--steps", str(args.steps),
+            "--corpora", ",".join(args.corpora), "--eval-images", str(args.eval_images),
+            "--threads", str(args.threads), "--out", str(args.out), "--recipe", args.recipe]
+    if args.cache is not None:
+        argv += ["--cache", str(args.cache)]
+    if args.teacher_steps:
+        argv += ["--teacher-steps", str(args.teacher_steps)]
+    if args.parallel_students:
+        argv.append("--parallel-students")
+    return argv
+
+
+def teacher_row(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One teacher's seeds, as the study's table row (mean / sd over seeds)."""
+    row: dict[str, Any] = {
+        "teacher": name, "classes": len(suite.suite_teacher(name).class_names), "heldout_teacher":
+        name in suite.HELDOUT_TEACHERS, "num_patches": results[0]["num_patches"], "seeds": [r["seed"] for r in results],
+        "teacher_top1": quality_seeds.spread([r["teacher_top1"] for r in results]),
+        "teacher_train_seconds": results[0]["teacher_meta"]["train_seconds"],
+        "eval_images": results[0]["eval_images"], "images_per_corpus": results[0]["images_per_corpus"],
+        "distill_epochs": results[0]["epochs"],
+        "smi_vs_dense_time": quality_seeds.spread([r["smi_vs_dense_time"] for r in results]), "corpora": {},
+    }
+    for kind in STUDENTS:
+        cells = [r["corpora"][kind] for r in results if kind in r["corpora"]]
+        entry: dict[str, Any] = {"gen_seconds": quality_seeds.spread([c["gen_seconds"] for c in cells])}
+        if all("student_top1" in c for c in cells):
+            entry.update(student_top1=quality_seeds.spread([c["student_top1"] for c in cells]),
+                         student_vs_teacher=quality_seeds.spread([c["student_vs_teacher"] for c in cells]),
+                         distill_seconds=quality_seeds.spread([c["distill_seconds"] for c in cells]))
+        row["corpora"][kind] = entry
+    return row
+
+
+def write_plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    """The students' share of the teacher against the teacher's classes (False: matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = sorted(rows, key=lambda r: r["classes"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, style in (("dense", "o-"), ("smi", "s-"), ("noise", "x--"), ("real", "^:")):
+        points = [(r["classes"], 100 * r["corpora"][kind]["student_vs_teacher"]["mean"]) for r in rows
+                  if "student_vs_teacher" in r["corpora"].get(kind, {})]
+        if points:
+            ax.plot(*zip(*points), style, label=kind)
+    ax.set_xscale("log")
+    ax.set_xticks([r["classes"] for r in rows], [str(r["classes"]) for r in rows])
+    ax.set_xlabel("teacher classes (glyph family, 196 patches)")
+    ax.set_ylabel("student top-1 / teacher top-1 (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    per_class = rows[0]["images_per_corpus"] // rows[0]["classes"]
+    ax.set_title(f"{per_class} images per class")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    pct = lambda c, k: f"{100 * c[k]['mean']:6.2f}%" if k in c else f"{'-':>7}"  # noqa: E731
+    print(f"{'teacher':15} {'classes':>7} {'teacher':>8} {'noise':>16} {'dense':>16} {'SMI':>16} {'real':>16} "
+          f"{'dense s':>8} {'SMI s':>8} {'SMI/dense t':>11}")
+    for r in rows:
+        c = r["corpora"]
+        cell = lambda k: (f"{pct(c[k], 'student_top1')} ({pct(c[k], 'student_vs_teacher').strip()})"  # noqa: E731
+                          if k in c and "student_top1" in c[k] else f"{'-':>16}")
+        print(f"{r['teacher']:15} {r['classes']:7d} {100 * r['teacher_top1']['mean']:7.2f}% {cell('noise'):>16} "
+              f"{cell('dense'):>16} {cell('smi'):>16} {cell('real'):>16} {c['dense']['gen_seconds']['mean']:8.1f} "
+              f"{c['smi']['gen_seconds']['mean']:8.1f} {100 * r['smi_vs_dense_time']['mean']:10.1f}%")
+    print("cells: student top-1 (its share of the teacher), mean over seeds; seconds: generation of the corpus")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny teachers (5 steps, own cache under OUT), "
+                   "glyphs196 and glyphs30x196, 2 images per class, 4 iterations, 4 distillation steps")
+    p.add_argument("--teachers", default=",".join(DEFAULT_TEACHERS), help=f"some of {', '.join(suite.ALL_TEACHERS)}")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--per-class", type=int, default=8, help="images per class in every corpus")
+    p.add_argument("--iterations", type=int, default=200, help="inversion iterations (dense and SMI)")
+    p.add_argument("--steps", type=int, default=400, help="distillation steps per corpus (the same for every teacher)")
+    p.add_argument("--corpora", default="noise,dense,smi", help="corpora to distil (all four are generated)")
+    p.add_argument("--recipe", default="project", help="inversion recipe, as quality_suite's --recipe")
+    p.add_argument("--eval-images", type=int, default=0, help="cap on held-out images per teacher (0: all)")
+    p.add_argument("--out", type=Path, help="results folder (default: a temporary folder, removed)")
+    p.add_argument("--cache", type=Path, help="teacher cache root (default: the suite's; --quick: OUT/teachers-quick)")
+    p.add_argument("--teacher-steps", type=int, default=0, help="train the teachers for this many steps (0: their recipe)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--parallel-students", action="store_true", help="distil a teacher's corpora at once")
+    p.add_argument("--json", type=Path, help="write the study here (e.g. benchmarks/results/class_count.json)")
+    p.add_argument("--plot", type=Path, help="write the plot here (e.g. docs/class_count.png; needs matplotlib)")
+    p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} cores",
+                   help="the machine, in words, for the JSON record")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.teachers, args.per_class, args.iterations, args.steps = "glyphs196,glyphs30x196", 2, 4, 4
+        args.teacher_steps = args.teacher_steps or 5
+        args.eval_images = args.eval_images or 60
+    args.teachers = [t for t in args.teachers.split(",") if t]
+    if not args.teachers or set(args.teachers) - set(suite.ALL_TEACHERS):
+        p.error(f"--teachers: expected some of {', '.join(suite.ALL_TEACHERS)}, got {args.teachers}")
+    args.corpora = [c for c in args.corpora.split(",") if c]
+    if not args.corpora or set(args.corpora) - set(STUDENTS):
+        p.error(f"--corpora: expected some of {', '.join(STUDENTS)}, got {args.corpora}")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        p.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    if not args.seeds:
+        p.error("--seeds: expected at least one seed")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)  # as quality_suite's main: generation in this process, timed
+    tmp = tempfile.TemporaryDirectory(prefix="smi-class-count-") if args.out is None else None
+    args.out = Path(args.out or tmp.name)  # type: ignore[union-attr]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.quick and args.cache is None:
+        args.cache = args.out / "teachers-quick"  # tiny teachers never replace the real cached ones
+    start = time.perf_counter()
+    rows = []
+    for name in args.teachers:
+        qargs = quality_suite.parse_args(suite_argv(name, args))
+        rows.append(teacher_row(name, [quality_suite.run_one(name, seed, qargs) for seed in args.seeds]))
+    plotted = write_plot(rows, args.plot) if args.plot is not None else False
+    if args.plot is not None and not plotted:
+        print(f"matplotlib is not importable: no plot written to {args.plot}", file=sys.stderr)
+    doc = {
+        "format": FORMAT, "command": shlex.join(["python", "benchmarks/class_count.py",
+                                                       *(argv if argv is not None else sys.argv[1:])]),
+        "commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": args.machine,
+        "settings": {"per_class": args.per_class, "iterations": args.iterations, "distill_steps": args.steps,
+                     "seeds": args.seeds, "corpora": args.corpora, "recipe": args.recipe, "student": "test_resnet",
+                     "teacher_steps": args.teacher_steps or "recipe"},
+        "rows": rows, "plot": str(args.plot) if plotted else None, "wall_seconds": time.perf_counter() - start,
+    }
+    doc = json.loads(json.dumps(doc, default=float))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    print_table(rows)
+    emit_json(doc)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
