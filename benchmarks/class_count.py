@@ -184,6 +184,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def with_report(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` plus the fields ``benchmarks/render.py`` tabulates: one row per teacher, each corpus's student
+    top-1 % (share of the teacher) on the means over seeds, and generation seconds."""
+    def share(row: dict[str, Any], corpus: str) -> str:
+        c = row["corpora"].get(corpus)
+        if c is None:
+            return ""
+        return f"{100 * c['student_top1']['mean']:.2f} ({100 * c['student_vs_teacher']['mean']:.1f}%)"
+
+    figures = [{"teacher": r["teacher"] + (" (held out)" if r["heldout_teacher"] else ""), "classes": r["classes"],
+                "teacher_top1": round(100 * r["teacher_top1"]["mean"], 2),
+                **{c: share(r, c) for c in ("noise", "dense", "smi")},
+                "smi_time": round(100 * r["smi_vs_dense_time"]["mean"], 1), "seeds": len(r["seeds"])}
+               for r in doc["rows"]]
+    s = doc["settings"]
+    return {**doc, "section": "class_count", "title": "Students' share of the teacher against class count",
+            "setup": (f"One glyph family at 196 patches; {s['per_class']} images per class, {s['iterations']} "
+                      f"inversion iterations, {s['distill_steps']} distillation steps of a {s['student']} student; "
+                      "cells: student top-1 % on the teacher's held-out images (share of the teacher's top-1)."),
+            "columns": {"teacher": "teacher", "classes": "classes", "teacher_top1": "teacher %", "noise": "noise",
+                        "dense": "dense", "smi": "SMI", "smi_time": "SMI / dense time %", "seeds": "seeds"},
+            "figures": figures}
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -211,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                      "teacher_steps": args.teacher_steps or "recipe"},
         "rows": rows, "plot": str(args.plot) if plotted else None, "wall_seconds": time.perf_counter() - start,
     }
-    doc = json.loads(json.dumps(doc, default=float))
+    doc = with_report(json.loads(json.dumps(doc, default=float)))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
