@@ -25,6 +25,7 @@ def test_merge_keeps_other_teachers_of_the_same_settings() -> None:
     assert qc.merge_results(other, new)["teachers"] == {"digits64": {"a": 3}}
 
 
+@pytest.mark.bench
 def test_quick_run_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     qc = _load("quant_calibration")
     out = tmp_path / "q.json"

@@ -48,8 +48,8 @@ def test_the_untouched_layout_is_accepted(tmp_path: Path) -> None:
 
 
 # one case of each kind in `make test` (a subprocess each); the whole set in `make test-all`
-QUICK = {"tar-oversized-member", "tar-traversal-name", "tar-symlink", "png-decompression-bomb", "parquet-bogus",
-         "manifest-teacher-dotdot", "config-json-checkpoint-path", "pickle-teacher"}
+QUICK = {"tar-traversal-name", "png-decompression-bomb", "manifest-teacher-dotdot", "config-json-checkpoint-path",
+         "pickle-teacher"}
 SET = [pytest.param(c, id=f"{c.name}-{c.argv(Path('R'))[0]}",
                     marks=() if c.name in QUICK and c is next(d for d in CASES if d.name == c.name) else pytest.mark.slow)
        for c in CASES]

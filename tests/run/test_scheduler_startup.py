@@ -56,6 +56,7 @@ def start(ray, scripts: list[dict], shards: int = 4) -> tuple[ScheduleOutcome, d
             ray.kill(handle)
 
 
+@pytest.mark.slow  # 12 s of real time past the limit
 @pytest.mark.timeout(180)
 def test_a_worker_that_keeps_reporting_is_waited_for_past_the_limit(ray_local) -> None:
     reports, every = 24, 0.5  # its start-up lasts 11.5 s or more, past the 8 s limit, never 8 s silent
@@ -75,6 +76,7 @@ def test_workers_that_stop_making_progress_fail_the_run_naming_each(ray_local) -
                       "cluster did not place it, or its process did not start)")
 
 
+@pytest.mark.slow  # 20 s of real time; the fake Ray covers the state machine in make test
 @pytest.mark.timeout(180)
 def test_a_stuck_worker_is_stopped_while_the_others_do_the_work(ray_local) -> None:
     # worker 1's four shards take 20 s: worker 0, silent after its first report, is stopped meanwhile
