@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.corpus.index import FIELDS_ADDED_LATER  # noqa: E402
-from pipeline.run.spec import SMI_ONLY_FIELDS  # noqa: E402
+from pipeline.run.engine_schema import SMI_ONLY_FIELDS  # noqa: E402
 
 CORPORA = ("noise", "dense", "smi", "real")
 SETTINGS = ("teacher_recipe", "teacher_patch", "teacher_top1", "iterations", "epochs", "student", "labels",

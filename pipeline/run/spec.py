@@ -16,19 +16,17 @@ import re
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     Strict,
     StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,8 +35,15 @@ from pipeline.checks import is_int
 from pipeline.checksums import file_sha256
 from pipeline.corpus.storage import is_url
 from pipeline.errors import UserError
-from smi_core.config import InversionConfig, StopSchedule
-from smi_core.recipe import recommended_config
+from pipeline.run.engine_schema import (
+    SMI_ONLY_FIELDS,
+    InversionSpec,
+    ManifestSection,
+    PositiveInt,
+    build_config,
+    inversion_fields,
+)
+from smi_core.config import InversionConfig
 from smi_core.version import ENGINE_VERSION
 
 if TYPE_CHECKING:
@@ -55,115 +60,29 @@ HASH_VERSION = 3
 # zoom, colour shift, ...) is hashed only when it differs from the engine's own default (smi_core.config),
 # which reproduces what the engine did before the field existed: existing hashes stay valid.
 ALWAYS_HASHED = frozenset({
-    "method", "iterations", "batch_size", "lr", "betas", "schedule", "keep_best",
+    "method", "iterations", "batch_size", "lr", "betas", "schedule.iterations", "schedule.ratios", "keep_best",
     "loss.ce", "loss.tv_l1", "loss.tv_l2", "loss.l2", "loss.bn_prior", "loss.patch_entropy",
     "augment.enabled", "augment.max_roll_fraction", "augment.flip",
 })
-SMI_ONLY_FIELDS = ("schedule", "stopped_patches", "saliency")  # inversion fields a dense run ignores
 DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
 # Size limits, checked arithmetically before anything is enumerated (see _check_sizes):
 MAX_IMAGES_PER_CLASS = 10_000_000  # sample keys hold a 7-digit per-class index (c00042-i0000123)
 MAX_SHARDS = 10_000  # one tar per shard in data/, and the layout stays within 10,000 files per folder
 
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
-Number = Annotated[float, Strict()]  # ints are accepted and stored as floats; strings and bools are not
 NonNegNumber = Annotated[float, Strict(), Field(ge=0)]
 Text = Annotated[StrictStr, Field(min_length=1)]
 
-_INV = InversionConfig()  # the engine's own defaults (the SMI paper's): method and iterations only
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class _RecipeModel(_Model):
-    """A section whose left-out fields take the recommended recipe's values (:mod:`smi_core.recipe`).
-
-    ``None`` stands for "left out"; writing ``null`` is refused (except where null is a value, e.g. zoom).
-    What the manifest set is ``model_fields_set``.
-    """
-
-    _NULLABLE: ClassVar[frozenset[str]] = frozenset()
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_null(cls, v: Any, info: ValidationInfo) -> Any:
-        if v is None and info.field_name not in cls._NULLABLE:
-            raise ValueError("must not be null (leave the field out to get the recommended value)")
-        return v
-
-
-class ScheduleSpec(_RecipeModel):
-    """Progressive patch stopping: at ``iterations[i]`` stop ``ratios[i]`` of the remaining patches.
-
-    Left out: the recommended schedule for the run's ``iterations`` (the paper's stops, scaled)."""
-
-    iterations: list[StrictInt] | None = None
-    ratios: list[Number] | None = None
-
-
-class LossSpec(_RecipeModel):
-    """Weights of the inversion objective's terms (left out: the recommended recipe's)."""
-
-    ce: Number | None = None
-    tv_l1: Number | None = None
-    tv_l2: Number | None = None
-    l2: Number | None = None
-    bn_prior: Number | None = None
-    patch_entropy: Number | None = None
-
-
-class AugmentSpec(_RecipeModel):
-    """Random roll (up to ``max_roll_fraction`` of the side), flip, zoom and colour shift (left out: the
-    recommended recipe's; see :class:`smi_core.config.AugmentConfig`)."""
-
-    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"zoom"})
-
-    enabled: StrictBool | None = None
-    max_roll_fraction: Number | None = None
-    flip: StrictBool | None = None
-    zoom: Annotated[list[Number], Field(min_length=2, max_length=2)] | None = None
-    colour_shift: Number | None = None
-    per_sample: StrictBool | None = None
-
-
-class InversionSpec(_RecipeModel):
-    """How each image is inverted; converts into :class:`smi_core.config.InversionConfig`.
-
-    Every field but ``method``, ``iterations`` and ``batch_size`` that the manifest leaves out takes the
-    value of :func:`smi_core.recipe.recommended_config` for that method and iteration count.
-    """
-
-    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"batch_size"})
-
-    method: Literal["dense", "smi"] = "smi"
-    iterations: PositiveInt = _INV.iterations
-    batch_size: PositiveInt | None = None
-    lr: Number | None = None
-    betas: Annotated[list[Number], Field(min_length=2, max_length=2)] | None = None
-    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    stopped_patches: Literal["frozen", "prior"] | None = None
-    saliency: Literal["instant", "accumulated"] | None = None
-    loss: LossSpec = Field(default_factory=LossSpec)
-    augment: AugmentSpec = Field(default_factory=AugmentSpec)
-    keep_best: StrictBool | None = None
-    # both change rounding, not the algorithm (smi_core.compiled, smi_core.packing): hashed when not default
-    compile: Literal["off", "default", "reduce-overhead"] | None = None
-    pack_batches: PositiveInt = 1
-    # scale factors of the image's coarse levels (smi_core's pyramid parametrisation); [] = pixels only
-    pyramid: list[StrictInt] | None = None
-
-
-class ClassRange(_Model):
+class ClassRange(ManifestSection):
     """Half-open range of class ids ``[start, stop)``."""
 
     start: Annotated[StrictInt, Field(ge=0)]
     stop: Annotated[StrictInt, Field(ge=0)]
 
 
-class ResourcesSpec(_Model):
+class ResourcesSpec(ManifestSection):
     """Scheduling hints for the runner; they never change the corpus bytes."""
 
     workers: Union[Literal["auto"], StrictInt] = "auto"
@@ -181,7 +100,7 @@ class ResourcesSpec(_Model):
         raise ValueError(f"must be 'auto' or an integer > 0, got {_show(v)}")
 
 
-class HubSpec(_Model):
+class HubSpec(ManifestSection):
     """Where ``smi-synth publish`` uploads the corpus."""
 
     repo_id: Text
@@ -196,7 +115,7 @@ class HubSpec(_Model):
         return v
 
 
-class Manifest(_Model):
+class Manifest(ManifestSection):
     """The manifest exactly as written, type-checked, with defaults filled in."""
 
     name: Text | None = None
@@ -374,7 +293,7 @@ class RunSpec:
     def inversion_config(self) -> InversionConfig:
         """The engine's typed config (already validated by load_spec): the manifest's fields over the
         recommended recipe's."""
-        return _build_inversion_config(self.manifest.inversion)
+        return build_config(self.manifest.inversion)
 
     def _inversion_dict(self, *, hashed: bool = False) -> dict[str, Any]:
         """The resolved inversion section; with ``hashed``, as the spec hash reads it."""
@@ -411,7 +330,7 @@ class RunSpec:
         data.update(not_recipe)  # not recipe fields: always the manifest's
         try:
             inversion = InversionSpec.model_validate(data)
-            _build_inversion_config(inversion)
+            build_config(inversion)
         except (ValidationError, ValueError) as exc:
             log.debug("cannot adopt the recorded inversion settings: %s", exc)
             return self
@@ -591,66 +510,6 @@ def _describe_teacher(teacher_spec: str) -> TeacherInfo:
     return describe_teacher(teacher_spec)
 
 
-def _build_inversion_config(inv: InversionSpec) -> InversionConfig:
-    """The engine's config: the fields ``inv`` sets over :func:`smi_core.recipe.recommended_config` for its
-    method and iteration count; raises the engine's ``ValueError`` (``field: message``) when invalid.
-
-    The recommended pyramid goes with stopped patches left to the prior: a manifest that pins stopped
-    patches (``stopped_patches: frozen``, the paper's) for SMI and leaves ``pyramid`` out gets pixels
-    only, instead of an error about a field it never wrote."""
-    rec = recommended_config(inv.method, inv.iterations)
-    sched, loss, augment = inv.schedule.model_fields_set, inv.loss.model_fields_set, inv.augment.model_fields_set
-    stops = tuple(inv.schedule.iterations) if "iterations" in sched else rec.selection.schedule.iterations
-    if "ratios" in sched:
-        ratios = tuple(inv.schedule.ratios or ())
-    elif len(stops) == len(rec.selection.schedule.ratios) or len(set(rec.selection.schedule.ratios)) != 1:
-        ratios = rec.selection.schedule.ratios  # (a length mismatch is reported as schedule.ratios)
-    else:  # stops set, ratios left out: the recommended (uniform) ratio at each stop
-        ratios = (rec.selection.schedule.ratios[0],) * len(stops)
-    selection = dataclasses.replace(
-        rec.selection, kind=inv.method, schedule=StopSchedule(iterations=stops, ratios=ratios),
-        **{name: getattr(inv, field) for name, field in (("stopped", "stopped_patches"), ("saliency", "saliency"))
-           if field in inv.model_fields_set})
-    top = {name: getattr(inv, name) for name in ("lr", "betas", "keep_best", "compile", "pyramid")
-           if name in inv.model_fields_set}
-    for name in ("betas", "pyramid"):
-        if name in top:
-            top[name] = tuple(top[name])
-    if "pyramid" not in top and selection.stopped == "frozen" and selection.kind != "dense":
-        top["pyramid"] = ()  # the paper's pinned stops: coarse levels would move them, so pixels only
-    augment_set = {name: getattr(inv.augment, name) for name in augment}
-    if augment_set.get("zoom") is not None:
-        augment_set["zoom"] = tuple(augment_set["zoom"])
-    return dataclasses.replace(
-        rec, iterations=inv.iterations, selection=selection, **top,
-        loss=dataclasses.replace(rec.loss, **{name: getattr(inv.loss, name) for name in loss}),
-        augment=dataclasses.replace(rec.augment, **augment_set),
-    )
-
-
-def inversion_fields(cfg: InversionConfig, *, batch_size: int, pack_batches: int = 1) -> dict[str, Any]:
-    """An engine config as a manifest's ``inversion`` section (every field, JSON types): what
-    ``manifest.json`` records and the spec hash reads. Numbers go through :class:`InversionSpec`, so a
-    value reads the same whether a manifest wrote it or the recommended recipe gave it (``1`` -> ``1.0``)."""
-    sel = cfg.selection
-    augment = dataclasses.asdict(cfg.augment)
-    if augment.get("zoom") is not None:
-        augment["zoom"] = list(augment["zoom"])
-    raw = {
-        "method": sel.kind, "iterations": cfg.iterations, "batch_size": batch_size, "lr": cfg.lr,
-        "betas": list(cfg.betas),
-        "schedule": {"iterations": list(sel.schedule.iterations), "ratios": list(sel.schedule.ratios)},
-        "stopped_patches": sel.stopped, "saliency": sel.saliency, "loss": dataclasses.asdict(cfg.loss),
-        "augment": augment, "keep_best": cfg.keep_best, "compile": cfg.compile, "pack_batches": pack_batches,
-        "pyramid": list(cfg.pyramid),
-    }
-    try:
-        return InversionSpec.model_validate(raw).model_dump(mode="json")
-    except ValidationError as exc:  # a config field a manifest cannot name: the schema above must learn it
-        raise ValueError(f"{_format_validation_error(exc)} (a field of smi_core's config that the manifest "
-                         f"schema in pipeline/run/spec.py lacks)") from None
-
-
 def _engine_defaults() -> dict[str, Any]:
     """``InversionConfig()`` (the engine's own defaults) as an inversion section."""
     return inversion_fields(InversionConfig(), batch_size=1)
@@ -661,7 +520,7 @@ def _leaf_paths(d: dict[str, Any], prefix: str = "") -> list[str]:
     out: list[str] = []
     for key, value in d.items():
         path = f"{prefix}{key}"
-        out += _leaf_paths(value, f"{path}.") if isinstance(value, dict) and key != "schedule" else [path]
+        out += _leaf_paths(value, f"{path}.") if isinstance(value, dict) else [path]
     return out
 
 
@@ -672,10 +531,12 @@ def _get(d: dict[str, Any], path: str) -> Any:
 
 
 def _pop(d: dict[str, Any], path: str) -> None:
-    *parents, last = path.split(".")
-    for part in parents:
-        d = d[part]
-    d.pop(last, None)
+    """Remove the value at ``path``, and a mapping it leaves empty (a section added later, all at defaults)."""
+    head, _, rest = path.partition(".")
+    if rest:
+        _pop(d[head], rest)
+    if not rest or not d[head]:
+        d.pop(head, None)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -689,7 +550,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _engine_error(manifest: Manifest) -> str | None:
     """The engine's validation of ``inversion`` as one ``inversion.<field>: ...`` line, or None."""
     try:
-        inversion_fields(_build_inversion_config(manifest.inversion), batch_size=1)
+        inversion_fields(build_config(manifest.inversion), batch_size=1)
     except ValueError as exc:
         return f"inversion.{str(exc).splitlines()[0]}"
     return None
