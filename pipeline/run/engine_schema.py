@@ -141,7 +141,7 @@ InversionSpec = _inversion_section()
 # --- manifest -> engine ------------------------------------------------------------------------------------
 
 
-def build_config(inv: RecipeSection) -> InversionConfig:
+def build_config(inv: BaseModel) -> InversionConfig:
     """The engine's config: the fields ``inv`` (an :data:`InversionSpec`) sets over the recommended recipe for
     its method and iteration count; raises the engine's ``ValueError`` (``field: message``) when invalid.
 
@@ -149,21 +149,19 @@ def build_config(inv: RecipeSection) -> InversionConfig:
     stop; and the recommended pyramid goes with stopped patches left to the prior, so a manifest that pins
     stopped patches (``stopped_patches: frozen``, the paper's) for SMI and leaves ``pyramid`` out gets
     pixels only, instead of an error about a field it never wrote."""
-    rec = recommended_config(inv.method, inv.iterations)  # type: ignore[attr-defined]
-    written = inv.model_dump(exclude_unset=True)
-    changes: dict[str, Any] = {name: written[name] for name in written if name in _TOP_FIELDS}
-    changes["iterations"] = inv.iterations  # type: ignore[attr-defined]
+    written, every = inv.model_dump(exclude_unset=True), inv.model_dump()
+    method, iterations = every["method"], every["iterations"]
+    rec = recommended_config(method, iterations)
+    changes: dict[str, Any] = {name: written[name] for name in _TOP_FIELDS if name in written}
     selection = {field: written[name] for field, name in SELECTION_NAMES.items() if name in written}
-    selection["kind"] = inv.method  # type: ignore[attr-defined]
+    changes |= {"iterations": iterations, "selection": {**selection, "kind": method}}
     schedule = selection.get("schedule", {})
     ratios = rec.selection.schedule.ratios
     if "iterations" in schedule and "ratios" not in schedule and len(set(ratios)) == 1:
         schedule["ratios"] = ratios[:1] * len(schedule["iterations"])
-    stopped = selection.get("stopped", rec.selection.stopped)
-    if "pyramid" not in changes and stopped == "frozen" and inv.method != "dense":  # type: ignore[attr-defined]
+    if "pyramid" not in changes and selection.get("stopped", rec.selection.stopped) == "frozen" and method != "dense":
         changes["pyramid"] = ()  # the paper's pinned stops: coarse levels would move them, so pixels only
-    return _replace(rec, {**changes, "selection": selection})
-
+    return _replace(rec, changes)  # type: ignore[no-any-return]
 
 
 def _replace(cfg: Any, changes: dict[str, Any]) -> Any:

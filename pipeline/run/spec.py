@@ -7,7 +7,6 @@ the file and the field, e.g. ``demo.yaml: images_per_class: must be > 0, got 0``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
@@ -20,7 +19,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    BaseModel,
     Field,
     Strict,
     StrictBool,
@@ -43,6 +41,7 @@ from pipeline.run.engine_schema import (
     build_config,
     inversion_fields,
 )
+from pipeline.run.manifest_errors import format_validation_error, show, yaml_message
 from smi_core.config import InversionConfig
 from smi_core.version import ENGINE_VERSION
 
@@ -97,7 +96,7 @@ class ResourcesSpec(ManifestSection):
     def _workers(cls, v: Any) -> Any:
         if v == "auto" or (is_int(v) and v > 0):
             return v
-        raise ValueError(f"must be 'auto' or an integer > 0, got {_show(v)}")
+        raise ValueError(f"must be 'auto' or an integer > 0, got {show(v)}")
 
 
 class HubSpec(ManifestSection):
@@ -111,7 +110,7 @@ class HubSpec(ManifestSection):
     @classmethod
     def _repo_id(cls, v: str) -> str:
         if not REPO_ID.match(v):
-            raise ValueError(f"must look like 'namespace/name', got {_show(v)}")
+            raise ValueError(f"must look like 'namespace/name', got {show(v)}")
         return v
 
 
@@ -143,7 +142,7 @@ class Manifest(ManifestSection):
                 raise ValueError("must not be an empty list")
             for c in v:
                 if not is_int(c) or c < 0:
-                    raise ValueError(f"class ids must be integers >= 0, got {_show(c)}")
+                    raise ValueError(f"class ids must be integers >= 0, got {show(c)}")
             dup = [c for c, n in Counter(v).items() if n > 1]
             if dup:
                 raise ValueError(f"duplicate class id {dup[0]}")
@@ -156,11 +155,11 @@ class Manifest(ManifestSection):
                 if key not in v:
                     raise ValueError(f"a range needs '{key}'")
                 if not is_int(v[key]) or v[key] < 0:
-                    raise ValueError(f"{key}: must be an integer >= 0, got {_show(v[key])}")
+                    raise ValueError(f"{key}: must be an integer >= 0, got {show(v[key])}")
             if v["start"] >= v["stop"]:
                 raise ValueError(f"start must be < stop (half-open range), got start={v['start']} stop={v['stop']}")
             return ClassRange(start=v["start"], stop=v["stop"])
-        raise ValueError(f"expected 'all', a list of class ids or {{start, stop}}, got {_show(v)}")
+        raise ValueError(f"expected 'all', a list of class ids or {{start, stop}}, got {show(v)}")
 
     @field_validator("images_per_class")
     @classmethod
@@ -337,7 +336,7 @@ class RunSpec:
         adopted = dataclasses.replace(self, manifest=self.manifest.model_copy(update={"inversion": inversion}))
         if adopted.matches_hash(corpus_manifest.get("spec_hash")):
             today, then = self._inversion_dict(), adopted._inversion_dict()
-            changed = [f"{p} {_show(_get(then, p))} (default now {_show(_get(today, p))})"
+            changed = [f"{p} {show(_get(then, p))} (default now {show(_get(today, p))})"
                        for p in _leaf_paths(then) if _get(then, p) != _get(today, p)]
             log.warning("%s: resuming with the settings the corpus was started with, not today's defaults: %s; "
                         "use another output folder for a corpus with today's defaults", self.name, "; ".join(changed))
@@ -449,7 +448,7 @@ def load_spec(path: str | os.PathLike[str]) -> RunSpec:
     try:
         data = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise UserError(f"{label}: invalid YAML: {_yaml_message(exc)}") from None
+        raise UserError(f"{label}: invalid YAML: {yaml_message(exc)}") from None
     return spec_from_dict(data, base_dir=path.parent, label=label, default_name=path.stem, source=path.absolute())
 
 
@@ -469,7 +468,7 @@ def spec_from_dict(
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{label}: {_format_validation_error(exc)}") from None
+        raise UserError(f"{label}: {format_validation_error(exc, Manifest)}") from None
     engine_error = _engine_error(manifest)
     if engine_error:
         raise UserError(f"{label}: {engine_error}")
@@ -630,7 +629,7 @@ def _differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
         return out
     if recorded == current:
         return []
-    return [f"{prefix.rstrip('.')}: {_show(recorded)} -> {_show(current)}"]
+    return [f"{prefix.rstrip('.')}: {show(recorded)} -> {show(current)}"]
 
 
 def _resolve_classes(classes: Any, num_classes: int, label: str) -> tuple[int, ...]:
@@ -648,112 +647,6 @@ def _resolve_classes(classes: Any, num_classes: int, label: str) -> tuple[int, .
             f"{label}: classes: class id {bad[0]} is outside the teacher's range 0..{num_classes - 1}"
         )
     return tuple(sorted(classes))
-
-
-# --- messages ------------------------------------------------------------------------------------
-
-
-def _show(v: Any, limit: int = 60) -> str:
-    s = repr(v)
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
-def _type_name(v: Any) -> str:
-    """``integer 5``, ``string 'x'``, ``null``: a value with its YAML type, for messages."""
-    if v is None:
-        return "null"
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
-    return f"{names.get(type(v), type(v).__name__)} {_show(v)}"
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found at ``loc`` (for did-you-mean suggestions)."""
-    model: Any = Manifest
-    for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if model is None:
-            return []
-    return list(getattr(model, "model_fields", {}))
-
-
-MAX_ERRORS_SHOWN = 3  # further problems are counted on the same line
-
-
-def _format_validation_error(exc: ValidationError) -> str:
-    """Every pydantic error on one line, most telling first: unknown fields (with did-you-mean) before
-    the rest, and a required field left out by a typo reported only as the typo."""
-    errors = exc.errors()
-    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
-    explained = set()  # (parent, field) a typo's did-you-mean names: its "missing" error is that typo
-    for e in unknown:
-        parent = tuple(e["loc"][:-1])
-        hint = difflib.get_close_matches(str(e["loc"][-1]), _fields_at(parent), n=1)
-        if hint:
-            explained.add((parent, hint[0]))
-    rest = [e for e in errors if e["type"] != "extra_forbidden"
-            and not (e["type"] == "missing" and (tuple(e["loc"][:-1]), str(e["loc"][-1])) in explained)]
-    messages = list(dict.fromkeys(_format_error(e) for e in unknown + rest))
-    shown = "; ".join(messages[:MAX_ERRORS_SHOWN])
-    more = len(messages) - MAX_ERRORS_SHOWN
-    return shown + (f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else "")
-
-
-def _format_error(err: Any) -> str:
-    """One pydantic error as ``field.path: message``."""
-    loc = tuple(err["loc"])
-    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
-    where = ".".join(str(p) for p in loc)
-    if kind == "extra_forbidden":
-        parent, key = loc[:-1], str(loc[-1])
-        hint = difflib.get_close_matches(key, _fields_at(parent), n=1)
-        msg = f"unknown field '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-        return f"{'.'.join(map(str, parent))}: {msg}" if parent else msg
-    if kind == "missing":
-        return f"{where}: required field is missing"
-    if kind == "value_error":
-        msg = str(ctx.get("error", err["msg"]))
-        return f"{where}: {msg}" if where else msg
-    if kind in ("int_type", "float_type", "bool_type", "string_type", "list_type", "model_type", "dict_type"):
-        expected = {
-            "int_type": "an integer",
-            "float_type": "a number",
-            "bool_type": "true or false",
-            "string_type": "a string",
-            "list_type": "a list",
-            "model_type": "a mapping of fields",
-            "dict_type": "a mapping of fields",
-        }[kind]
-        return f"{where}: expected {expected}, got {_type_name(value)}"
-    if kind == "greater_than":
-        return f"{where}: must be > {ctx['gt']}, got {_show(value)}"
-    if kind == "greater_than_equal":
-        return f"{where}: must be >= {ctx['ge']}, got {_show(value)}"
-    if kind == "less_than":
-        return f"{where}: must be < {ctx['lt']}, got {_show(value)}"
-    if kind == "literal_error":
-        return f"{where}: expected {ctx.get('expected')}, got {_show(value)}"
-    if kind in ("too_short", "too_long"):
-        n = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
-        return f"{where}: expected {n} items, got {ctx.get('actual_length')}"
-    if kind == "finite_number":
-        return f"{where}: must be a finite number, got {_show(value)}"
-    if kind == "invalid_key":
-        return f"{where}: field names must be strings, got {_type_name(value)}"
-    if kind == "string_too_short":
-        return f"{where}: must not be empty"
-    return f"{where}: {err['msg']}, got {_show(value)}"
-
-
-def _yaml_message(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return " ".join(f"{problem}{where}".split())
 
 
 class _ManifestLoader(yaml.SafeLoader):
