@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 HASH_VERSION = 3
 # The inversion fields always hashed. Any other inversion field (added later: stopped patches, saliency,
 # zoom, colour shift, ...) is hashed only when it differs from the engine's own default (smi_core.config),
-# which reproduces what the engine did before the field existed: existing hashes stay valid.
+# which reproduces what the engine did before the field existed: existing hashes stay valid. Paths of leaves
+# (the schedule's two lists too, so a field added to the schedule is hashed only away from its default).
 ALWAYS_HASHED = frozenset({
     "method", "iterations", "batch_size", "lr", "betas", "schedule.iterations", "schedule.ratios", "keep_best",
     "loss.ce", "loss.tv_l1", "loss.tv_l2", "loss.l2", "loss.bn_prior", "loss.patch_entropy",
