@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "time), a per-step cost that the load of the moment affects alike (0: none)")
     p.add_argument("--timing-rounds", type=int, default=3, help="rounds of the alternating timing")
     p.add_argument("--timing-only", action="store_true", help="only the alternating timing, no full runs")
+    p.add_argument("--profile-steps", type=int, default=0, metavar="N",
+                   help="only profile N steps of each arm's step in this process (milliseconds per phase; a toy "
+                        "corpus), print them and exit")
     args = p.parse_args(argv)
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -84,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--seeds: a seed is given twice")
     if args.parallel < 1:
         p.error(f"--parallel: must be >= 1, got {args.parallel}")
+    if args.profile_steps < 0:
+        p.error(f"--profile-steps: must be >= 0, got {args.profile_steps}")
     if args.timing_only and not args.timing_steps:
         p.error("--timing-only: give --timing-steps N too")
     if args.timing_steps < 0 or args.timing_rounds < 1:
@@ -130,6 +135,81 @@ def execute(run: Run, corpus: str, eval_spec: str) -> dict[str, Any]:
     return {**run.key(corpus, eval_spec), "seconds": report["seconds"], "wall_seconds": round(wall, 3),
             "student_top1": report["student_top1"], "teacher_top1": report["teacher_top1"], "steps": report["steps"],
             "budget": report["chosen"]["budget"], "commit": commit(), "date": now()}
+
+
+def profile_step(corpus: str, steps: int, eps: float = 1.0, batch_size: int = 64) -> dict[str, float]:
+    """Milliseconds per step of each phase of the live-teacher step (:mod:`pipeline.evaluate.kd_views`' views,
+    the adversarial step with ``eps`` > 0, the student's training pass) over ``steps`` steps of the corpus's
+    first batches, one torch thread, the default student against the corpus's toy teacher."""
+    import torch
+
+    from pipeline.evaluate.common import corpus_info
+    from pipeline.evaluate.defaults import default_student
+    from pipeline.evaluate.distill import build_student
+    from pipeline.evaluate.kd_views import KDAugmentConfig, flip_shift, kd_divergence, mix_pairs, photometric
+    from pipeline.evaluate.memory_batches import load_in_memory
+    from pipeline.teachers.adversarial import l2_step
+    from pipeline.teachers.classify import normalize
+    from pipeline.teachers.loading import load_teacher
+
+    torch.set_num_threads(1)
+    info = corpus_info(corpus)
+    if info.teacher_spec != "toy":
+        raise SystemExit(f"--profile-steps: {corpus} is not a toy-teacher corpus")
+    teacher = load_teacher("toy")
+    model, t_norm = teacher.model.eval(), (tuple(teacher.mean), tuple(teacher.std))
+    s_norm = (info.mean or t_norm[0], info.std or t_norm[1])
+    torch.manual_seed(0)
+    student = build_student(default_student(info), num_classes=info.num_classes, img_size=info.img_size).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-2, weight_decay=0.05)
+    memory = load_in_memory(info.root, num_images=info.num_images, img_size=info.img_size, batch_size=batch_size,
+                            budget_bytes=1 << 34)
+    assert memory is not None
+    views_cfg, g = KDAugmentConfig(adversarial_eps=eps), torch.Generator().manual_seed(0)
+    spent: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now_ = time.perf_counter()
+        spent[name] = spent.get(name, 0.0) + now_ - clock[0]
+        clock[0] = now_
+
+    done = 0
+    while done < steps:
+        for images, _labels, _soft, _masks in memory.epoch(done):
+            if done >= steps:
+                break
+            clock[0] = time.perf_counter()
+            views = photometric(flip_shift(mix_pairs(images, g, views_cfg.mix), g, 0, views_cfg.flip), g,
+                                views_cfg.colour_jitter, views_cfg.channel_shuffle)
+            lap("views")
+            if eps > 0:
+                x = views.clone().requires_grad_(True)
+                clean = model(normalize(x, *t_norm))
+                lap("adversarial: teacher forward")
+                loss = kd_divergence(student(normalize(x, *s_norm)), clean, 4.0)
+                lap("adversarial: student forward")
+                (grad,) = torch.autograd.grad(loss, [x])
+                moved = l2_step(views, grad, eps)
+                lap("adversarial: backward to the pixels")
+                with torch.no_grad():
+                    labels = torch.cat([clean.detach(), model(normalize(moved, *t_norm))])
+                lap("teacher forward (labels)")
+                batch = torch.cat([views, moved])
+            else:
+                with torch.no_grad():
+                    labels = model(normalize(views, *t_norm))
+                lap("teacher forward (labels)")
+                batch = views
+            logits = student(normalize(batch, *s_norm))
+            lap("student forward")
+            opt.zero_grad(set_to_none=True)
+            kd_divergence(logits, labels, 4.0).backward()
+            lap("student backward")
+            opt.step()
+            lap("optimizer step")
+            done += 1
+    return {name: round(1000 * value / steps, 2) for name, value in spent.items()}
 
 
 def load_runs(path: Path | None) -> list[dict[str, Any]]:
@@ -224,6 +304,14 @@ def torch_version() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     corpus = str(Path(args.corpus).resolve())
+    if args.profile_steps:
+        eps = {arm: float(ARMS[arm][ARMS[arm].index("--adversarial-eps") + 1]) for arm in args.arms}
+        profile = {arm: profile_step(corpus, args.profile_steps, eps[arm]) for arm in args.arms}
+        for arm, phases in profile.items():
+            print(f"{arm}: {sum(phases.values()):.1f} ms per step: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), file=sys.stderr)
+        print(json.dumps({"profile_steps": args.profile_steps, "ms_per_step": profile}))
+        return 0
     known = load_runs(args.runs)
     full = [] if args.timing_only else plan(args)
     todo = [r for r in full if find(known, r.key(corpus, args.eval)) is None]

@@ -12,7 +12,8 @@ from tests.benchmarks import load_benchmark as _load
     ("argv", "flag"),
     [(["c", "--seeds", "0,x"], "--seeds"), (["c", "--seeds", "1,1"], "--seeds"), (["c", "--seeds", ","], "--seeds"),
      (["c", "--arms", "before,fast"], "--arms"), (["c", "--arms", ""], "--arms"), (["c", "--parallel", "0"], "--parallel"),
-     (["c", "--timing-only"], "--timing-only"), (["c", "--timing-steps", "-1"], "--timing-steps"), ([], "corpus")],
+     (["c", "--timing-only"], "--timing-only"), (["c", "--timing-steps", "-1"], "--timing-steps"),
+     (["c", "--profile-steps", "-2"], "--profile-steps"), ([], "corpus")],
 )
 def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert_usage_error(_load("distill_cost"), argv, flag, capsys)
