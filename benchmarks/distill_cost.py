@@ -14,7 +14,13 @@ Each finished run is appended to ``--runs`` (JSON lines) and reused by a later c
 eval set, arm flags and seed, so an interrupted study resumes. ``--json`` gets the document (command,
 commit, date, machine, per arm and seed: seconds of training as the command reports them, wall seconds of
 the whole command, student top-1; mean / sd per arm; after/before ratio of mean seconds). The last stdout
-line is that document.
+line is that document. Two cheaper measures of the cost alone (a step costs the same at any step count):
+
+    nice -n 10 python benchmarks/distill_cost.py /tmp/distcost/demo --no-runs --profile-steps 20 \
+        --timing-steps 30 --timing-rounds 3 --json benchmarks/results/distill_cost.json
+
+``--profile-steps`` times each phase of a step in this process; ``--timing-steps`` runs short commands of
+the arms one at a time, alternating, so both see the load of the moment.
 """
 
 from __future__ import annotations
@@ -68,10 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also time each arm for N steps in alternating commands (--timing-rounds of them, one at a "
                         "time), a per-step cost that the load of the moment affects alike (0: none)")
     p.add_argument("--timing-rounds", type=int, default=3, help="rounds of the alternating timing")
-    p.add_argument("--timing-only", action="store_true", help="only the alternating timing, no full runs")
     p.add_argument("--profile-steps", type=int, default=0, metavar="N",
-                   help="only profile N steps of each arm's step in this process (milliseconds per phase; a toy "
-                        "corpus), print them and exit")
+                   help="also profile N steps of each arm in this process: milliseconds per phase of a step (a toy "
+                        "corpus; 0: none)")
+    p.add_argument("--no-runs", action="store_true", help="no full runs: only --profile-steps and --timing-steps")
     args = p.parse_args(argv)
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -89,8 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--parallel: must be >= 1, got {args.parallel}")
     if args.profile_steps < 0:
         p.error(f"--profile-steps: must be >= 0, got {args.profile_steps}")
-    if args.timing_only and not args.timing_steps:
-        p.error("--timing-only: give --timing-steps N too")
+    if args.no_runs and not (args.timing_steps or args.profile_steps):
+        p.error("--no-runs: give --timing-steps N or --profile-steps N")
     if args.timing_steps < 0 or args.timing_rounds < 1:
         p.error(f"--timing-steps: must be >= 0 and --timing-rounds >= 1, got {args.timing_steps}, {args.timing_rounds}")
     return args
@@ -235,12 +241,13 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def summarise(rows: list[dict[str, Any]], args: argparse.Namespace,
-              rows_timing: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The result document (as ``benchmarks/render.py`` reads it: one ``figures`` row per seed with both arms'
-    seconds and top-1 in %), and per arm the mean / sd of seconds and top-1; with ``rows_timing`` the
-    alternating short runs' seconds per step."""
-    rows_timing = rows_timing or []
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, rows_timing: list[dict[str, Any]] | None = None,
+              profile: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """The result document as ``benchmarks/render.py`` reads it: ``figures`` has one row per seed with both
+    arms' seconds and top-1 in % (without full runs: one row per timing round, else one per profiled phase);
+    per arm the mean / sd of seconds and top-1; with ``rows_timing`` the alternating short runs' seconds per
+    step; with ``profile`` the milliseconds per phase of a step."""
+    rows_timing, profile = rows_timing or [], profile or {}
     arms: dict[str, Any] = {}
     for arm in args.arms:
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["seed"])
@@ -261,8 +268,24 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace,
             top = run["student_top1"] if run else None
             row[f"{arm}_top1"] = round(100 * top, 2) if top is not None else None
         figures.append(row)
+    columns = {"seed": "seed", **{f"{a}_{k}": f"{a} {h}" for a in args.arms
+                                  for k, h in (("s", "s"), ("top1", "top-1 %"))}}
+    if not rows and rows_timing:
+        rounds = [rows_timing[i:i + len(args.arms)] for i in range(0, len(rows_timing), len(args.arms))]
+        figures = [{"round": i + 1, **{f"{r['arm']}_s_per_step": round(r["seconds"] / r["steps"], 4) for r in chunk}}
+                   for i, chunk in enumerate(rounds)]
+        columns = {"round": "timing round", **{f"{a}_s_per_step": f"{a} s per step" for a in args.arms}}
+    elif not rows and profile:
+        phases = list(dict.fromkeys(k for arm in args.arms for k in profile.get(arm, {})))
+        figures = [{"phase": k, **{f"{a}_ms": profile.get(a, {}).get(k) for a in args.arms}} for k in phases]
+        figures.append({"phase": "step", **{f"{a}_ms": round(sum(profile.get(a, {}).values()), 2) for a in args.arms}})
+        columns = {"phase": "phase", **{f"{a}_ms": f"{a} ms per step" for a in args.arms}}
     notes = [f"{arm}: `smi-synth distill CORPUS --eval {args.eval} --seed S {shlex.join(ARMS[arm])}`"
              for arm in args.arms]
+    if profile:
+        notes.append(f"Profile ({args.profile_steps} steps in one process, one thread), ms per step: " + "; ".join(
+            f"{arm} {sum(p.values()):.1f} (" + ", ".join(f"{k} {v:.1f}" for k, v in p.items()) + ")"
+            for arm, p in profile.items()))
     doc: dict[str, Any] = {
         "format": FORMAT, "section": "distill_cost", "title": "Distillation cost on the demo-size corpus",
         "command": "nice -n 10 python benchmarks/distill_cost.py " + shlex.join(sys.argv[1:]), "commit": commit(),
@@ -270,9 +293,7 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace,
         "setup": (f"Corpus {args.corpus} ({args.eval} held-out images), each arm one `smi-synth distill` command per "
                   f"seed with one torch thread, {args.parallel} commands at once, the arms of a seed side by side. "
                   "Seconds: the training loop's, as the command reports them; top-1 in %."),
-        "columns": {"seed": "seed", **{f"{a}_{k}": f"{a} {h}" for a in args.arms for k, h in (("s", "s"),
-                                                                                             ("top1", "top-1 %"))}},
-        "figures": figures, "notes": notes,
+        "columns": columns, "figures": figures, "notes": notes, "profile_ms_per_step": profile,
         "corpus": args.corpus, "eval": args.eval, "parallel": args.parallel, "threads_per_run": 1,
         "teacher_top1": (rows or rows_timing)[0]["teacher_top1"] if rows or rows_timing else None, "arms": arms,
     }
@@ -304,16 +325,15 @@ def torch_version() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     corpus = str(Path(args.corpus).resolve())
+    profile: dict[str, dict[str, float]] = {}
     if args.profile_steps:
-        eps = {arm: float(ARMS[arm][ARMS[arm].index("--adversarial-eps") + 1]) for arm in args.arms}
-        profile = {arm: profile_step(corpus, args.profile_steps, eps[arm]) for arm in args.arms}
-        for arm, phases in profile.items():
-            print(f"{arm}: {sum(phases.values()):.1f} ms per step: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), file=sys.stderr)
-        print(json.dumps({"profile_steps": args.profile_steps, "ms_per_step": profile}))
-        return 0
+        for arm in args.arms:
+            eps = float(ARMS[arm][ARMS[arm].index("--adversarial-eps") + 1])
+            profile[arm] = phases = profile_step(corpus, args.profile_steps, eps)
+            print(f"distill_cost: profile {arm}: {sum(phases.values()):.1f} ms per step: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), file=sys.stderr, flush=True)
     known = load_runs(args.runs)
-    full = [] if args.timing_only else plan(args)
+    full = [] if args.no_runs else plan(args)
     todo = [r for r in full if find(known, r.key(corpus, args.eval)) is None]
     rows = [row for r in full if (row := find(known, r.key(corpus, args.eval))) is not None]
 
@@ -337,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             timing.append(row)
     with ThreadPoolExecutor(args.parallel) as pool:
         rows += list(pool.map(one, todo))
-    doc = summarise(rows, args, timing)
+    doc = summarise(rows, args, timing, profile)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

@@ -12,7 +12,7 @@ from tests.benchmarks import load_benchmark as _load
     ("argv", "flag"),
     [(["c", "--seeds", "0,x"], "--seeds"), (["c", "--seeds", "1,1"], "--seeds"), (["c", "--seeds", ","], "--seeds"),
      (["c", "--arms", "before,fast"], "--arms"), (["c", "--arms", ""], "--arms"), (["c", "--parallel", "0"], "--parallel"),
-     (["c", "--timing-only"], "--timing-only"), (["c", "--timing-steps", "-1"], "--timing-steps"),
+     (["c", "--no-runs"], "--no-runs"), (["c", "--timing-steps", "-1"], "--timing-steps"),
      (["c", "--profile-steps", "-2"], "--profile-steps"), ([], "corpus")],
 )
 def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,3 +49,22 @@ def test_the_document_has_a_row_per_seed_with_both_arms() -> None:
     assert doc["arms"]["before"]["seconds"]["mean"] == 315.0 and doc["arms"]["after"]["student_top1"]["sd"] == 0.0
     assert doc["timing"]["per_step_ratio"] == 0.25 and "25.0% of before" in doc["notes"][-1]
     assert doc["seconds_ratio"] == pytest.approx(100 / 315)
+
+
+def test_without_full_runs_the_rows_are_the_timing_rounds_or_the_profile() -> None:
+    dc = _load("distill_cost")
+    args = dc.parse_args(["c", "--no-runs", "--timing-steps", "10", "--timing-rounds", "2", "--profile-steps", "4"])
+    base = {"seed": 0, "wall_seconds": 9.0, "student_top1": 0.1, "teacher_top1": 0.99, "steps": 10}
+    timing = [{**base, "arm": arm, "seconds": s} for arm, s in (("before", 4.0), ("after", 1.0), ("before", 5.0),
+                                                                 ("after", 1.5))]
+    profile = {"before": {"views": 4.0, "adversarial": 300.0}, "after": {"views": 4.0}}
+    doc = dc.summarise([], args, timing, profile)
+    assert doc["figures"] == [{"round": 1, "before_s_per_step": 0.4, "after_s_per_step": 0.1},
+                              {"round": 2, "before_s_per_step": 0.5, "after_s_per_step": 0.15}]
+    assert list(doc["columns"]) == ["round", "before_s_per_step", "after_s_per_step"] and "arms" in doc
+    assert doc["timing"]["per_step_ratio"] == pytest.approx(0.125 / 0.45)
+    assert any(n.startswith("Profile (4 steps") and "before 304.0" in n for n in doc["notes"])
+    only_profile = dc.summarise([], dc.parse_args(["c", "--no-runs", "--profile-steps", "4"]), [], profile)
+    assert only_profile["figures"] == [{"phase": "views", "before_ms": 4.0, "after_ms": 4.0},
+                                       {"phase": "adversarial", "before_ms": 300.0, "after_ms": None},
+                                       {"phase": "step", "before_ms": 304.0, "after_ms": 4.0}]
