@@ -290,9 +290,7 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, rows_timing:
         "format": FORMAT, "section": "distill_cost", "title": "Distillation cost on the demo-size corpus",
         "command": "nice -n 10 python benchmarks/distill_cost.py " + shlex.join(sys.argv[1:]), "commit": commit(),
         "date": now(), "machine": MACHINE, "python": platform.python_version(), "torch": torch_version(),
-        "setup": (f"Corpus {args.corpus} ({args.eval} held-out images), each arm one `smi-synth distill` command per "
-                  f"seed with one torch thread, {args.parallel} commands at once, the arms of a seed side by side. "
-                  "Seconds: the training loop's, as the command reports them; top-1 in %."),
+        "setup": setup(args, bool(rows)),
         "columns": columns, "figures": figures, "notes": notes, "profile_ms_per_step": profile,
         "corpus": args.corpus, "eval": args.eval, "parallel": args.parallel, "threads_per_run": 1,
         "teacher_top1": (rows or rows_timing)[0]["teacher_top1"] if rows or rows_timing else None, "arms": arms,
@@ -306,14 +304,33 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, rows_timing:
         doc["timing"] = {"steps": args.timing_steps, "rounds": args.timing_rounds, "arms": timing}
         if "before" in timing and "after" in timing:
             ratio = timing["after"]["seconds_per_step"]["mean"] / timing["before"]["seconds_per_step"]["mean"]
-            doc["timing"]["per_step_ratio"] = ratio
+            paired = [a / b for a, b in zip(timing["after"]["per_round"], timing["before"]["per_round"])]
+            doc["timing"].update(per_step_ratio=ratio, per_round_ratio=paired)
             notes.append(f"Alternating {args.timing_steps}-step commands, {args.timing_rounds} rounds, one at a time: "
                          f"before {timing['before']['seconds_per_step']['mean']:.3f} s per step, after "
-                         f"{timing['after']['seconds_per_step']['mean']:.3f} s ({100 * ratio:.1f}% of before).")
+                         f"{timing['after']['seconds_per_step']['mean']:.3f} s ({100 * ratio:.1f}% of before; per "
+                         f"round {', '.join(f'{100 * r:.1f}%' for r in paired)}).")
     if "before" in arms and "after" in arms:
         doc["seconds_ratio"] = arms["after"]["seconds"]["mean"] / arms["before"]["seconds"]["mean"]
         doc["top1_difference"] = arms["after"]["student_top1"]["mean"] - arms["before"]["student_top1"]["mean"]
     return doc
+
+
+def setup(args: argparse.Namespace, full_runs: bool) -> str:
+    """The result's paragraph: what was run, and the machine's load average when the document was written."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    parts = [f"Corpus {args.corpus}, the default student, one torch thread per command."]
+    if full_runs:
+        parts.append(f"Each arm one `smi-synth distill --eval {args.eval}` command per seed, {args.parallel} at once, "
+                     "the arms of a seed side by side; seconds are the training loop's as the command reports them, "
+                     "top-1 in % on the held-out images.")
+    if args.timing_steps:
+        parts.append(f"Timing: {args.timing_steps}-step commands of each arm, one at a time, alternating arm by arm "
+                     f"for {args.timing_rounds} rounds; seconds per step of the training loop.")
+    if args.profile_steps:
+        parts.append(f"Profile: {args.profile_steps} steps of each arm's step in one process, phase by phase.")
+    parts.append(f"Load average (1, 5, 15 min) at the end: {load}.")
+    return " ".join(parts)
 
 
 def torch_version() -> str:
