@@ -316,10 +316,21 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, rows_timing:
     return doc
 
 
+def describe_corpus(corpus: str) -> str:
+    """``corpus`` with its manifest's name, size and spec hash (its folder alone when it has no manifest)."""
+    try:
+        manifest = json.loads((Path(corpus) / "manifest.json").read_text())
+        spec = manifest["spec"]
+        return (f"{corpus} ({spec.get('source') or spec.get('name')}: {manifest['num_images']} images of "
+                f"{len(spec['classes'])} classes, spec hash {manifest['spec_hash'][:12]})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return corpus
+
+
 def setup(args: argparse.Namespace, full_runs: bool) -> str:
     """The result's paragraph: what was run, and the machine's load average when the document was written."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    parts = [f"Corpus {args.corpus}, the default student, one torch thread per command."]
+    parts = [f"Corpus {describe_corpus(args.corpus)}, the default student, one torch thread per command."]
     if full_runs:
         parts.append(f"Each arm one `smi-synth distill --eval {args.eval}` command per seed, {args.parallel} at once, "
                      "the arms of a seed side by side; seconds are the training loop's as the command reports them, "

@@ -65,6 +65,7 @@ def test_without_full_runs_the_rows_are_the_timing_rounds_or_the_profile() -> No
     assert doc["timing"]["per_step_ratio"] == pytest.approx(0.125 / 0.45)
     assert doc["timing"]["per_round_ratio"] == pytest.approx([0.25, 0.3]) and "per round 25.0%, 30.0%" in doc["notes"][-1]
     assert "Timing: 10-step commands" in doc["setup"] and "Load average" in doc["setup"]
+    assert doc["setup"].startswith("Corpus c, the default student")  # no manifest there: the folder alone
     assert any(n.startswith("Profile (4 steps") and "before 304.0" in n for n in doc["notes"])
     only_profile = dc.summarise([], dc.parse_args(["c", "--no-runs", "--profile-steps", "4"]), [], profile)
     assert only_profile["figures"] == [{"phase": "views", "before_ms": 4.0, "after_ms": 4.0},
