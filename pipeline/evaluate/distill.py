@@ -503,8 +503,8 @@ class DistillChoices:
 def choose(args: argparse.Namespace, info: CorpusInfo) -> DistillChoices:
     """The teacher, student, training budget and eval set of a ``distill`` command: each flag given wins,
     else the corpus's own teacher (live), :func:`~pipeline.evaluate.defaults.default_student`,
-    :func:`~pipeline.evaluate.defaults.step_budget` for the corpus's images and classes, and the toy held-out split for
-    a toy-teacher corpus."""
+    :func:`~pipeline.evaluate.defaults.step_budget` for the corpus's images and classes, and the toy held-out
+    split for a toy-teacher corpus."""
     if args.teacher and args.stored_labels:
         raise UserError("--stored-labels: give --teacher (a live teacher) or --stored-labels, not both")
     if args.steps is not None and args.epochs is not None:

@@ -11,7 +11,8 @@ from tests.benchmarks import load_benchmark as _load
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [(["c", "--seeds", "0,x"], "--seeds"), (["c", "--seeds", "1,1"], "--seeds"), (["c", "--seeds", ","], "--seeds"),
-     (["c", "--arms", "before,fast"], "--arms"), (["c", "--arms", ""], "--arms"), (["c", "--parallel", "0"], "--parallel"),
+     (["c", "--arms", "before,fast"], "--arms"), (["c", "--arms", ""], "--arms"),
+     (["c", "--parallel", "0"], "--parallel"),
      (["c", "--no-runs"], "--no-runs"), (["c", "--timing-steps", "-1"], "--timing-steps"),
      (["c", "--profile-steps", "-2"], "--profile-steps"), ([], "corpus")],
 )
@@ -63,7 +64,8 @@ def test_without_full_runs_the_rows_are_the_timing_rounds_or_the_profile() -> No
                               {"round": 2, "before_s_per_step": 0.5, "after_s_per_step": 0.15}]
     assert list(doc["columns"]) == ["round", "before_s_per_step", "after_s_per_step"] and "arms" in doc
     assert doc["timing"]["per_step_ratio"] == pytest.approx(0.125 / 0.45)
-    assert doc["timing"]["per_round_ratio"] == pytest.approx([0.25, 0.3]) and "per round 25.0%, 30.0%" in doc["notes"][-1]
+    assert doc["timing"]["per_round_ratio"] == pytest.approx([0.25, 0.3])
+    assert "per round 25.0%, 30.0%" in doc["notes"][-1]
     assert "Timing: 10-step commands" in doc["setup"] and "Load average" in doc["setup"]
     assert doc["setup"].startswith("Corpus c, the default student")  # no manifest there: the folder alone
     assert any(n.startswith("Profile (4 steps") and "before 304.0" in n for n in doc["notes"])
