@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also profile N steps of each arm in this process: milliseconds per phase of a step (a toy "
                         "corpus; 0: none)")
     p.add_argument("--no-runs", action="store_true", help="no full runs: only --profile-steps and --timing-steps")
+    p.add_argument("--note", action="append", default=[], help="a line added to the result's notes (repeatable)")
     args = p.parse_args(argv)
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -282,6 +283,7 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, rows_timing:
         columns = {"phase": "phase", **{f"{a}_ms": f"{a} ms per step" for a in args.arms}}
     notes = [f"{arm}: `smi-synth distill CORPUS --eval {args.eval} --seed S {shlex.join(ARMS[arm])}`"
              for arm in args.arms]
+    notes += args.note
     if profile:
         notes.append(f"Profile ({args.profile_steps} steps in one process, one thread), ms per step: " + "; ".join(
             f"{arm} {sum(p.values()):.1f} (" + ", ".join(f"{k} {v:.1f}" for k, v in p.items()) + ")"

@@ -54,7 +54,8 @@ def test_the_document_has_a_row_per_seed_with_both_arms() -> None:
 
 def test_without_full_runs_the_rows_are_the_timing_rounds_or_the_profile() -> None:
     dc = _load("distill_cost")
-    args = dc.parse_args(["c", "--no-runs", "--timing-steps", "10", "--timing-rounds", "2", "--profile-steps", "4"])
+    args = dc.parse_args(["c", "--no-runs", "--timing-steps", "10", "--timing-rounds", "2", "--profile-steps", "4",
+                          "--note", "first", "--note", "second"])
     base = {"seed": 0, "wall_seconds": 9.0, "student_top1": 0.1, "teacher_top1": 0.99, "steps": 10}
     timing = [{**base, "arm": arm, "seconds": s} for arm, s in (("before", 4.0), ("after", 1.0), ("before", 5.0),
                                                                  ("after", 1.5))]
@@ -69,6 +70,7 @@ def test_without_full_runs_the_rows_are_the_timing_rounds_or_the_profile() -> No
     assert "Timing: 10-step commands" in doc["setup"] and "Load average" in doc["setup"]
     assert doc["setup"].startswith("Corpus c, the default student")  # no manifest there: the folder alone
     assert any(n.startswith("Profile (4 steps") and "before 304.0" in n for n in doc["notes"])
+    assert doc["notes"][2:4] == ["first", "second"]  # after the arms' command lines
     only_profile = dc.summarise([], dc.parse_args(["c", "--no-runs", "--profile-steps", "4"]), [], profile)
     assert only_profile["figures"] == [{"phase": "views", "before_ms": 4.0, "after_ms": 4.0},
                                        {"phase": "adversarial", "before_ms": 300.0, "after_ms": None},
