@@ -414,7 +414,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.teacher_steps = args.teacher_steps or 5
         args.eval_images = args.eval_images or 90
     if args.steps is None and args.classes >= 1 and args.per_class >= 1 and args.batch_size >= 1:
-        args.steps = default_steps(args.classes * args.per_class, args.batch_size)
+        args.steps = default_steps(args.classes * args.per_class, num_classes=args.classes, batch_size=args.batch_size)
     for flag, value, low in (("--classes", args.classes, 1), ("--per-class", args.per_class, 1),
                              ("--iterations", args.iterations, 2), ("--batch-size", args.batch_size, 1),
                              ("--threads", args.threads, 1), ("--eval-images", args.eval_images, 0),

@@ -209,6 +209,23 @@ def seconds_table(by_teacher: dict[str, list[dict]]) -> list[str]:
             *table(["teacher", "seed", "dense s", "SMI s", "dense %", "SMI %"], rows), ""]
 
 
+def distill_cost_summary(members: list[Result]) -> list[str]:
+    """The distillation-cost result's means: seconds and top-1 of both arms over the seeds run in both, and
+    what the after arm costs as a share of the before arm (rows: ``seed``, ``before_s``, ``before_top1``,
+    ``after_s``, ``after_top1``; top-1 in %)."""
+    rows = [row for r in members for row in r.figures
+            if all(row.get(k) is not None for k in ("before_s", "before_top1", "after_s", "after_top1"))]
+    if not rows:
+        return []
+    before_s, after_s = [row["before_s"] for row in rows], [row["after_s"] for row in rows]
+    before, after = [row["before_top1"] for row in rows], [row["after_top1"] for row in rows]
+    return [*table(["seeds", "before s", "before top-1 %", "after s", "after top-1 %", "after / before s %",
+                    "after - before top-1, pt (95%)"],
+                   [[len(rows), mean_sd(before_s), mean_sd(before), mean_sd(after_s), mean_sd(after),
+                     fixed(100 * statistics.fmean(after_s) / statistics.fmean(before_s), 1),
+                     paired_interval([b - a for a, b in zip(before, after)])]]), ""]
+
+
 # ---- plots ----------------------------------------------------------------------------------------------
 
 S = 2  # drawn at twice the size, then downsampled: smooth lines with Pillow's aliased primitives
@@ -395,6 +412,8 @@ def render(results_dir: Path, md_path: Path, docs_dir: Path) -> dict[Path, bytes
             extra = seconds_table(by_teacher)
         elif sec.key == "quality" and by_teacher:
             extra = quality_summary(by_teacher) + [""]
+        elif sec.key == "distill_cost":
+            extra = distill_cost_summary(members)
         else:
             extra = []
         if not members and not extra:

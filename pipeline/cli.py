@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learn from the soft labels stored in the corpus instead of a live teacher")
     p.add_argument("--eval", dest="eval_spec",
                    help="'toy' or an ImageFolder directory of real images (default: 'toy' for toy corpora, else none)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default: sized to the corpus by "
-                                             "pipeline.evaluate.defaults.default_steps, and printed)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: sized to the corpus's images and "
+                   "classes by pipeline.evaluate.defaults.step_budget, and printed)")
     p.add_argument("--epochs", type=int, help="passes over the corpus, instead of --steps")
     p.add_argument("--batch-size", type=int, default=64, help="corpus images per step (per rank under torchrun)")
     p.add_argument("--lr", type=float, default=1e-2, help="AdamW peak learning rate (warm-up, then cosine)")

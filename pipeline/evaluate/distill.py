@@ -59,7 +59,7 @@ from pipeline.evaluate.common import (
     resolve_recorded_teacher,
     top1,
 )
-from pipeline.evaluate.defaults import default_steps, default_student
+from pipeline.evaluate.defaults import corpus_classes, default_student, step_budget
 from pipeline.evaluate.kd_views import (
     NO_AUGMENT,
     KDAugmentConfig,
@@ -503,8 +503,8 @@ class DistillChoices:
 def choose(args: argparse.Namespace, info: CorpusInfo) -> DistillChoices:
     """The teacher, student, training budget and eval set of a ``distill`` command: each flag given wins,
     else the corpus's own teacher (live), :func:`~pipeline.evaluate.defaults.default_student`,
-    :func:`~pipeline.evaluate.defaults.default_steps` for the corpus's size, and the toy held-out split for
-    a toy-teacher corpus."""
+    :func:`~pipeline.evaluate.defaults.step_budget` for the corpus's images and classes, and the toy held-out
+    split for a toy-teacher corpus."""
     if args.teacher and args.stored_labels:
         raise UserError("--stored-labels: give --teacher (a live teacher) or --stored-labels, not both")
     if args.steps is not None and args.epochs is not None:
@@ -526,9 +526,8 @@ def choose(args: argparse.Namespace, info: CorpusInfo) -> DistillChoices:
     elif args.epochs is not None:
         steps, epochs, budget_why = None, args.epochs, "--epochs"
     else:
-        steps, epochs = default_steps(max(1, info.num_images), args.batch_size), None
-        budget_why = (f"the default for {info.num_images:,} images at batch {args.batch_size} "
-                      "(--steps N or --epochs N to change)")
+        budget = step_budget(max(1, info.num_images), num_classes=corpus_classes(info), batch_size=args.batch_size)
+        steps, epochs, budget_why = budget.steps, None, f"{budget.why()} (--steps N or --epochs N to change)"
     if args.eval_spec:
         eval_spec, eval_why = args.eval_spec, "--eval"
     else:

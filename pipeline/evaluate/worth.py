@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.evaluate.common import CorpusInfo, EvalSet, corpus_info, top1
-from pipeline.evaluate.defaults import default_steps, default_student
+from pipeline.evaluate.defaults import corpus_classes, default_steps, default_student
 from pipeline.evaluate.distill import DistillConfig, DistillResult, build_student, distill
 from pipeline.evaluate.kd_views import KDAugmentConfig
 from pipeline.evaluate.noise import write_noise_corpus
@@ -103,7 +103,8 @@ def corpus_worth(root: str | Path, teacher: Any, eval_set: EvalSet, settings: Wo
     :class:`~pipeline.teachers.loading.Teacher`), and score them and the teacher on ``eval_set``."""
     info = corpus_info(root)
     student = settings.student or default_student(info)
-    steps = settings.steps or default_steps(max(1, info.num_images), settings.batch_size)
+    steps = settings.steps or default_steps(max(1, info.num_images), num_classes=corpus_classes(info),
+                                            batch_size=settings.batch_size)
     norm = (tuple(teacher.mean), tuple(teacher.std))
     config = DistillConfig(steps=steps, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
                            augment=settings.augment, show_progress=show_progress, workers=0)

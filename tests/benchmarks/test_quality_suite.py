@@ -136,7 +136,8 @@ def test_the_suite_distils_with_the_library_defaults() -> None:
     assert args.lr == DistillConfig.lr
     assert qs.settings_record(args, "shapes64", {})["distill_memory_budget"] == DistillConfig.memory_budget
     # the step budget smi-synth distill would choose for a corpus of this size, unless --steps says otherwise
-    assert args.steps == default_steps(args.classes * args.per_class, args.batch_size)
+    assert args.steps == default_steps(args.classes * args.per_class, num_classes=args.classes,
+                                       batch_size=args.batch_size)
     assert qs.parse_args(["--per-class", "16", "--steps", "700"]).steps == 700
 
 

@@ -124,3 +124,20 @@ def test_the_repository_benchmarks_md_is_rendered_from_its_results() -> None:
     render = _load("render")
     assert render.main(["--check"]) == 0, "run `make bench-render` and commit the result"
     assert len((REPO / "BENCHMARKS.md").read_text().splitlines()) < 400
+
+
+def test_the_distillation_cost_result_gets_its_means_and_ratio(tmp_path: Path) -> None:
+    cost = {
+        "section": "distill_cost", "title": "Distillation cost", "command": "python benchmarks/distill_cost.py c",
+        "date": "2026-12-07", "machine": "dev box",
+        "figures": [{"seed": 0, "before_s": 100.0, "before_top1": 60.0, "after_s": 30.0, "after_top1": 62.0},
+                    {"seed": 1, "before_s": 120.0, "before_top1": 64.0, "after_s": 36.0, "after_top1": 63.0},
+                    {"seed": 2, "before_s": 110.0, "before_top1": None, "after_s": 33.0, "after_top1": 61.0}],
+    }
+    text, _ = render_to(tmp_path, write_results(tmp_path / "results", distill_cost=cost))
+    lines = text.splitlines()
+    assert "## Distillation cost" in lines
+    summary = next(line for line in lines if line.startswith("| 2 |"))  # the seeds with both arms' top-1
+    cells = [c.strip() for c in summary.strip("|").split("|")]
+    assert cells == ["2", "110.00 (14.1)", "62.00 (2.8)", "33.00 (4.2)", "62.50 (0.7)", "30.0", "+0.5 (-18.6 to +19.6)"]
+    assert "| 2 | 110.0 | None |" not in text and "| 2 | 110.0 |  | 33.0 | 61.0 |" in text  # the per-seed table

@@ -19,16 +19,18 @@ def test_no_flags_use_the_corpus_teacher_live_the_default_student_and_a_sized_bu
         tmp_path, make_corpus, teachers, capsys, monkeypatch):
     layout = make_corpus(tmp_path / "c")  # 12 images; manifest teacher "toy" (a tiny ViT here)
     monkeypatch.setattr(defaults, "MIN_STEPS", 3)  # keep the test short: 100 passes x 12 / 64 -> 19 steps
+    monkeypatch.setattr(defaults, "VIEWS_PER_CLASS", 400)  # 3 classes -> 1,200 views, as many as the images
     folder = write_imagefolder(tmp_path / "eval", CLASSES)
     rc, rep, err = run_cli(["distill", str(layout.root), "--eval", str(folder), "--workers", "0", "--json"], capsys)
     assert rc == 0, err
     assert rep["teacher"] == "toy" and rep["labels"] == "live teacher"
     assert rep["student"] == defaults.default_student(evaluation.corpus_info(layout.root)) == "test_resnet"
-    assert rep["steps"] == defaults.default_steps(12, 64) == 19 and rep["epochs"] == 19  # one batch per epoch
+    assert rep["steps"] == defaults.default_steps(12, num_classes=3, batch_size=64) == 19
+    assert rep["epochs"] == 19  # one batch per epoch
     assert rep["student_top1"] is not None and rep["teacher_top1"] is not None and rep["eval_images"] == 9
     assert set(rep["chosen"]) == {"teacher", "student", "budget", "eval"}
     assert "manifest" in rep["chosen"]["teacher"] and "default" in rep["chosen"]["student"]
-    assert "12 images" in rep["chosen"]["budget"] and rep["chosen"]["eval"] == "--eval"
+    assert "12 images of 3 classes at batch 64" in rep["chosen"]["budget"] and rep["chosen"]["eval"] == "--eval"
     # one line per choice (on stderr under --json: stdout ends with the JSON object)
     lines = [line for line in err.splitlines() if line.startswith("distill: ")]
     assert [line.split(":")[1].strip() for line in lines] == ["labels", "student", "budget", "eval"]
@@ -127,11 +129,34 @@ def test_recorded_teacher_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_default_steps_fit_the_corpus_size() -> None:
-    assert defaults.default_steps(80, 64) == defaults.MIN_STEPS
-    assert defaults.default_steps(10_000, 64) == 15_625
-    assert defaults.default_steps(1_000_000, 64) == defaults.MAX_STEPS
-    with pytest.raises(ValueError):
-        defaults.default_steps(0, 64)
+    assert defaults.default_steps(80, num_classes=2, batch_size=64) == defaults.MIN_STEPS
+    assert defaults.default_steps(10_000, num_classes=10, batch_size=64) == 15_625  # 100 views of each image
+    assert defaults.default_steps(1_000_000, num_classes=10, batch_size=64) == defaults.MAX_STEPS
+    for bad in ((0, 10, 64), (80, 0, 64), (80, 10, 0)):
+        with pytest.raises(ValueError):
+            defaults.default_steps(bad[0], num_classes=bad[1], batch_size=bad[2])
+
+
+@pytest.mark.parametrize("per_class", [8, 32, 64])
+def test_the_budget_grows_with_the_classes_at_equal_images_per_class(per_class: int) -> None:
+    """Ten times the classes at equal images per class: ten times the steps (10 classes: the 3,000 steps the
+    10-class figures were measured with; 100 classes: the cap)."""
+    ten = defaults.step_budget(10 * per_class, num_classes=10, batch_size=64)
+    thirty = defaults.step_budget(30 * per_class, num_classes=30, batch_size=64)
+    hundred = defaults.step_budget(100 * per_class, num_classes=100, batch_size=64)
+    assert ten.steps == 3000 and thirty.steps == 9000 and hundred.steps == 30_000 == defaults.MAX_STEPS
+    assert "of 100 classes at batch 64" in hundred.why() and "(the cap)" not in hundred.why()
+    # at a larger batch the same views take fewer steps, down to the floor
+    assert defaults.step_budget(30 * per_class, num_classes=30, batch_size=128).steps == 4500
+    assert defaults.step_budget(10 * per_class, num_classes=10, batch_size=128).steps == defaults.MIN_STEPS
+
+
+def test_the_budget_says_which_term_and_bound_chose_it() -> None:
+    assert "(the floor)" in defaults.step_budget(16, num_classes=2, batch_size=64).why()
+    assert "(the cap)" in defaults.step_budget(1_000_000, num_classes=1000, batch_size=64).why()
+    line = defaults.step_budget(10_000, num_classes=10, batch_size=64).why()
+    assert "10,000 images of 10 classes" in line
+    assert "max(100 views x 10,000 images, 19,200 views x 10 classes) / 64, within [3,000, 30,000]" in line
 
 
 def test_a_step_budget_resumes_from_a_checkpoint_to_the_same_student(tmp_path, make_corpus, teachers, capsys,
