@@ -509,7 +509,9 @@ def quant_report(summary: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]
                       f"class of that seed's dense and SMI corpora ({s['classes']} classes x {s['per_class']} "
                       f"images, {s['iterations']} iterations), of real training images and of Gaussian noise; "
                       f"top-1 % on the teacher's held-out images, mean (sd) over seeds {summary['seeds']}; "
-                      f"the seconds are the quantization part's wall time per (teacher, seed)."),
+                      f"the seconds are the quantization part's wall time per (teacher, seed)."
+                      + ("" if any("student_dense" in row for row in figures) else
+                         " Students: the quality table's, of the same teacher (its seeds).")),
             "columns": columns, "figures": figures, "format": FORMAT, "summary": summary}
 
 

@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -209,6 +209,31 @@ def seconds_table(by_teacher: dict[str, list[dict]]) -> list[str]:
             *table(["teacher", "seed", "dense s", "SMI s", "dense %", "SMI %"], rows), ""]
 
 
+def quant_beside_students(results: list[Result], by_teacher: dict[str, list[dict]]) -> list[Result]:
+    """``results`` with the quality section's quantization rows (rows with ``w4a4_dense``, one per teacher, as
+    ``quality_suite.py --report`` writes them) given the students' dense and SMI top-1 (mean (sd) over the
+    seeds of ``by_teacher``) beside their float column, where their own run distilled none."""
+    out = []
+    for r in results:
+        if r.section != "quality" or not any("w4a4_dense" in row and "student_dense" not in row for row in r.figures):
+            out.append(r)
+            continue
+        figures = []
+        for row in r.figures:
+            seeds = by_teacher.get(str(row.get("teacher")), [])
+            if "student_dense" in row or not seeds:
+                figures.append(row)
+                continue
+            figures.append({**row, "student_dense": mean_sd([s["dense_top1"] for s in seeds]),
+                            "student_smi": mean_sd([s["smi_top1"] for s in seeds])})
+        keys = list(r.columns)
+        at = keys.index("float") + 1 if "float" in keys else len(keys)
+        students = {"student_dense": "dense student %", "student_smi": "SMI student %"}
+        columns = {k: r.columns[k] for k in keys[:at]} | students | {k: r.columns[k] for k in keys[at:]}
+        out.append(replace(r, figures=figures, columns=columns))
+    return out
+
+
 # ---- plots ----------------------------------------------------------------------------------------------
 
 S = 2  # drawn at twice the size, then downsampled: smooth lines with Pillow's aliased primitives
@@ -384,6 +409,7 @@ def render(results_dir: Path, md_path: Path, docs_dir: Path) -> dict[Path, bytes
     sections = SECTIONS + [Section(k, next(r.title for r in results if r.section == k), "")
                            for k in dict.fromkeys(r.section for r in results) if k not in known]
     by_teacher = quality_rows(results)
+    results = quant_beside_students(results, by_teacher)
     points = speed_points(results)
     images = {"engine": speed_plot(points) if points else None,
               "quality_time": quality_plot(by_teacher) if by_teacher else None}
