@@ -69,11 +69,11 @@ from pipeline.console import emit_json  # noqa: E402
 from pipeline.corpus.index import ShardTask, refresh_index, write_manifest  # noqa: E402
 from pipeline.corpus.layout import CorpusLayout  # noqa: E402
 from pipeline.corpus.writer import write_shard  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.evaluate.common import EvalSet, corpus_info, top1  # noqa: E402
 from pipeline.evaluate.defaults import default_steps  # noqa: E402
 from pipeline.evaluate.distill import DistillConfig  # noqa: E402
 from pipeline.evaluate.kd_views import KDAugmentConfig  # noqa: E402
-from pipeline.errors import UserError  # noqa: E402
 from pipeline.evaluate.noise import labelled_samples, noise_images  # noqa: E402
 from pipeline.evaluate.quant.model import QuantSettings  # noqa: E402
 from pipeline.evaluate.quantize import calibration_samples, noise_calibration, parse_bits, quantize_and_score  # noqa: E402
