@@ -94,6 +94,7 @@ SELECTION_KINDS = {"dense": ("dense",), "smi": ("smi", "random")}
 RecipeFn = Callable[[str, int], InversionConfig]
 FORMAT = "quality-suite-v1"
 CALIB = ("dense", "smi", "real", "noise")  # the quantizer's calibration sets, in their table order
+NAMES = {"dense": "dense", "smi": "SMI", "real": "real", "noise": "noise"}  # as tables name them
 
 
 # The project's recommended recipe (smi_core.recipe), under the name the suite's docs and tests use.
@@ -420,7 +421,7 @@ def quant_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"seeds": [r["seed"] for r in measured], "settings": first["settings"],
             "seconds": quality_seeds.spread([r["quant"]["seconds"] for r in measured]),
             "top1": {label: {kind: quality_seeds.spread([r["quant"]["top1"][label][kind] for r in measured])
-                             for kind in row} for label, row in first["top1"].items()},
+                             for kind in CALIB if kind in first["top1"][label]} for label in first["settings"]["bits"]},
             "per_seed": {str(r["seed"]): r["quant"]["top1"] for r in measured}}
 
 
@@ -493,11 +494,11 @@ def quant_report(summary: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]
         for kind in ("dense", "smi"):
             if kind in t["corpora"]:
                 row[f"student_{kind}"] = cell(t["corpora"][kind]["student_top1"])
-                columns[f"student_{kind}"] = f"{kind} student %"
-        for label, by in q["top1"].items():
-            for kind, s in by.items():
+                columns[f"student_{kind}"] = f"{NAMES[kind]} student %"
+        for label in sorted(q["top1"], key=lambda b: (b != "W4A4", b)):  # the setting that tells corpora apart first
+            for kind, s in q["top1"][label].items():
                 row[f"{label.lower()}_{kind}"] = cell(s)
-                columns[f"{label.lower()}_{kind}"] = f"{label} {kind} %"
+                columns[f"{label.lower()}_{kind}"] = f"{label} {NAMES.get(kind, kind)} %"
         row["quant_s"] = round(q["seconds"]["mean"], 1)
         figures.append(row)
     columns["quant_s"] = "quantization s a seed"

@@ -180,10 +180,12 @@ def test_quant_only_distils_nothing_and_inverts_what_calibration_draws() -> None
 
 
 def _quant_result(seed: int, w4a4: dict[str, float], bits_per_class: int = 4) -> dict:
+    """A result's quantization as a reused result.json gives it back: keys sorted."""
     qs = _load("quality_suite")
     args = qs.parse_args(["--quant-per-class", str(bits_per_class)])
-    return {"seed": seed, "quant": {"settings": qs.quant_record(args), "seconds": 10.0 + seed,
-                                    "top1": {"W8A8": dict.fromkeys(qs.CALIB, 0.99), "W4A4": w4a4}}}
+    quant = {"settings": qs.quant_record(args), "seconds": 10.0 + seed,
+             "top1": {"W8A8": dict.fromkeys(qs.CALIB, 0.99), "W4A4": w4a4}}
+    return {"seed": seed, "quant": json.loads(json.dumps(quant, sort_keys=True))}
 
 
 def test_quant_summary_and_the_report_render_beside_the_students(tmp_path: Path) -> None:
@@ -216,8 +218,11 @@ def test_quant_summary_and_the_report_render_beside_the_students(tmp_path: Path)
     (results_dir / "quality_suite_quant.json").write_text(json.dumps(report))
     md = tmp_path / "B.md"
     assert render.main(["--results", str(results_dir), "--out", str(md), "--docs", str(tmp_path / "docs")]) == 0
-    assert ("| alpha | 2 | 99.5 | 85.00 (7.1) | 88.00 (8.5) | 99.00 (0.0) | 99.00 (0.0) | 99.00 (0.0) | 99.00 (0.0) | "
-            "91.00 (1.4) | 87.00 (1.4) | 93.00 (1.4) | 35.00 (7.1) | 10.5 |") in md.read_text().splitlines()
+    lines = md.read_text().splitlines()
+    assert ("| teacher | seeds | float % | dense student % | SMI student % | W4A4 dense % | W4A4 SMI % | W4A4 real % | "
+            "W4A4 noise % | W8A8 dense % | W8A8 SMI % | W8A8 real % | W8A8 noise % | quantization s a seed |") in lines
+    assert ("| alpha | 2 | 99.5 | 85.00 (7.1) | 88.00 (8.5) | 91.00 (1.4) | 87.00 (1.4) | 93.00 (1.4) | 35.00 (7.1) | "
+            "99.00 (0.0) | 99.00 (0.0) | 99.00 (0.0) | 99.00 (0.0) | 10.5 |") in lines
 
 
 @pytest.mark.bench  # trains tiny teachers; about a minute on the dev box
