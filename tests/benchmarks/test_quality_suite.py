@@ -79,6 +79,8 @@ def _check_quick(out: Path, summary: dict, teachers: set[str]) -> None:
         assert result["images_per_corpus"] == 12 and result["seed"] == 1 and 0 <= result["teacher_top1"] <= 1
         assert result["corpora"]["smi"]["gen_seconds"] > 0 and result["corpora"]["dense"]["gen_seconds"] > 0
         assert not (out / name / "seed1" / "corpora").exists()  # removed unless --keep-corpora
+        # the teacher quantized on each seed's corpora, beside the students (on by default)
+        assert set(result["quant"]["top1"]) == {"W8A8", "W4A4"} and s["quant"]["seeds"] == [0, 1]
     assert (out / "teachers-quick").is_dir()  # tiny teachers never touch the real cache
 
 
