@@ -10,6 +10,14 @@ gets by default once it asks for 64 images per class or more). The same student 
 each corpus with :func:`pipeline.evaluate.distill.distill` against the live teacher on augmented views
 (as ``benchmarks/quality.py`` does), and scored on the teacher's real held-out images.
 
+Beside the students, the teacher is quantized for each (teacher, seed)
+(:func:`pipeline.evaluate.quantize.quantize_and_score`, default W8A8 and W4A4) calibrated on K images a class of
+each of that seed's dense and SMI corpora, of the teacher's real training images and of Gaussian noise
+(:func:`calibration_sets`, as ``benchmarks/quant_calibration.py`` does), and scored on the same held-out images;
+``--no-quant`` skips it. ``--quant-only`` distils nothing and inverts only the K images a class calibration
+draws (``--per-class`` to invert the students' corpus size instead); a reused result whose corpora were kept
+(``--keep-corpora``) gets its quantization measured on them.
+
 The inversion recipe is a parameter: ``--recipe MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``)
 names a function ``(method: "dense" | "smi", iterations: int) -> smi_core.InversionConfig``; the default,
 :func:`project_recipe`, is the project's recommended recipe, ``smi_core.recipe.recommended_config`` (the
@@ -18,25 +26,32 @@ one every manifest gets for the fields it leaves out).
     python benchmarks/quality_suite.py --quick --out /tmp/qs-quick           # smoke, tiny teachers
     python benchmarks/quality_suite.py --out /tmp/qs --seeds 0,1             # all three teachers
     python benchmarks/quality_suite.py --out /tmp/qs-new --recipe my_recipes:new_recipe
+    python benchmarks/quality_suite.py --out /tmp/qs-quant --quant-only --seeds 0,1,2 --report benchmarks/results/quality_suite_quant.json
 
 Writes ``OUT/<teacher>/seed<k>/result.json`` per (teacher, seed) (a finished one is reused when the
 suite is run again with the same settings) and ``OUT/summary.json``: per teacher, mean and sd over
 seeds and the paired 95% interval of SMI - dense (:func:`benchmarks.quality_seeds.summarise`), the
-students' ratio to the teacher, and which of issue 14's goals the means meet (:func:`suite_goals`).
-The last stdout line is the summary as one JSON object.
+students' ratio to the teacher, the quantized teachers' top-1 (mean / sd over seeds) and which of issue 14's
+goals the means meet (:func:`suite_goals`); ``--report FILE`` also writes the quantization rows
+``benchmarks/render.py`` tabulates. The last stdout line is the summary as one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import hashlib
 import importlib
 import importlib.util
 import json
 import logging
 import math
+import os
+import platform
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,11 +69,14 @@ from pipeline.console import emit_json  # noqa: E402
 from pipeline.corpus.index import ShardTask, refresh_index, write_manifest  # noqa: E402
 from pipeline.corpus.layout import CorpusLayout  # noqa: E402
 from pipeline.corpus.writer import write_shard  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.evaluate.common import EvalSet, corpus_info, top1  # noqa: E402
 from pipeline.evaluate.defaults import default_steps  # noqa: E402
 from pipeline.evaluate.distill import DistillConfig  # noqa: E402
 from pipeline.evaluate.kd_views import KDAugmentConfig  # noqa: E402
 from pipeline.evaluate.noise import labelled_samples, noise_images  # noqa: E402
+from pipeline.evaluate.quant.model import QuantSettings  # noqa: E402
+from pipeline.evaluate.quantize import calibration_samples, noise_calibration, parse_bits, quantize_and_score  # noqa: E402
 from pipeline.evaluate.worth import StudentJob, train_students  # noqa: E402
 from pipeline.run.worker import batch_seed, samples_from_result  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
@@ -75,6 +93,8 @@ CORPORA = ("noise", "dense", "smi", "real")
 SELECTION_KINDS = {"dense": ("dense",), "smi": ("smi", "random")}
 RecipeFn = Callable[[str, int], InversionConfig]
 FORMAT = "quality-suite-v1"
+CALIB = ("dense", "smi", "real", "noise")  # the quantizer's calibration sets, in their table order
+NAMES = {"dense": "dense", "smi": "SMI", "real": "real", "noise": "noise"}  # as tables name them
 
 
 # The project's recommended recipe (smi_core.recipe), under the name the suite's docs and tests use.
@@ -201,6 +221,49 @@ def write_reference(root: Path, kind: str, teacher: Any, checkpoint: Path, name:
     return {"gen_seconds": time.perf_counter() - start}
 
 
+# --- quantization ---------------------------------------------------------------------------------------
+
+
+def calibration_sets(name: str, teacher: Any, roots: dict[str, Path], classes: int, per_class: int,
+                     seed: int) -> dict[str, torch.Tensor]:
+    """Normalised calibration batches of ``classes x per_class`` images, drawn with ``seed``: each corpus of
+    ``roots`` (read by :func:`calibration_samples` as ``smi-synth quantize`` reads a corpus), the teacher's real
+    training images (``real``: the train split, disjoint from the held-out one) and standard-normal noise in
+    the normalised input space (``noise``)."""
+    mean, std = tuple(teacher.mean), tuple(teacher.std)
+    n = classes * per_class
+    sets = {kind: normalize(torch.stack([img for img, _ in calibration_samples(root, n, seed=seed)]), mean, std)
+            for kind, root in roots.items()}
+    real, labels = suite.real_images(name, per_class, seed)
+    sets["real"] = normalize(real[labels < classes], mean, std)
+    sets["noise"] = noise_calibration(n, int(teacher.img_size[0]), seed=seed)
+    return sets
+
+
+def quant_record(args: argparse.Namespace) -> dict[str, Any]:
+    """What a (teacher, seed)'s quantization depends on besides its corpora: measured again when it differs."""
+    return {"per_class": args.quant_per_class, "bits": [f"W{w}A{a}" for w, a in args.quant_bits],
+            "quantizer": dataclasses.asdict(QuantSettings()), "calibration_sets": list(CALIB)}
+
+
+def measure_quant(name: str, seed: int, teacher: Any, heldout: EvalSet, folder: Path,
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """The teacher quantized at ``--quant-bits``, calibrated on each set of :func:`calibration_sets` (the dense
+    and SMI corpora under ``folder/corpora``), scored on ``heldout``; with the wall and CPU seconds it took."""
+    start, cpu = time.perf_counter(), time.process_time()
+    roots = {kind: folder / "corpora" / kind for kind in ("dense", "smi")}
+    sets = calibration_sets(name, teacher, roots, args.classes, args.quant_per_class, seed)
+    mean, std = tuple(teacher.mean), tuple(teacher.std)
+    rows = quantize_and_score(teacher.model.eval(), sets, args.quant_bits,
+                              lambda qv: top1(qv, heldout, mean=mean, std=std))
+    for label, row in rows.items():
+        cells = "  ".join(f"{kind} {100 * row[kind]:.2f}%" for kind in CALIB)
+        print(f"{name} seed {seed} {label}: {cells}", file=sys.stderr, flush=True)
+    return {"settings": quant_record(args), "calib_images": {k: len(v) for k, v in sets.items()},
+            "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
+            "top1": rows}
+
+
 # --- one (teacher, seed) -------------------------------------------------------------------------------
 
 
@@ -215,7 +278,7 @@ def settings_record(args: argparse.Namespace, name: str, configs: dict[str, dict
             "distill_steps": args.steps, "student": args.student, "batch_size": args.batch_size, "lr": args.lr,
             "kd_views": dataclasses.asdict(kd_views(args)), "eval_images": args.eval_images,
             "distill_memory_budget": DistillConfig.memory_budget,  # corpora within it are dealt from memory
-            "corpora": list(args.corpora),
+            "corpora": list(args.corpora),  # the distilled ones ([] with --quant-only)
             "teacher_steps": args.teacher_steps, "inversion": configs}
 
 
@@ -229,8 +292,34 @@ def eval_set(name: str, classes: int, limit: int) -> EvalSet:
     return EvalSet.from_tensors(f"{name}-heldout", images, labels)
 
 
+def _teacher(name: str, args: argparse.Namespace) -> tuple[Path, dict[str, Any], Any, EvalSet]:
+    """The suite teacher's checkpoint, its metadata, the loaded teacher and its held-out images."""
+    teacher_recipe = TrainRecipe(steps=args.teacher_steps) if args.teacher_steps else None
+    checkpoint, meta = suite.load_or_build_suite_teacher(name, args.cache, recipe=teacher_recipe)
+    return checkpoint, meta, load_teacher(str(checkpoint)), eval_set(name, args.classes, args.eval_images)
+
+
+def reuse(previous: dict[str, Any], name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A finished result of the same settings; its quantization measured on its kept corpora when it lacks
+    one of today's ``quant_record`` (left without when the corpora were not kept)."""
+    folder = args.out / name / f"seed{seed}"
+    print(f"{name} seed {seed}: reusing {folder / 'result.json'}", file=sys.stderr)
+    if not args.quant or (previous.get("quant") or {}).get("settings") == quant_record(args):
+        return previous
+    if not all((folder / "corpora" / kind / "manifest.json").is_file() for kind in ("dense", "smi")):
+        print(f"{name} seed {seed}: its corpora were not kept (--keep-corpora), so its quantization is not measured",
+              file=sys.stderr)
+        return previous
+    _, _, teacher, heldout = _teacher(name, args)
+    previous = {**previous, "quant": measure_quant(name, seed, teacher, heldout, folder, args)}
+    previous = json.loads(json.dumps(previous, default=float))
+    (folder / "result.json").write_text(json.dumps(previous, sort_keys=True, indent=1) + "\n")
+    return previous
+
+
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Generate the four corpora for teacher ``name`` and seed ``seed``, distil each; the result dict."""
+    """Generate the corpora for teacher ``name`` and seed ``seed``, quantize the teacher on them and distil each
+    (as the flags say); the result dict."""
     folder = args.out / name / f"seed{seed}"
     configs = {m: args.recipe_fn(m, args.iterations) for m in ("dense", "smi")}
     settings = settings_record(args, name, args.recipe_configs)
@@ -238,14 +327,10 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if result_path.is_file():
         previous = json.loads(result_path.read_text())
         if previous.get("settings") == settings:
-            print(f"{name} seed {seed}: reusing {result_path}", file=sys.stderr)
-            return previous
-    teacher_recipe = TrainRecipe(steps=args.teacher_steps) if args.teacher_steps else None
-    checkpoint, meta = suite.load_or_build_suite_teacher(name, args.cache, recipe=teacher_recipe)
-    teacher = load_teacher(str(checkpoint))
+            return reuse(previous, name, seed, args)
+    checkpoint, meta, teacher, heldout = _teacher(name, args)
     spec = suite.suite_teacher(name)
     mean, std = tuple(teacher.mean), tuple(teacher.std)
-    heldout = eval_set(name, args.classes, args.eval_images)
     result: dict[str, Any] = {
         "format": FORMAT, "teacher": name, "heldout_teacher": spec.heldout_teacher, "seed": seed,
         "teacher_top1": top1(teacher.model, heldout, mean=mean, std=std), "eval_images": heldout.num_images,
@@ -263,7 +348,11 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     gens = write_inverted({m: roots[m] for m in ("dense", "smi")}, configs, teacher, checkpoint, args.classes,
                           args.per_class, seed)
     for kind in ("noise", "real"):
-        gens[kind] = write_reference(roots[kind], kind, teacher, checkpoint, name, args.classes, args.per_class, seed)
+        if not args.quant_only:  # only students learn from these two
+            gens[kind] = write_reference(roots[kind], kind, teacher, checkpoint, name, args.classes, args.per_class,
+                                         seed)
+    if args.quant:
+        result["quant"] = measure_quant(name, seed, teacher, heldout, folder, args)
     batches = math.ceil(args.classes * args.per_class / args.batch_size)
     epochs = max(1, round(args.steps / batches))
     result["epochs"] = epochs
@@ -276,7 +365,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if args.parallel_students and len(jobs) > 1:
         print(f"{name} seed {seed}: distilling {', '.join(distilled)} at once, one process each", file=sys.stderr)
     students = dict(zip(distilled, train_students(jobs, parallel=args.parallel_students)))
-    for kind in CORPORA:
+    for kind in (k for k in CORPORA if k in gens):
         row: dict[str, Any] = dict(gens[kind])
         if kind in students:
             res = students[kind]
@@ -310,6 +399,9 @@ def summarise_teacher(results: list[dict[str, Any]]) -> dict[str, Any]:
         if rows:
             out["corpora"][kind] = {"student_top1": quality_seeds.spread([x["student_top1"] for x in rows]),
                                     "student_vs_teacher": quality_seeds.spread([x["student_vs_teacher"] for x in rows])}
+    quant = quant_summary(results)
+    if quant:
+        out["quant"] = quant
     try:
         out["paired"] = quality_seeds.summarise(results)
     except quality_seeds.SummaryError as exc:
@@ -317,6 +409,21 @@ def summarise_teacher(results: list[dict[str, Any]]) -> dict[str, Any]:
         out["paired_error"] = str(exc)
     out["goals_met_on_means"] = suite_goals(out)
     return out
+
+
+def quant_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The quantized teacher's top-1 per bit setting and calibration set, mean / sd over the seeds measured
+    with the first such seed's settings ({} when none was)."""
+    measured = [r for r in results if r.get("quant")]
+    if not measured:
+        return {}
+    first = measured[0]["quant"]
+    measured = [r for r in measured if r["quant"]["settings"] == first["settings"]]
+    return {"seeds": [r["seed"] for r in measured], "settings": first["settings"],
+            "seconds": quality_seeds.spread([r["quant"]["seconds"] for r in measured]),
+            "top1": {label: {kind: quality_seeds.spread([r["quant"]["top1"][label][kind] for r in measured])
+                             for kind in CALIB if kind in first["top1"][label]} for label in first["settings"]["bits"]},
+            "per_seed": {str(r["seed"]): r["quant"]["top1"] for r in measured}}
 
 
 def suite_goals(teacher: dict[str, Any]) -> dict[str, bool]:
@@ -352,8 +459,62 @@ def _print_table(summary: dict[str, Any]) -> None:
               f"{cell('real')} {ratio} {100 * s['time_ratio']['mean']:10.1f}% {interval:>24}{held}")
     print("cells: student top-1 mean over seeds (sd, points); real = the teacher's training data, the ceiling")
     for name, s in summary["teachers"].items():
+        q = s.get("quant")
+        for label, row in (q or {}).get("top1", {}).items():
+            print(f"{name}: {label} calibrated on {q['settings']['per_class']} images a class of "
+                  + ", ".join(f"{kind} {pct(cell)}" for kind, cell in row.items())
+                  + f" (seeds {q['seeds']}, {q['seconds']['mean']:.0f} s a seed)")
+    for name, s in summary["teachers"].items():
         missed = [goal for goal, met in s["goals_met_on_means"].items() if not met]
         print(f"{name}: issue 14's goals on the means: {'all met' if not missed else 'not met: ' + ', '.join(missed)}")
+
+
+# --- the rows benchmarks/render.py tabulates ----------------------------------------------------------------
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def quant_report(summary: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """A render-ready result (``benchmarks/render.py``: command, commit, date, machine, one row per teacher): the
+    quantized teacher per bit setting and calibration set, and the students where this run distilled them."""
+    cell = lambda s: f"{100 * s['mean']:.2f} ({100 * s['sd']:.1f})"  # noqa: E731
+    figures, columns = [], {"teacher": "teacher", "seeds": "seeds", "float": "float %"}
+    settings: dict[str, Any] = {}
+    for name, t in summary["teachers"].items():
+        q = t.get("quant")
+        if not q:
+            continue
+        settings = q["settings"]
+        row: dict[str, Any] = {"teacher": name, "seeds": len(q["seeds"]), "float": round(100 * t["teacher_top1"]["mean"], 2)}
+        for kind in ("dense", "smi"):
+            if kind in t["corpora"]:
+                row[f"student_{kind}"] = cell(t["corpora"][kind]["student_top1"])
+                columns[f"student_{kind}"] = f"{NAMES[kind]} student %"
+        for label in sorted(q["top1"], key=lambda b: (b != "W4A4", b)):  # the setting that tells corpora apart first
+            for kind, s in q["top1"][label].items():
+                row[f"{label.lower()}_{kind}"] = cell(s)
+                columns[f"{label.lower()}_{kind}"] = f"{label} {NAMES.get(kind, kind)} %"
+        row["quant_s"] = round(q["seconds"]["mean"], 1)
+        figures.append(row)
+    columns["quant_s"] = "quantization s a seed"
+    s = summary["settings"]
+    return {"section": "quality", "order": 2, "title": "The quality suite's quantization: the teacher calibrated on "
+            "each seed's corpora", **run,
+            "setup": (f"For each teacher and seed, the teacher fake-quantized (pipeline/evaluate/quant, "
+                      f"{', '.join(settings.get('bits', []))}) calibrated on {settings.get('per_class')} images a "
+                      f"class of that seed's dense and SMI corpora ({s['classes']} classes x {s['per_class']} "
+                      f"images, {s['iterations']} iterations), of real training images and of Gaussian noise; "
+                      f"top-1 % on the teacher's held-out images, mean (sd) over seeds {summary['seeds']}; "
+                      f"the seconds are the quantization part's wall time per (teacher, seed)."
+                      + ("" if any("student_dense" in row for row in figures) else
+                         " Students: the quality table's, of the same teacher (its seeds).")),
+            "columns": columns, "figures": figures, "format": FORMAT, "summary": summary}
 
 
 # --- command line -----------------------------------------------------------------------------------------
@@ -375,8 +536,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="inversion recipe: MODULE:FUNCTION or FILE.py:FUNCTION, (method, iterations) -> InversionConfig; "
                         "default: today's project recipe (project_recipe)")
     p.add_argument("--classes", type=int, default=10, help="first N classes of each teacher")
-    p.add_argument("--per-class", type=int, default=64,
-                   help="images per class per corpus, inverted as one batch (64: the pipeline's default inversion batch)")
+    p.add_argument("--per-class", type=int,
+                   help="images per class per corpus, inverted as one batch (default 64: the pipeline's default "
+                        "inversion batch; --quant-only: --quant-per-class)")
     p.add_argument("--iterations", type=int, default=200, help="inversion iterations (dense and SMI)")
     p.add_argument("--steps", type=int, help="distillation steps per corpus, rounded to whole epochs (default: what "
                    "smi-synth distill chooses for the corpus's size, pipeline.evaluate.defaults.default_steps)")
@@ -392,6 +554,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-steps", type=int, default=0, help="train the teachers for this many steps (0: their recipe)")
     p.add_argument("--keep-corpora", action="store_true", help="keep the corpora under OUT (default: removed)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (of each student's process with --parallel-students)")
+    p.add_argument("--no-quant", dest="quant", action="store_false",
+                   help="do not quantize the teacher on each seed's corpora (W8A8 and W4A4 on four sets cost 21 CPU s "
+                        "a seed on digits64, 55 on shapes64: about a minute beside students of 20-30 minutes each)")
+    p.add_argument("--quant-only", action="store_true",
+                   help="quantize only: distil no student and invert only what calibration draws (--quant-per-class "
+                        "images a class, unless --per-class says more); the noise and real corpora are not written")
+    p.add_argument("--quant-per-class", type=int, default=4,
+                   help="calibration images a class in each calibration set (dense, SMI, real, noise)")
+    p.add_argument("--quant-bits", default="W8A8,W4A4", help="bit settings the teacher is quantized at")
+    p.add_argument("--report", type=Path,
+                   help="also write the quantization rows benchmarks/render.py tabulates to this JSON file "
+                        "(e.g. benchmarks/results/quality_suite_quant.json)")
+    p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+                   help="the machine, as --report records it")
     p.add_argument("--parallel-students", action="store_true",
                    help="distil the corpora of a (teacher, seed) at once, each in its own process with --threads "
                         "threads (the same students as in turn; generation stays in this process, side by side)")
@@ -409,6 +585,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.corpora = _csv(args.corpora)
     if not args.corpora or set(args.corpora) - set(CORPORA):
         p.error(f"--corpora: expected some of {', '.join(CORPORA)}, got {args.corpora}")
+    if args.quant_only and not args.quant:
+        p.error("--quant-only: cannot be combined with --no-quant")
+    try:
+        args.quant_bits = parse_bits(args.quant_bits)
+    except UserError as exc:
+        p.error(f"--quant-bits: {str(exc).removeprefix('--bits: ')}")
+    if args.per_class is None:
+        args.per_class = args.quant_per_class if args.quant_only else 64
     if args.quick:
         args.classes, args.per_class, args.iterations, args.steps = 3, 4, 12, 6
         args.teacher_steps = args.teacher_steps or 5
@@ -418,9 +602,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag, value, low in (("--classes", args.classes, 1), ("--per-class", args.per_class, 1),
                              ("--iterations", args.iterations, 2), ("--batch-size", args.batch_size, 1),
                              ("--threads", args.threads, 1), ("--eval-images", args.eval_images, 0),
-                             ("--teacher-steps", args.teacher_steps, 0), ("--steps", args.steps, 1)):
+                             ("--teacher-steps", args.teacher_steps, 0), ("--steps", args.steps, 1),
+                             ("--quant-per-class", args.quant_per_class, 1)):
         if value < low:
             p.error(f"{flag}: must be >= {low}, got {value}")
+    if args.quant and args.quant_per_class > args.per_class:
+        p.error(f"--quant-per-class: calibration draws from corpora of {args.per_class} images a class, "
+                f"got {args.quant_per_class}")
+    if args.quant_only:
+        args.corpora = []  # no student
     fewest = min(len(suite.suite_teacher(t).class_names) for t in args.teachers)
     if args.classes > fewest:
         p.error(f"--classes: the teachers' fewest classes are {fewest}, got {args.classes}")
@@ -455,6 +645,12 @@ def main(argv: list[str] | None = None) -> int:
                "wall_seconds": time.perf_counter() - start}
     summary = json.loads(json.dumps(summary, default=float))
     (args.out / "summary.json").write_text(json.dumps(summary, sort_keys=True, indent=1) + "\n")
+    if args.report is not None:
+        run = {"command": shlex.join(["python", os.path.relpath(__file__), *(sys.argv[1:] if argv is None else argv)]),
+               "commit": _git_commit(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "machine": args.machine}  # no wall time: finished (teacher, seed) results are reused
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(quant_report(summary, run), indent=1) + "\n")
     _print_table(summary)
     emit_json(summary)
     if tmp is not None:

@@ -7,7 +7,8 @@ teacher is quantized (:func:`pipeline.evaluate.quant.model.quantize_vit`) at eac
 calibration sets of the same size: the dense corpus, the SMI corpus (both read back through
 :func:`pipeline.evaluate.quantize.calibration_samples`, as ``smi-synth quantize`` reads them), real training
 images (:func:`pipeline.teachers.suite.real_images`, the train split: disjoint from the held-out split the
-scores come from) and standard-normal noise in the normalised input space. Each quantized model is scored on
+scores come from) and standard-normal noise in the normalised input space (the sets:
+:func:`quality_suite.calibration_sets`; quantizing and scoring: :func:`pipeline.evaluate.quantize.quantize_and_score`). Each quantized model is scored on
 the teacher's held-out images (a fixed class-mixed subset), beside the float teacher.
 
     python benchmarks/quant_calibration.py                      # all three teachers, seeds 0,1,2
@@ -42,9 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_suite  # noqa: E402  (benchmarks/quality_suite.py: in-process corpus generation)
 from pipeline.console import emit_json  # noqa: E402
 from pipeline.evaluate.common import EvalSet, top1  # noqa: E402
-from pipeline.evaluate.quant.model import QuantSettings, quantize_vit  # noqa: E402
-from pipeline.evaluate.quantize import calibration_samples, noise_calibration, parse_bits  # noqa: E402
-from pipeline.teachers.classify import normalize  # noqa: E402
+from pipeline.evaluate.quant.model import QuantSettings  # noqa: E402
+from pipeline.evaluate.quantize import parse_bits, quantize_and_score  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
@@ -67,19 +67,11 @@ def eval_subset(name: str, limit: int) -> EvalSet:
 def calibration_sets(name: str, teacher: Any, checkpoint: Path, seed: int, args: argparse.Namespace,
                      work: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The four normalised calibration batches of one seed, and the corpora's generation seconds."""
-    mean, std = tuple(teacher.mean), tuple(teacher.std)
     classes = len(teacher.class_names)
     roots = {m: work / name / f"seed{seed}" / m for m in ("dense", "smi")}
     configs = {m: recommended_config(m, args.iterations) for m in roots}
     timing = quality_suite.write_inverted(roots, configs, teacher, checkpoint, classes, args.per_class, seed)
-    n = classes * args.per_class
-    sets = {}
-    for m, root in roots.items():
-        samples = calibration_samples(root, n, seed=seed)
-        sets[m] = normalize(torch.stack([img for img, _ in samples]), mean, std)
-    real, _ = suite.real_images(name, args.per_class, seed)
-    sets["real"] = normalize(real, mean, std)
-    sets["noise"] = noise_calibration(n, int(teacher.img_size[0]), seed=seed)
+    sets = quality_suite.calibration_sets(name, teacher, roots, classes, args.per_class, seed)
     return sets, {m: round(t["gen_seconds"], 2) for m, t in timing.items()}
 
 
@@ -102,11 +94,12 @@ def run_teacher(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
     for seed in args.seeds:
         sets, timing = calibration_sets(name, teacher, checkpoint, seed, args, work)
         gen.append(timing)
-        for (w, a), label in zip(args.bits, args.labels):
+        measured = quantize_and_score(model, {c: sets[c] for c in CALIB}, args.bits,
+                                      lambda qv: top1(qv, heldout, mean=mean, std=std))
+        for label, by in measured.items():
             for c in CALIB:
-                qv = quantize_vit(model, sets[c], QuantSettings(w_bits=w, a_bits=a))
-                scores[label][c].append(top1(qv, heldout, mean=mean, std=std))
-            row = "  ".join(f"{c} {100 * scores[label][c][-1]:.1f}" for c in CALIB)
+                scores[label][c].append(by[c])
+            row = "  ".join(f"{c} {100 * by[c]:.1f}" for c in CALIB)
             print(f"{name} seed {seed} {label}: {row}", file=sys.stderr, flush=True)
     rows = {label: {c: spread(v) for c, v in by.items()} for label, by in scores.items()}
     return {"teacher_top1": fp, "eval_images": heldout.num_images, "calib_images": len(teacher.class_names) * args.per_class,

@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -200,15 +200,6 @@ def quality_summary(by_teacher: dict[str, list[dict]]) -> list[str]:
     return table(headers, rows)
 
 
-def seconds_table(by_teacher: dict[str, list[dict]]) -> list[str]:
-    rows = [[t, s.get("seed"), s.get("dense_s"), s.get("smi_s"), s.get("dense_top1"), s.get("smi_top1")]
-            for t, seeds in by_teacher.items() for s in seeds if s.get("dense_s") and s.get("smi_s")]
-    if not rows:
-        return []
-    return ["Generation seconds, where recorded (wall time under the load given above):", "",
-            *table(["teacher", "seed", "dense s", "SMI s", "dense %", "SMI %"], rows), ""]
-
-
 def distill_cost_summary(members: list[Result]) -> list[str]:
     """The distillation-cost result's means: seconds and top-1 of both arms over the seeds run in both, and
     what the after arm costs as a share of the before arm (rows: ``seed``, ``before_s``, ``before_top1``,
@@ -224,6 +215,31 @@ def distill_cost_summary(members: list[Result]) -> list[str]:
                    [[len(rows), mean_sd(before_s), mean_sd(before), mean_sd(after_s), mean_sd(after),
                      fixed(100 * statistics.fmean(after_s) / statistics.fmean(before_s), 1),
                      paired_interval([b - a for a, b in zip(before, after)])]]), ""]
+
+
+def quant_beside_students(results: list[Result], by_teacher: dict[str, list[dict]]) -> list[Result]:
+    """``results`` with the quality section's quantization rows (rows with ``w4a4_dense``, one per teacher, as
+    ``quality_suite.py --report`` writes them) given the students' dense and SMI top-1 (mean (sd) over the
+    seeds of ``by_teacher``) beside their float column, where their own run distilled none."""
+    out = []
+    for r in results:
+        if r.section != "quality" or not any("w4a4_dense" in row and "student_dense" not in row for row in r.figures):
+            out.append(r)
+            continue
+        figures = []
+        for row in r.figures:
+            seeds = by_teacher.get(str(row.get("teacher")), [])
+            if "student_dense" in row or not seeds:
+                figures.append(row)
+                continue
+            figures.append({**row, "student_dense": mean_sd([s["dense_top1"] for s in seeds]),
+                            "student_smi": mean_sd([s["smi_top1"] for s in seeds])})
+        keys = list(r.columns)
+        at = keys.index("float") + 1 if "float" in keys else len(keys)
+        students = {"student_dense": "dense student %", "student_smi": "SMI student %"}
+        columns = {k: r.columns[k] for k in keys[:at]} | students | {k: r.columns[k] for k in keys[at:]}
+        out.append(replace(r, figures=figures, columns=columns))
+    return out
 
 
 # ---- plots ----------------------------------------------------------------------------------------------
@@ -401,6 +417,7 @@ def render(results_dir: Path, md_path: Path, docs_dir: Path) -> dict[Path, bytes
     sections = SECTIONS + [Section(k, next(r.title for r in results if r.section == k), "")
                            for k in dict.fromkeys(r.section for r in results) if k not in known]
     by_teacher = quality_rows(results)
+    results = quant_beside_students(results, by_teacher)
     points = speed_points(results)
     images = {"engine": speed_plot(points) if points else None,
               "quality_time": quality_plot(by_teacher) if by_teacher else None}
@@ -408,15 +425,13 @@ def render(results_dir: Path, md_path: Path, docs_dir: Path) -> dict[Path, bytes
     body: list[str] = []
     for sec in sections:
         members = [r for r in results if r.section == sec.key]
-        if sec.key == "quality_time" and by_teacher:
-            extra = seconds_table(by_teacher)
-        elif sec.key == "quality" and by_teacher:
+        if sec.key == "quality" and by_teacher:
             extra = quality_summary(by_teacher) + [""]
         elif sec.key == "distill_cost":
             extra = distill_cost_summary(members)
         else:
             extra = []
-        if not members and not extra:
+        if not members and not extra and images.get(sec.key) is None:
             continue
         body += [f"## {sec.heading}", ""] + ([sec.intro, ""] if sec.intro else [])
         image = images.get(sec.key)
@@ -427,8 +442,8 @@ def render(results_dir: Path, md_path: Path, docs_dir: Path) -> dict[Path, bytes
         body += extra
         for r in members:
             body += result_block(r)
-    contents = [f"- [{line[3:]}](#{anchor(line[3:])})" for line in body if line.startswith("## ")]
-    files[md_path] = ("\n".join([HEADER, *contents, "", *body]).rstrip() + "\n").encode()
+    contents = " · ".join(f"[{line[3:]}](#{anchor(line[3:])})" for line in body if line.startswith("## "))
+    files[md_path] = ("\n".join([HEADER, "Measures: " + contents, "", *body]).rstrip() + "\n").encode()
     return files
 
 

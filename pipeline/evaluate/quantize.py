@@ -20,7 +20,7 @@ import logging
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,30 @@ def real_calibration(folder: EvalSet, n: int, seed: int = 0) -> tuple[torch.Tens
     picks = [i for c in classes for i in by_class[c][: base + (c in lucky)]]
     rng.shuffle(picks)
     return torch.stack([images[i] for i in picks]), [labels[i] for i in picks]
+
+
+# --- quantize and score ------------------------------------------------------------------------------------
+
+KeepFn = Callable[[str, QuantSettings, QuantViT, float | None], None]
+
+
+def quantize_and_score(model: nn.Module, calib: Mapping[str, torch.Tensor], bits: Sequence[tuple[int, int]],
+                       score: Callable[[nn.Module], float | None],
+                       settings: Callable[[int, int], QuantSettings] = QuantSettings,
+                       keep: KeepFn | None = None) -> dict[str, dict[str, float | None]]:
+    """``model`` quantized at each ``(w_bits, a_bits)`` of ``bits``, calibrated on each named set of normalised
+    images, and scored: ``{"W4A4": {set name: score}}``. ``settings(w, a)`` gives the quantizer's settings;
+    ``keep(set name, settings, quantized model, score)`` sees each quantized model (e.g. to save it)."""
+    rows: dict[str, dict[str, float | None]] = {}
+    for w, a in bits:
+        s = settings(w, a)
+        row = rows.setdefault(s.label, {})
+        for name, images in calib.items():
+            qv = quantize_vit(model, images, s)
+            row[name] = score(qv)
+            if keep is not None:
+                keep(name, s, qv, row[name])
+    return rows
 
 
 # --- the older single-setting API (benchmarks/quality.py) -----------------------------------------------
@@ -248,17 +272,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "eval_images": eval_set.num_images if eval_set is not None else 0,
         "bits": [f"W{w}A{a}" for w, a in bits], "rows": {}, "saved": {},
     }
-    for w, a in bits:
-        settings = _settings(args, w, a)
-        row: dict[str, float | None] = {}
-        for name, images in calib.items():
-            qv = quantize_vit(model, images.to(args.device), settings)
-            row[name] = acc(qv)
-            if name == "corpus" and args.save:
-                meta = {"teacher": spec, "mean": list(mean), "std": list(std), "corpus": str(info.root),
-                        "calib_images": n, "seed": args.seed, "top1": row[name], "eval": report["eval"]}
-                report["saved"][settings.label] = str(save_quantized(qv, Path(args.save) / settings.label, meta))
-        report["rows"][settings.label] = row
+
+    def keep(name: str, settings: QuantSettings, qv: QuantViT, score: float | None) -> None:
+        if name == "corpus" and args.save:
+            meta = {"teacher": spec, "mean": list(mean), "std": list(std), "corpus": str(info.root),
+                    "calib_images": n, "seed": args.seed, "top1": score, "eval": report["eval"]}
+            report["saved"][settings.label] = str(save_quantized(qv, Path(args.save) / settings.label, meta))
+
+    report["rows"] = quantize_and_score(model, {k: v.to(args.device) for k, v in calib.items()}, bits, acc,
+                                        settings=lambda w, a: _settings(args, w, a), keep=keep)
     if args.json:
         emit_json(report)
     else:

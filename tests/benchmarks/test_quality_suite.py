@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,9 @@ def test_default_recipe_is_quality_py_s(method: str, tmp_path: Path) -> None:
     [(["--teachers", "imagenet"], "--teachers"), (["--seeds", "0,x"], "--seeds"), (["--seeds", "1,1"], "--seeds"),
      (["--per-class", "0"], "--per-class"), (["--iterations", "1"], "--iterations"), (["--classes", "11"], "--classes"),
      (["--corpora", "dense,fake"], "--corpora"), (["--recipe", "no_such_module_xyz:f"], "--recipe"),
-     (["--recipe", "quality_suite_no_colon"], "--recipe"), (["--steps", "0"], "--steps")],
+     (["--recipe", "quality_suite_no_colon"], "--recipe"), (["--steps", "0"], "--steps"),
+     (["--quant-only", "--no-quant"], "--quant-only"), (["--quant-bits", "W9A9"], "--quant-bits"),
+     (["--quant-per-class", "8", "--per-class", "4"], "--quant-per-class"), (["--quant-per-class", "0"], "--quant-per-class")],
 )
 def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert_usage_error(_load("quality_suite"), argv, flag, capsys)
@@ -76,6 +79,8 @@ def _check_quick(out: Path, summary: dict, teachers: set[str]) -> None:
         assert result["images_per_corpus"] == 12 and result["seed"] == 1 and 0 <= result["teacher_top1"] <= 1
         assert result["corpora"]["smi"]["gen_seconds"] > 0 and result["corpora"]["dense"]["gen_seconds"] > 0
         assert not (out / name / "seed1" / "corpora").exists()  # removed unless --keep-corpora
+        # the teacher quantized on each seed's corpora, beside the students (on by default)
+        assert set(result["quant"]["top1"]) == {"W8A8", "W4A4"} and s["quant"]["seeds"] == [0, 1]
     assert (out / "teachers-quick").is_dir()  # tiny teachers never touch the real cache
 
 
@@ -164,3 +169,90 @@ def test_suite_goals_are_issue_14s_on_the_means() -> None:
     # with only one inverted corpus distilled, only what it allows is claimed
     assert goals(_teacher_summary([0.9], None, 0.3)) == {"dense_at_least_80pct_teacher": True,
                                                         "smi_time_at_most_40pct": True}
+
+
+def test_quant_only_distils_nothing_and_inverts_what_calibration_draws() -> None:
+    qs = _load("quality_suite")
+    args = qs.parse_args(["--quant-only", "--quant-per-class", "8"])
+    assert args.corpora == [] and args.per_class == 8 and args.quant
+    assert qs.settings_record(args, "shapes64", {})["corpora"] == []  # never reused as a run with students
+    assert qs.parse_args(["--quant-only", "--per-class", "64"]).per_class == 64
+    default = qs.parse_args([])
+    assert default.quant and default.per_class == 64 and default.quant_bits == [(8, 8), (4, 4)]
+    assert default.corpora == list(qs.CORPORA) and not qs.parse_args(["--no-quant"]).quant
+
+
+def _quant_result(seed: int, w4a4: dict[str, float], bits_per_class: int = 4) -> dict:
+    """A result's quantization as a reused result.json gives it back: keys sorted."""
+    qs = _load("quality_suite")
+    args = qs.parse_args(["--quant-per-class", str(bits_per_class)])
+    quant = {"settings": qs.quant_record(args), "seconds": 10.0 + seed,
+             "top1": {"W8A8": dict.fromkeys(qs.CALIB, 0.99), "W4A4": w4a4}}
+    return {"seed": seed, "quant": json.loads(json.dumps(quant, sort_keys=True))}
+
+
+def test_quant_summary_and_the_report_render_beside_the_students(tmp_path: Path) -> None:
+    qs, render = _load("quality_suite"), _load("render")
+    results = [_quant_result(0, {"dense": 0.90, "smi": 0.88, "real": 0.92, "noise": 0.30}),
+               _quant_result(1, {"dense": 0.92, "smi": 0.86, "real": 0.94, "noise": 0.40}),
+               _quant_result(2, {"dense": 0.0, "smi": 0.0, "real": 0.0, "noise": 0.0}, bits_per_class=2)]
+    q = qs.quant_summary(results)
+    # seeds measured with other settings than the first are left out, not averaged in
+    assert q["seeds"] == [0, 1] and set(q["per_seed"]) == {"0", "1"}
+    assert q["top1"]["W4A4"]["dense"]["mean"] == pytest.approx(0.91) and q["top1"]["W4A4"]["smi"]["sd"] > 0
+    assert q["seconds"]["mean"] == 10.5 and qs.quant_summary([{"seed": 0}]) == {}
+    spread = _load("quality_seeds").spread
+    summary = {"settings": {"classes": 10, "per_class": 4, "iterations": 200}, "seeds": [0, 1],
+               "teachers": {"alpha": {"teacher_top1": spread([0.995, 0.995]), "corpora": {}, "quant": q}}}
+    run = {"command": "python benchmarks/quality_suite.py --quant-only", "commit": "abc1234", "date": "2026-12-07",
+           "machine": "dev box"}
+    report = qs.quant_report(summary, run)
+    assert report["section"] == "quality" and report["command"] == run["command"] and report["commit"] == "abc1234"
+    row = report["figures"][0]
+    assert row["w4a4_dense"] == "91.00 (1.4)" and row["w4a4_noise"] == "35.00 (7.1)" and row["seeds"] == 2
+    assert "student_dense" not in row and "Students: the quality table's" in report["setup"]
+    # rendered beside a quality suite result of the same teacher: the students fill their columns
+    quality = {"section": "quality", "order": 1, "command": "suite", "figures": [
+        {"teacher": "alpha", "patches": 64, "seed": s, "teacher_top1": 99.5, "dense_top1": d, "smi_top1": m}
+        for s, d, m in ((0, 80.0, 82.0), (1, 90.0, 94.0))]}
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    (results_dir / "quality_suite.json").write_text(json.dumps(quality))
+    (results_dir / "quality_suite_quant.json").write_text(json.dumps(report))
+    md = tmp_path / "B.md"
+    assert render.main(["--results", str(results_dir), "--out", str(md), "--docs", str(tmp_path / "docs")]) == 0
+    lines = md.read_text().splitlines()
+    assert ("| teacher | seeds | float % | dense student % | SMI student % | W4A4 dense % | W4A4 SMI % | W4A4 real % | "
+            "W4A4 noise % | W8A8 dense % | W8A8 SMI % | W8A8 real % | W8A8 noise % | quantization s a seed |") in lines
+    assert ("| alpha | 2 | 99.5 | 85.00 (7.1) | 88.00 (8.5) | 91.00 (1.4) | 87.00 (1.4) | 93.00 (1.4) | 35.00 (7.1) | "
+            "99.00 (0.0) | 99.00 (0.0) | 99.00 (0.0) | 99.00 (0.0) | 10.5 |") in lines
+
+
+@pytest.mark.bench  # trains tiny teachers; about a minute on the dev box
+def test_quant_only_quick_run_and_a_reused_result_measured_on_its_kept_corpora(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    qs = _load("quality_suite")
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    argv = ["--quick", "--quant-only", "--keep-corpora", "--out", str(out), "--teachers", "digits64"]
+    assert qs.main([*argv, "--report", str(report)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    path = out / "digits64" / "seed0" / "result.json"
+    result = json.loads(path.read_text())
+    quant = result["quant"]
+    assert set(result["corpora"]) == {"dense", "smi"} and result["settings"]["corpora"] == []  # no student
+    assert not (out / "digits64" / "seed0" / "corpora" / "noise").exists()
+    assert quant["calib_images"] == dict.fromkeys(qs.CALIB, 12)  # 3 classes x 4 images, every set alike
+    assert set(quant["top1"]) == {"W8A8", "W4A4"} and all(set(row) == set(qs.CALIB) for row in quant["top1"].values())
+    assert all(0 <= v <= 1 for row in quant["top1"].values() for v in row.values())
+    assert summary["teachers"]["digits64"]["quant"]["per_seed"] == {"0": quant["top1"]}
+    written = json.loads(report.read_text())
+    assert written["figures"][0]["teacher"] == "digits64" and "--quant-only" in written["command"]
+    # a result without quantization (an older run) gets it from its kept corpora: the same figures
+    path.write_text(json.dumps({k: v for k, v in result.items() if k != "quant"}))
+    assert qs.main(argv) == 0
+    assert "reusing" in capsys.readouterr().err and json.loads(path.read_text())["quant"]["top1"] == quant["top1"]
+    # and without kept corpora it says so and measures nothing
+    path.write_text(json.dumps({k: v for k, v in result.items() if k != "quant"}))
+    shutil.rmtree(out / "digits64" / "seed0" / "corpora")
+    assert qs.main(argv) == 0
+    assert "corpora were not kept" in capsys.readouterr().err and "quant" not in json.loads(path.read_text())

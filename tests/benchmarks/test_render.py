@@ -90,6 +90,37 @@ def test_tables_and_plots_from_a_tiny_results_folder(tmp_path: Path) -> None:
     assert pixels_near(quality, (31, 119, 180)) > 50 and pixels_near(quality, (255, 127, 14)) > 50  # dense and SMI
 
 
+QUANT = {  # quality_suite.py --quant-only --report: one row per teacher, no students of its own
+    "section": "quality", "order": 2, "title": "Suite quantization", "command": "quality_suite.py --quant-only",
+    "columns": {"teacher": "teacher", "seeds": "seeds", "float": "float %", "w4a4_dense": "W4A4 dense %",
+                "w4a4_smi": "W4A4 smi %", "quant_s": "quantization s a seed"},
+    "figures": [{"teacher": "alpha", "seeds": 3, "float": 99.5, "w4a4_dense": "91.53 (1.5)", "w4a4_smi": "88.60 (1.6)",
+                 "quant_s": 12.5},
+                {"teacher": "gamma", "seeds": 3, "float": 97.0, "w4a4_dense": "90.00 (0.1)", "w4a4_smi": "89.00 (0.2)",
+                 "quant_s": 3.0}],
+}
+
+
+def test_quantization_rows_get_the_students_beside_them(tmp_path: Path) -> None:
+    quality = {**QUALITY, "order": 1}  # as the repository's suite result sets it
+    md, _ = render_to(tmp_path, write_results(tmp_path / "results", quality=quality, quality_suite_quant=QUANT))
+    lines = md.splitlines()
+    # in the quality section, after the suite's own block (order 2), the students' mean (sd) over their seeds
+    # beside the float column; a teacher without students keeps empty cells
+    assert "| teacher | seeds | float % | dense student % | SMI student % | W4A4 dense % | W4A4 smi % | " \
+           "quantization s a seed |" in lines
+    assert "| alpha | 3 | 99.5 | 85.00 (7.1) | 88.00 (8.5) | 91.53 (1.5) | 88.60 (1.6) | 12.5 |" in lines
+    assert "| gamma | 3 | 97.0 |  |  | 90.00 (0.1) | 89.00 (0.2) | 3.0 |" in lines
+    assert lines.index("### Suite") < lines.index("### Suite quantization") < lines.index("## Quality against generation time")
+    # the quality summary and its plot are the students' alone
+    assert "| alpha | 64 | 2 | 100.0 | 10.00 | 85.00 (7.1) | 88.00 (8.5) | 0.850 | +3.0 (-9.7 to +15.7) | 35.0 |" in lines
+    # rows that bring their own students are left as they are
+    own = {**QUANT, "figures": [{**QUANT["figures"][0], "student_dense": "1.00", "student_smi": "2.00"}],
+           "columns": {**QUANT["columns"], "student_dense": "dense student %", "student_smi": "SMI student %"}}
+    md, _ = render_to(tmp_path / "own", write_results(tmp_path / "own-results", quality=quality, quality_suite_quant=own))
+    assert "| alpha | 3 | 99.5 | 91.53 (1.5) | 88.60 (1.6) | 12.5 | 1.00 | 2.00 |" in md.splitlines()
+
+
 def test_no_quality_results_no_quality_sections_nor_plot(tmp_path: Path) -> None:
     md, docs = render_to(tmp_path, write_results(tmp_path / "results", engine=ENGINE))
     assert "## Quality" not in md and not (docs / "quality_vs_time.png").exists()
