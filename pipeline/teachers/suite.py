@@ -72,7 +72,10 @@ MANY_HELDOUT_PER_CLASS = 20
 # 450-600 (held-out 4.5% at 450, 9.2% at 600, 20.6% at 750 of 1,500), with the rendered training glyphs no
 # better recognised than held-out ones (8.9% vs 9.2% at 600; 23.8% vs 20.6% at 750): underfitting, so more
 # steps help, more glyphs would not (other rates and widths were not measured). 15 steps per class is what
-# this box affords (about 0.5 CPU-s a step under load, 0.37 idle: 1,500 steps are 9-13 CPU-minutes).
+# this box affords (about 0.5 CPU-s a step under load, 0.37 idle: 1,500 steps are 9-13 CPU-minutes). With it,
+# seed 0: glyphs100x196 60.15% held-out top-1 (train glyphs 63.8%; 816 CPU-s, 3,380 s wall at load 9-21),
+# glyphs100x196b 68.20% (745 CPU-s, 3,037 s wall), both still underfit and still climbing when the rate ran
+# out (glyphs100x196: 48.8% at step 1,050, 61.1% at 1,350): 30 steps per class would be the next step up.
 MANY_STEPS_PER_CLASS = 15  # the many-class recipe's steps: this many per class, at least glyphs196's 1,200
 
 
