@@ -13,7 +13,8 @@ side by side. The held-out many-class teacher (``glyphs100x196b``) is left out u
 
 Writes ``--json`` (command, commit, date, machine, settings, one row per teacher: its classes, teacher
 top-1, each corpus's student top-1 and share of the teacher as mean / sd over seeds, generation seconds)
-and, when matplotlib is importable, ``--plot``: the students' share of the teacher against classes. The
+and ``--plot``: the students' share of the teacher against classes (drawn with Pillow, as
+``benchmarks/render.py`` draws its plots). The
 per-(teacher, seed) results live under ``OUT/<teacher>/seed<k>/result.json`` (reused when the settings
 match). The last stdout line is the JSON document.
 """
@@ -24,6 +25,7 @@ import argparse
 import datetime
 import json
 import logging
+import math
 import os
 import platform
 import shlex
@@ -97,36 +99,55 @@ def teacher_row(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def write_plot(rows: list[dict[str, Any]], path: Path) -> bool:
-    """The students' share of the teacher against the teacher's classes (False: matplotlib is missing)."""
-    try:
-        import matplotlib
+def plot_png(rows: list[dict[str, Any]]) -> bytes:
+    """The students' share of the teacher against the teacher's classes (log axis), drawn with Pillow:
+    the tuning family joined by lines (mean over seeds, sd as a bar), held-out teachers as open markers."""
+    from PIL import Image, ImageDraw
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    rows = sorted(rows, key=lambda r: r["classes"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, style in (("dense", "o-"), ("smi", "s-"), ("noise", "x--"), ("real", "^:")):
-        points = [(r["classes"], 100 * r["corpora"][kind]["student_vs_teacher"]["mean"]) for r in rows
-                  if "student_vs_teacher" in r["corpora"].get(kind, {})]
-        if points:
-            ax.plot(*zip(*points), style, label=kind)
-    ax.set_xscale("log")
-    ax.set_xticks([r["classes"] for r in rows], [str(r["classes"]) for r in rows])
-    ax.set_xlabel("teacher classes (glyph family, 196 patches)")
-    ax.set_ylabel("student top-1 / teacher top-1 (%)")
-    ax.set_ylim(0, 105)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    from render import DENSE, GREY, INK, NOISE, SMI, S, Axes, draw_axes, legend, marker, png
+
+    styles = {"dense": (DENSE, "circle"), "smi": (SMI, "diamond"), "noise": (NOISE, "circle"), "real": (GREY, "diamond")}
+    classes = sorted({r["classes"] for r in rows})
+    lo, hi = math.log10(min(classes)) - 0.12, math.log10(max(classes)) + 0.12
+    w, h = 560, 400
+    ax = Axes(70, 50, w - 25, h - 55, (lo, hi), (0.0, 105.0))
+    img = Image.new("RGB", (S * w, S * h), "white")
+    d = ImageDraw.Draw(img)
     per_class = rows[0]["images_per_corpus"] // rows[0]["classes"]
-    ax.set_title(f"{per_class} images per class")
+    seeds = max(len(r["seeds"]) for r in rows)
+    draw_axes(img, ax, [(math.log10(c), str(c)) for c in classes], [(v, f"{v:g}") for v in range(0, 101, 20)],
+              "teacher classes (glyph family, 196 patches; log scale)", "student top-1 / teacher top-1 (%)",
+              f"{per_class} images per class, {seeds} seed{'s' if seeds > 1 else ''} (bars: sd)")
+    shown = []
+    for kind, (colour, shape) in styles.items():
+        points = []
+        for r in sorted(rows, key=lambda r: r["classes"]):
+            share = r["corpora"].get(kind, {}).get("student_vs_teacher")
+            if share is None:
+                continue
+            held = r["heldout_teacher"]
+            x = math.log10(r["classes"]) + (0.03 if held else 0.0)
+            y, sd = 100 * share["mean"], 100 * share["sd"]
+            (px, py), (_, top), (_, bottom) = ax.px(x, y), ax.px(x, y + sd), ax.px(x, y - sd)
+            d.line([(px, top), (px, bottom)], fill=colour, width=S)
+            marker(d, (px, py), shape, colour, 4.5, filled=not held)
+            if not held:
+                points.append((px, py))
+        if len(points) > 1:
+            d.line(points, fill=colour, width=2 * S)
+        if any("student_vs_teacher" in r["corpora"].get(kind, {}) for r in rows):
+            shown.append(kind)
+    items = [(k if k != "smi" else "SMI", lambda xy, k=k: marker(d, xy, styles[k][1], styles[k][0], 4.5)) for k in shown]
+    if any(r["heldout_teacher"] for r in rows):
+        items.append(("open: held-out teacher", lambda xy: marker(d, xy, "circle", INK, 4.5, filled=False)))
+    legend(d, 60, 8, items)
+    return png(img)
+
+
+def write_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """:func:`plot_png` of ``rows``, written to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    path.write_bytes(plot_png(rows))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -161,7 +182,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--parallel-students", action="store_true", help="distil a teacher's corpora at once")
     p.add_argument("--json", type=Path, help="write the study here (e.g. benchmarks/results/class_count.json)")
-    p.add_argument("--plot", type=Path, help="write the plot here (e.g. docs/class_count.png; needs matplotlib)")
+    p.add_argument("--plot", type=Path, help="write the plot here (e.g. docs/class_count.png)")
     p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} cores",
                    help="the machine, in words, for the JSON record")
     args = p.parse_args(argv)
@@ -222,9 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.teachers:
         qargs = quality_suite.parse_args(suite_argv(name, args))
         rows.append(teacher_row(name, [quality_suite.run_one(name, seed, qargs) for seed in args.seeds]))
-    plotted = write_plot(rows, args.plot) if args.plot is not None else False
-    if args.plot is not None and not plotted:
-        print(f"matplotlib is not importable: no plot written to {args.plot}", file=sys.stderr)
+    if args.plot is not None:
+        write_plot(rows, args.plot)
     doc = {
         "format": FORMAT, "command": shlex.join(["python", "benchmarks/class_count.py",
                                                        *(argv if argv is not None else sys.argv[1:])]),
@@ -233,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"per_class": args.per_class, "iterations": args.iterations, "distill_steps": args.steps,
                      "seeds": args.seeds, "corpora": args.corpora, "recipe": args.recipe, "student": "test_resnet",
                      "teacher_steps": args.teacher_steps or "recipe"},
-        "rows": rows, "plot": str(args.plot) if plotted else None, "wall_seconds": time.perf_counter() - start,
+        "rows": rows, "plot": str(args.plot) if args.plot is not None else None, "wall_seconds": time.perf_counter() - start,
     }
     doc = with_report(json.loads(json.dumps(doc, default=float)))
     if args.json is not None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.benchmarks import assert_usage_error
 from tests.benchmarks import load_benchmark as _load
@@ -54,6 +55,27 @@ def test_quick_study_writes_the_table_the_json_and_the_plot(tmp_path: Path, caps
             assert 0.0 <= cell["student_top1"]["mean"] <= 1.0 and cell["gen_seconds"]["mean"] > 0
         assert "student_top1" not in row["corpora"]["real"]  # generated, not distilled by default
         assert (out / row["teacher"] / "seed0" / "result.json").is_file()
-    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
-    assert plot.is_file() == has_matplotlib and (doc["plot"] is not None) == has_matplotlib
+    assert doc["plot"] == str(plot) and plot.read_bytes().startswith(b"\x89PNG")
     assert (out / "teachers-quick" / "suite-glyphs30x196-v1" / "model.safetensors").is_file()
+
+
+def _row(teacher: str, classes: int, held: bool, shares: dict[str, float]) -> dict:
+    spread = lambda v: {"mean": v, "sd": 0.02, "min": v, "max": v, "n": 2}  # noqa: E731
+    return {"teacher": teacher, "classes": classes, "heldout_teacher": held, "seeds": [0, 1],
+            "images_per_corpus": 4 * classes,
+            "corpora": {k: {"student_vs_teacher": spread(v)} for k, v in shares.items()}}
+
+
+def test_plot_draws_each_distilled_corpus_in_its_colour() -> None:
+    cc = _load("class_count")
+    render = _load("render")
+    rows = [_row("glyphs196", 10, False, {"dense": 0.9, "smi": 0.8, "noise": 0.1}),
+            _row("glyphs100x196", 100, False, {"dense": 0.5, "smi": 0.4, "noise": 0.05}),
+            _row("glyphs100x196b", 100, True, {"dense": 0.45, "smi": 0.35, "noise": 0.05})]
+    img = Image.open(io.BytesIO(cc.plot_png(rows))).convert("RGB")
+    assert img.size == (560, 400)
+    colours = {c for _, c in img.getcolors(maxcolors=1 << 20)}
+    assert {render.DENSE, render.SMI, render.NOISE} <= colours
+    no_smi = Image.open(io.BytesIO(cc.plot_png([{**r, "corpora": {k: v for k, v in r["corpora"].items() if k != "smi"}}
+                                                 for r in rows]))).convert("RGB")
+    assert render.SMI not in {c for _, c in no_smi.getcolors(maxcolors=1 << 20)}

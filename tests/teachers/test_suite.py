@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -107,3 +108,13 @@ def test_the_many_class_teachers_share_glyphs196s_model_but_not_its_classes() ->
     glyphs196 = suite.suite_teacher("glyphs196")
     assert {**tuned.model_config, "num_classes": 10} == glyphs196.model_config
     assert glyphs196.recipe == TrainRecipe(steps=1200, lr=2e-3)  # the 10-class teachers' caches stay valid
+
+
+def test_the_many_class_recipe_is_glyphs196s_with_steps_per_class() -> None:
+    glyphs196 = suite.suite_teacher("glyphs196").recipe
+    recipes = [suite.suite_teacher(n).recipe for n in suite.MANY_CLASS_TEACHERS]
+    assert [r.steps for r in recipes] == [1200, 1500, 1500]
+    assert all(dataclasses.replace(r, steps=glyphs196.steps) == glyphs196 for r in recipes)
+    assert suite.many_class_recipe(1000).steps == 15_000 and suite.many_class_recipe(10) == glyphs196
+    pools = [suite._data_record(n, r)["pool_images"] for n, r in zip(suite.MANY_CLASS_TEACHERS, recipes)]
+    assert pools == [3000, 10000, 10000]  # 100 rendered glyphs per class
