@@ -17,7 +17,7 @@ glyph renderer (:mod:`.glyph_sets`), at 56 px and 196 patches like ``glyphs196``
 
 None is adversarially trained: like every pretrained ImageNet ViT, they are ordinary classifiers.
 The photo teachers (:data:`PHOTO_TEACHERS`) classify crops of ten real photographs that ship inside
-scikit-learn and scikit-image (:mod:`.photos_data`), one photo per class, held-out crops from a quadrant
+scikit-learn and scikit-image (:mod:`.photos_data`), one photo per class, held-out crops from four blocks
 of each photo that training never sees: ``photos10x64`` at 32 px (8 x 8 patches), ``photos10x196`` at
 56 px (14 x 14).
 
@@ -191,7 +191,8 @@ def _data_record(name: str, recipe: TrainRecipe) -> dict[str, Any]:
         return {"pool_images": min(MANY_POOL_PER_CLASS * len(glyphs), recipe.steps * recipe.batch_size),
                 "fonts": [p.name for p in glyphs_data.glyph_fonts()], "glyphs": "".join(glyphs)}
     if name in _PHOTOS:
-        return {"photos": photos_data.photo_digests(), "side": _PHOTOS[name], "fresh_crops_per_step": True}
+        return {"photos": photos_data.photo_digests(), "side": _PHOTOS[name], "grid": photos_data.GRID,
+                "fresh_crops_per_step": True}
     return {"train_images": len(digits_data.split_indices("train")), "split_seed": digits_data.SPLIT_SEED,
             "heldout_per_class": digits_data.HELDOUT_PER_CLASS}
 

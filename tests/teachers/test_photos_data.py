@@ -18,22 +18,23 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()
 
 
-def test_held_out_and_training_quadrants_partition_every_photo() -> None:
+def test_held_out_and_training_blocks_partition_every_photo() -> None:
     for label in range(photos_data.NUM_CLASSES):
-        held, train = photos_data.split_quadrants(label, "heldout"), photos_data.split_quadrants(label, "train")
-        assert held == (label % 4,) and sorted(held + train) == [0, 1, 2, 3]
-    boxes = [photos_data.quadrant(q, 11, 17) for q in range(4)]
-    assert boxes == [(0, 0, 5, 8), (0, 8, 5, 8), (5, 0, 5, 8), (5, 8, 5, 8)]
+        held, train = photos_data.split_blocks(label, "heldout"), photos_data.split_blocks(label, "train")
+        assert len(held) == 4 and sorted(held + train) == list(range(16))
+        assert sorted(b // 4 for b in held) == [0, 1, 2, 3] and sorted(b % 4 for b in held) == [0, 1, 2, 3]
+    assert photos_data.split_blocks(1, "heldout") == (1, 6, 11, 12)
+    assert [photos_data.block(b, 9, 17) for b in (0, 5, 15)] == [(0, 0, 2, 4), (2, 4, 2, 4), (6, 12, 2, 4)]
     with pytest.raises(ValueError, match="split"):
-        photos_data.split_quadrants(0, "test")
+        photos_data.split_blocks(0, "test")
 
 
 @pytest.mark.parametrize("label", [0, 5, 7])
-def test_crops_stay_inside_their_split_quadrants(label: int) -> None:
+def test_crops_stay_inside_their_split_blocks(label: int) -> None:
     g = torch.Generator().manual_seed(label)
     height, width = 128, 190
     for split in photos_data.SPLITS:
-        quads = [photos_data.quadrant(q, height, width) for q in photos_data.split_quadrants(label, split)]
+        quads = [photos_data.block(b, height, width) for b in photos_data.split_blocks(label, split)]
         for _ in range(200):
             y, x, h, w = photos_data.crop_box(label, split, height, width, g)
             assert h >= 1 and w >= 1
@@ -62,7 +63,7 @@ def test_every_photo_is_a_colour_photograph_with_a_fixed_digest() -> None:
     pics = photos_data.photos(16)
     assert len(pics) == photos_data.NUM_CLASSES
     for pic in pics:
-        assert pic.shape[0] == 3 and min(pic.shape[1:]) == 64 and pic.std() > 0.05
+        assert pic.shape[0] == 3 and min(pic.shape[1:]) == 96 and pic.std() > 0.05
         assert float((pic - pic.mean(0)).abs().mean()) > 0.005  # colour (the dark Hubble field is the least)
     digests = photos_data.photo_digests()
     assert list(digests) == list(photos_data.CLASS_NAMES) and len(set(digests.values())) == 10
