@@ -16,6 +16,11 @@ glyph renderer (:mod:`.glyph_sets`), at 56 px and 196 patches like ``glyphs196``
 | ``glyphs100x196b`` | 100 | set ``b`` (disjoint from ``a``) | held out |
 
 None is adversarially trained: like every pretrained ImageNet ViT, they are ordinary classifiers.
+The photo teachers (:data:`PHOTO_TEACHERS`) classify crops of ten real photographs that ship inside
+scikit-learn and scikit-image (:mod:`.photos_data`), one photo per class, held-out crops from four blocks
+of each photo that training never sees: ``photos10x64`` at 32 px (8 x 8 patches), ``photos10x196`` at
+56 px (14 x 14).
+
 ``digits64`` and ``glyphs100x196b`` are kept out of all recipe tuning (:data:`HELDOUT_TEACHERS`). ``shapes64`` is the built-in
 toy teacher itself (its own cache and recipe, :mod:`.toy`); the others are trained by
 :func:`pipeline.teachers.trainer.train_classifier` and cached under ``<cache root>/suite-<name>-<version>/``
@@ -35,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.teachers import digits_data, glyph_sets, glyphs_data, toy_data
+from pipeline.teachers import digits_data, glyph_sets, glyphs_data, photos_data, toy_data
 from pipeline.teachers.cache import (
     WEIGHTS_FILE,
     build_once,
@@ -59,7 +64,11 @@ TEACHERS = ("shapes64", "glyphs196", "digits64")
 # name -> (glyph set, classes): the many-class teachers of one family (same renderer, model and recipe)
 _MANY_CLASS = {"glyphs30x196": ("a", 30), "glyphs100x196": ("a", 100), "glyphs100x196b": ("b", 100)}
 MANY_CLASS_TEACHERS = tuple(_MANY_CLASS)
-ALL_TEACHERS = TEACHERS + MANY_CLASS_TEACHERS
+# name -> image side: real photographs (crops of ten photos, one per class), trained like digits64
+_PHOTOS = {"photos10x64": 32, "photos10x196": 56}
+PHOTO_TEACHERS = tuple(_PHOTOS)
+PHOTO_HELDOUT_PER_CLASS = 40
+ALL_TEACHERS = TEACHERS + MANY_CLASS_TEACHERS + PHOTO_TEACHERS
 HELDOUT_TEACHERS = ("digits64", "glyphs100x196b")  # kept out of all inversion-recipe tuning
 GLYPH_POOL = 8000  # training glyphs rendered once (about 5 ms each), shown as shifted, recoloured views
 GLYPH_HELDOUT = 1000
@@ -129,6 +138,10 @@ def suite_teacher(name: str) -> SuiteTeacher:
         return SuiteTeacher(name, f"{classes} glyphs of six scripts (set {which}) with distortions, clutter and noise",
                             glyph_sets.glyph_set(which, classes), _vit(glyphs_data.IMAGE_SIZE, classes),
                             many_class_recipe(classes), name in HELDOUT_TEACHERS)
+    if name in _PHOTOS:
+        return SuiteTeacher(name, "crops of ten real photographs (scikit-learn's and scikit-image's), one per class",
+                            photos_data.CLASS_NAMES, _vit(_PHOTOS[name], photos_data.NUM_CLASSES),
+                            TrainRecipe(steps=1000), False)
     raise ValueError(f"teacher: expected one of {', '.join(ALL_TEACHERS)}, got {name!r}")
 
 
@@ -140,6 +153,9 @@ def heldout_images(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return toy_data.make_toy_images(TOY_HELDOUT, 0, split="heldout")
     if name == "glyphs196":
         return glyphs_data.make_glyph_images(GLYPH_HELDOUT, 0, split="heldout")
+    if name in _PHOTOS:
+        return photos_data.make_photo_images(PHOTO_HELDOUT_PER_CLASS * photos_data.NUM_CLASSES, 0, "heldout",
+                                             _PHOTOS[name])
     if name in _MANY_CLASS:
         glyphs = suite_teacher(name).class_names
         return glyphs_data.make_glyph_images(MANY_HELDOUT_PER_CLASS * len(glyphs), 0, split="heldout",
@@ -156,6 +172,8 @@ def real_images(name: str, per_class: int, seed: int) -> tuple[torch.Tensor, tor
         images, labels = toy_data.make_toy_images(4 * n, seed, split="train")
     elif name == "glyphs196":
         images, labels = glyphs_data.make_glyph_images(n, seed, split="train")
+    elif name in _PHOTOS:
+        images, labels = photos_data.make_photo_images(n, seed, "train", _PHOTOS[name])
     elif name in _MANY_CLASS:
         images, labels = glyphs_data.make_glyph_images(n, seed, split="train", class_names=teacher.class_names)
     else:
@@ -187,6 +205,9 @@ def _data_record(name: str, recipe: TrainRecipe) -> dict[str, Any]:
         glyphs = suite_teacher(name).class_names
         return {"pool_images": min(MANY_POOL_PER_CLASS * len(glyphs), recipe.steps * recipe.batch_size),
                 "fonts": [p.name for p in glyphs_data.glyph_fonts()], "glyphs": "".join(glyphs)}
+    if name in _PHOTOS:
+        return {"photos": photos_data.photo_digests(), "side": _PHOTOS[name], "grid": photos_data.GRID,
+                "fresh_crops_per_step": True}
     return {"train_images": len(digits_data.split_indices("train")), "split_seed": digits_data.SPLIT_SEED,
             "heldout_per_class": digits_data.HELDOUT_PER_CLASS}
 
@@ -204,6 +225,13 @@ def _batch_fn(name: str, recipe: TrainRecipe, seed: int) -> BatchFn:
             return glyphs_data.augment(images[index], g), labels[index]
 
         return glyph_batch
+    if name in _PHOTOS:
+
+        def photo_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            labels = torch.randint(photos_data.NUM_CLASSES, (recipe.batch_size,), generator=g)
+            return photos_data.random_crops(labels, _PHOTOS[name], g), labels
+
+        return photo_batch
     images, labels = digits_data.digit_images("train")
 
     def digit_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:

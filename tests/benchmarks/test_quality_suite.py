@@ -66,6 +66,19 @@ def test_random_stops_is_a_sparse_control_the_suite_accepts() -> None:
     assert smi["selection"]["schedule"] == qs.check_recipe(qs.project_recipe, 200)["smi"]["selection"]["schedule"]
 
 
+@pytest.mark.parametrize(("name", "stops", "ratio", "saliency"), [
+    ("late_stops", [20, 60, 100, 160], 0.3, "instant"), ("accumulated", [5, 10, 20, 30], 0.3, "accumulated"),
+    ("late_accumulated", [20, 60, 100, 160], 0.3, "accumulated"), ("keep_more", [5, 10, 20, 30], 0.2, "instant")])
+def test_smi_candidates_change_only_smis_selection(name: str, stops: list[int], ratio: float, saliency: str) -> None:
+    qs = _load("quality_suite")
+    args = qs.parse_args(["--recipe", f"{REPO / 'benchmarks' / 'recipes.py'}:{name}", "--iterations", "400"])
+    project = qs.check_recipe(qs.project_recipe, 400)
+    smi, dense = args.recipe_configs["smi"], args.recipe_configs["dense"]
+    assert dense == project["dense"] and {**smi, "selection": None} == {**project["smi"], "selection": None}
+    assert smi["selection"] == {**project["smi"]["selection"], "saliency": saliency,
+                                "schedule": {"iterations": stops, "ratios": [ratio] * 4}}
+
+
 def _check_quick(out: Path, summary: dict, teachers: set[str]) -> None:
     assert summary == json.loads((out / "summary.json").read_text())
     assert set(summary["teachers"]) == teachers

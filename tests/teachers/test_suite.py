@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -88,9 +89,10 @@ def test_suite_registry() -> None:
     assert suite.TEACHERS == ("shapes64", "glyphs196", "digits64")
     assert suite.MANY_CLASS_TEACHERS == ("glyphs30x196", "glyphs100x196", "glyphs100x196b")
     assert suite.HELDOUT_TEACHERS == ("digits64", "glyphs100x196b")
-    assert [suite.suite_teacher(n).num_patches for n in suite.ALL_TEACHERS] == [64, 196, 64, 196, 196, 196]
+    assert [suite.suite_teacher(n).num_patches for n in suite.ALL_TEACHERS] == [64, 196, 64, 196, 196, 196, 64, 196]
     assert [len(suite.suite_teacher(n).class_names) for n in suite.MANY_CLASS_TEACHERS] == [30, 100, 100]
-    assert [suite.suite_teacher(n).heldout_teacher for n in suite.ALL_TEACHERS] == [False, False, True, False, False, True]
+    assert [suite.suite_teacher(n).heldout_teacher for n in suite.ALL_TEACHERS] == [False, False, True, False, False, True,
+                                                                                 False, False]
     with pytest.raises(ValueError, match="teacher: expected one of"):
         suite.suite_teacher("imagenet")
     images, labels = suite.real_images("digits64", 3, seed=0)
@@ -118,3 +120,18 @@ def test_the_many_class_recipe_is_glyphs196s_with_steps_per_class() -> None:
     assert suite.many_class_recipe(1000).steps == 15_000 and suite.many_class_recipe(10) == glyphs196
     pools = [suite._data_record(n, r)["pool_images"] for n, r in zip(suite.MANY_CLASS_TEACHERS, recipes)]
     assert pools == [3000, 10000, 10000]  # 100 rendered glyphs per class
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="scikit-image (the photos) is not installed")
+def test_the_photo_teachers_classify_ten_photographs_at_two_sizes() -> None:
+    assert suite.PHOTO_TEACHERS == ("photos10x64", "photos10x196")
+    small, big = (suite.suite_teacher(n) for n in suite.PHOTO_TEACHERS)
+    assert small.class_names == big.class_names and len(small.class_names) == 10
+    assert (small.img_size, small.num_patches, big.img_size, big.num_patches) == (32, 64, 56, 196)
+    images, labels = suite.real_images("photos10x196", 2, seed=0)
+    assert images.shape == (20, 3, 56, 56) and torch.bincount(labels).tolist() == [2] * 10
+    held, held_labels = suite.heldout_images("photos10x64")
+    assert held.shape == (400, 3, 32, 32) and torch.bincount(held_labels).tolist() == [40] * 10
+    batch = suite._batch_fn("photos10x64", TrainRecipe(steps=2, batch_size=5), seed=0)
+    first, labels = batch(0)
+    assert first.shape == (5, 3, 32, 32) and labels.shape == (5,) and not torch.equal(first, batch(1)[0])
