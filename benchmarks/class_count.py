@@ -63,8 +63,9 @@ def _commit() -> str:
 
 
 def suite_argv(name: str, args: argparse.Namespace) -> list[str]:
-    """``quality_suite``'s command line for teacher ``name``: all of its classes, this study's sizes."""
-    argv = ["--teachers", name, "--classes", str(len(suite.suite_teacher(name).class_names)),
+    """``quality_suite``'s command line for teacher ``name``: all of its classes, this study's sizes, no
+    quantization (this study's rows are students' shares of the teacher)."""
+    argv = ["--no-quant", "--teachers", name, "--classes", str(len(suite.suite_teacher(name).class_names)),
             "--per-class", str(args.per_class), "--iterations", str(args.iterations), "--steps", str(args.steps),
             "--corpora", ",".join(args.corpora), "--eval-images", str(args.eval_images),
             "--threads", str(args.threads), "--out", str(args.out), "--recipe", args.recipe]
