@@ -29,7 +29,6 @@ import math
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,15 +50,6 @@ log = logging.getLogger("class_count")
 FORMAT = "class-count-v1"
 DEFAULT_TEACHERS = ("glyphs196", "glyphs30x196", "glyphs100x196")
 STUDENTS = ("noise", "dense", "smi", "real")
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
-                             capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 def suite_argv(name: str, args: argparse.Namespace) -> list[str]:
@@ -249,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "format": FORMAT, "command": shlex.join(["python", "benchmarks/class_count.py",
                                                        *(argv if argv is not None else sys.argv[1:])]),
-        "commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": quality_suite.git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": args.machine,
         "settings": {"per_class": args.per_class, "iterations": args.iterations, "distill_steps": args.steps,
                      "seeds": args.seeds, "corpora": args.corpora, "recipe": args.recipe, "student": "test_resnet",
