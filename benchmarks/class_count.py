@@ -22,7 +22,6 @@ match). The last stdout line is the JSON document.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import math
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "format": FORMAT, "command": shlex.join(["python", "benchmarks/class_count.py",
                                                        *(argv if argv is not None else sys.argv[1:])]),
-        "commit": quality_suite.git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": quality_suite.git_commit(), "date": quality_suite.utc_now(),
         "machine": args.machine,
         "settings": {"per_class": args.per_class, "iterations": args.iterations, "distill_steps": args.steps,
                      "seeds": args.seeds, "corpora": args.corpora, "recipe": args.recipe, "student": "test_resnet",

@@ -472,6 +472,11 @@ def _print_table(summary: dict[str, Any]) -> None:
 # --- the rows benchmarks/render.py tabulates ----------------------------------------------------------------
 
 
+def utc_now() -> str:
+    """The time a benchmark result records, in UTC to the second."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def git_commit() -> str | None:
     """This checkout's commit (None outside git): every benchmark result records it."""
     try:
@@ -648,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, sort_keys=True, indent=1) + "\n")
     if args.report is not None:
         run = {"command": shlex.join(["python", os.path.relpath(__file__), *(sys.argv[1:] if argv is None else argv)]),
-               "commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "commit": git_commit(), "date": utc_now(),
                "machine": args.machine}  # no wall time: finished (teacher, seed) results are reused
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(quant_report(summary, run), indent=1) + "\n")

@@ -22,7 +22,6 @@ table; the last stdout line is the result as one JSON object.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -218,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     run = {"command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
-           "commit": quality_suite.git_commit(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "commit": quality_suite.git_commit(), "date": quality_suite.utc_now(),
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s)",
            "wall_seconds": round(time.time() - started, 1)}
     for t in teachers.values():
