@@ -18,6 +18,7 @@ from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.verify import verify_corpus
 from pipeline.run.spec import load_spec
 from pipeline.teachers.loading import load_teacher
+from tests.cli_stderr import cli_lines
 from tests.run.tiny_run import KILL_RUN, LOCAL_CPUS, ROOT, digests, last_json, tar_digests, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -144,7 +145,7 @@ def test_provenance_mismatch_on_resume_is_refused_then_allowed_and_recorded(tmp_
     capsys.readouterr()
     assert main(["run", str(manifest), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "provenance mismatch" in err, err
+    assert len(cli_lines(err)) == 1 and "provenance mismatch" in err, err
     assert f"packages.torch: 2.0.0+old -> {torch.__version__}" in err and "--allow-provenance-mismatch" in err
     assert digests(out, ".") == before  # refused before anything was touched
 

@@ -15,6 +15,7 @@ from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.run.spec import load_spec, spec_from_dict
 from smi_core import recommended_config
+from tests.cli_stderr import cli_lines
 from tests.run.fake_teacher import fake_describe
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -118,7 +119,7 @@ def test_bad_manifest_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Captu
     before = tree(tmp_path)
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
+    assert len(cli_lines(err)) == 1, err
     assert f"{path}: {expected}" in err, err
     assert tree(tmp_path) == before
 
@@ -156,7 +157,7 @@ def test_bad_manifest_text(tmp_path: Path, capsys: pytest.CaptureFixture[str], t
     path = write(tmp_path, text)
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and expected in err, err
+    assert len(cli_lines(err)) == 1 and expected in err, err
 
 
 def test_missing_manifest_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ from pipeline.run.engine_schema import inversion_fields
 from pipeline.run.spec import load_spec
 from smi_core import InversionConfig, paper_stops, recommended_config
 from smi_core.config import AugmentConfig, LossWeights, SelectionConfig, StopSchedule
+from tests.cli_stderr import cli_lines
 from tests.run.fake_teacher import fake_describe
 from tests.run.test_spec import PAPER_RECIPE, merged, write
 from tests.run.tiny_run import last_json, tar_digests, write_manifest
@@ -83,7 +84,7 @@ def test_bad_recipe_fields_exit_2_naming_the_field(tmp_path: Path, fake_teacher:
                                                   inversion: dict[str, Any], message: str) -> None:
     assert main(["plan", str(write(tmp_path, merged(MINIMAL, {"inversion": inversion})))]) == 2
     err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
+    assert message in err and len(cli_lines(err)) == 1, err
 
 
 def test_every_engine_field_can_be_written_in_a_manifest(tmp_path: Path, fake_teacher: None) -> None:

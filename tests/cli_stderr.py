@@ -1,0 +1,17 @@
+"""The CLI's own stderr lines, without the lines Ray's log monitor streams into this process.
+
+The run tests share one Ray (tests/run/conftest.py) and it streams its workers' output to the driver
+(``log_to_driver``, as ``smi-synth run`` wants for its users). A worker of an earlier test that died (an
+injected start-up fault) can be reported seconds later, inside a later test's captured stderr. Those
+lines carry Ray's ``(ActorName pid=N)`` prefix, which the CLI never writes."""
+
+from __future__ import annotations
+
+import re
+
+RAY_WORKER_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+(, ip=[\d.]+)?\)")
+
+
+def cli_lines(err: str) -> list[str]:
+    """The non-empty lines of ``err`` that are not Ray worker output streamed to the driver."""
+    return [line for line in err.splitlines() if line.strip() and not RAY_WORKER_LINE.match(line)]
