@@ -25,6 +25,8 @@ from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.writer import ShardSample, write_shard
 from tests.s3_server import S3Server, running_s3_server
 
+pytest_plugins = ("tests.ray_fixtures",)  # local_ray, ray_cluster: one Ray for the whole test run
+
 TOY_SPEC = {"name": "toy-corpus", "teacher": "toy", "method": "smi"}
 
 

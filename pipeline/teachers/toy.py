@@ -28,7 +28,9 @@ from torch import nn
 from pipeline.teachers.adversarial import l2_step
 from pipeline.teachers.cache import build_once, cache_root, read_teacher_folder, write_teacher_folder
 from pipeline.teachers.classify import accuracy, batches, normalize
-from pipeline.teachers.trainer import deterministic, init_pos_embed, param_groups, warmup_cosine, warmup_steps
+from pipeline.teachers.trainer import (
+    Progress, deterministic, init_pos_embed, param_groups, warmup_cosine, warmup_steps,
+)
 from pipeline.teachers.toy_data import (
     CLASS_NAMES,
     make_toy_images,
@@ -43,9 +45,6 @@ ARCH = "vit_tiny_patch16_224"  # the timm architecture whose arguments toy_model
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 LICENSE = "apache-2.0"
-
-Progress = Callable[[int, int, float], None]
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

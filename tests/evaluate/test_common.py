@@ -4,27 +4,28 @@ the real CLI: ``run`` on a manifest naming ``teachers/vit.safetensors``, then ``
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pipeline.checksums import file_sha256
 from pipeline.cli import main
+from tests.cli_stderr import cli_lines
 from tests.evaluate.test_distill import write_imagefolder
-from tests.run.tiny_run import ROOT, make_teacher_file
+from tests.run.tiny_run import make_teacher_file
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+def test_distill_from_the_manifests_folder_finds_a_checkpoint_teacher_in_a_subfolder(
+        tmp_path: Path, local_ray, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def cli(args: list[str], cwd: Path) -> tuple[int, str, str]:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(args)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
 
-
-def test_distill_from_the_manifests_folder_finds_a_checkpoint_teacher_in_a_subfolder(tmp_path: Path) -> None:
     m = tmp_path / "M"
     teacher = make_teacher_file(m / "teachers").rename(m / "teachers" / "vit.safetensors")
     manifest = m / "tiny.yaml"
@@ -45,18 +46,18 @@ def test_distill_from_the_manifests_folder_finds_a_checkpoint_teacher_in_a_subfo
 
     evalset = write_imagefolder(tmp_path / "eval", ["alpha", "beta"], per_class=2, size=16)
     argv = ["distill", str(out), "--eval", str(evalset), "--student", "toy-student", "--steps", "2", "--json"]
-    done = _cli(argv, cwd=m)  # from the manifest's folder, no --teacher
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    code, out_text, err = cli(argv, cwd=m)  # from the manifest's folder, no --teacher
+    assert code == 0, err
+    report = json.loads(out_text.strip().splitlines()[-1])
     assert report["teacher"] == str(teacher) and report["labels"] == "live teacher"
     assert report["teacher_top1"] is not None and report["eval_images"] == 4
 
     # elsewhere, or once the file is not the one the corpus was made with, the error names the file and sha256
-    elsewhere = _cli(argv, cwd=tmp_path)
-    assert elsewhere.returncode == 2
-    (reason,) = elsewhere.stderr.strip().splitlines()
+    code, _, err = cli(argv, cwd=tmp_path)
+    assert code == 2
+    (reason,) = cli_lines(err)
     assert f"teachers/vit.safetensors with sha256 {recorded['checkpoint_sha256']}" in reason
     assert "--teacher SPEC" in reason
     shutil.copy(m / "tiny.yaml", teacher)  # another file under the recorded path
-    changed = _cli(argv, cwd=m)
-    assert changed.returncode == 2 and recorded["checkpoint_sha256"] in changed.stderr
+    code, _, err = cli(argv, cwd=m)
+    assert code == 2 and recorded["checkpoint_sha256"] in err

@@ -16,6 +16,7 @@ from pipeline.cli import main
 from pipeline.corpus.index import read_stats
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.verify import verify_corpus
+from pipeline.run.faults import ENV_VAR
 from pipeline.run.spec import load_spec
 from pipeline.teachers.loading import load_teacher
 from tests.cli_stderr import cli_lines
@@ -73,23 +74,27 @@ def test_run_status_rerun_and_changed_spec(tmp_path, teacher_file, capsys, monke
     assert tar_digests(out) == before
 
 
-def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, teacher_file):
+def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, teacher_file, local_ray):
     manifest = write_manifest(tmp_path, teacher_file, **KILL_RUN)
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    assert main(["run", str(manifest), "--out", str(reference)]) == 0
+    # shard 3 never finishes in the run to be killed, so it is still running however fast the others go;
+    # the uninterrupted reference is made meanwhile, in this process
+    env = {**os.environ, ENV_VAR: f"hang:3:1:{tmp_path / 'faults'}"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(interrupted)],
-        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
-    stats_dir = interrupted / "stats"
-    while time.time() < deadline and proc.poll() is None:
-        if stats_dir.exists() and len(list(stats_dir.glob("*.json"))) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    deadline, stats_dir, hung = time.time() + 120, interrupted / "stats", tmp_path / "faults" / "fired-3-0"
+    try:
+        assert main(["run", str(manifest), "--out", str(reference)]) == 0
+        while time.time() < deadline and proc.poll() is None:
+            if hung.exists() and stats_dir.exists() and len(list(stats_dir.glob("*.json"))) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run to be killed ended on its own"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     done = len(list(stats_dir.glob("*.json")))
     assert 0 < done < 8
     assert main(["run", str(manifest), "--out", str(interrupted)]) == 0
