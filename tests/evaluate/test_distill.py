@@ -13,6 +13,7 @@ import torch
 from pipeline import cli
 from pipeline.evaluate import common as evaluation
 from pipeline.evaluate import distill
+from tests.cli_stderr import cli_lines
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -131,7 +132,7 @@ def test_bad_view_settings_exit_2_naming_the_flag(tmp_path, make_corpus, teacher
     layout = make_corpus(tmp_path / "c")
     rc, _, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--teacher", "tiny3",
                           "--epochs", "1", flag, value], capsys)
-    assert rc == 2 and flag in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and flag in err and len(cli_lines(err)) == 1
 
 
 def test_sparse_distill_refuses_a_non_vit_student(tmp_path, make_corpus, teachers, capsys):
@@ -165,7 +166,7 @@ def test_distill_bad_inputs_exit_2(tmp_path, make_corpus, teachers, capsys, case
     student = "no-such-model-xyz" if case == "student" else "toy-student"
     rc, _, err = run_cli(["distill", root, "--student", student, "--epochs", "1", *extra], capsys)
     assert rc == 2, err
-    assert needle in err and len(err.strip().splitlines()) == 1
+    assert needle in err and len(cli_lines(err)) == 1
 
 
 def test_toy_eval_maps_names_to_corpus_ids_and_keeps_only_corpus_classes():

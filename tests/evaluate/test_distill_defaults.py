@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.evaluate import common as evaluation
 from pipeline.evaluate import defaults, distill
+from tests.cli_stderr import cli_lines
 from tests.evaluate.test_distill import run_cli, teachers, write_imagefolder  # noqa: F401 - fixture
 
 CLASSES = ["class0", "class1", "class2"]
@@ -72,7 +73,7 @@ def test_flags_override_every_choice(tmp_path, make_corpus, teachers, capsys):
 def test_conflicting_or_bad_budget_flags_exit_2(tmp_path, make_corpus, teachers, capsys, argv, needle):
     layout = make_corpus(tmp_path / "c")
     rc, _, err = run_cli(["distill", str(layout.root), *argv], capsys)
-    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and needle in err and len(cli_lines(err)) == 1
 
 
 def test_a_corpus_teacher_that_cannot_be_loaded_says_what_to_do(tmp_path, make_corpus, teachers, capsys):
@@ -81,7 +82,7 @@ def test_a_corpus_teacher_that_cannot_be_loaded_says_what_to_do(tmp_path, make_c
     manifest["spec"]["teacher"] = "gone.safetensors"  # a checkpoint teacher that is nowhere to be found
     (layout.root / "manifest.json").write_text(json.dumps(manifest))
     rc, _, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--steps", "1"], capsys)
-    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert rc == 2 and len(cli_lines(err)) == 1
     assert "the corpus's teacher cannot be loaded" in err and "--teacher SPEC" in err and "--stored-labels" in err
     rc, _, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--steps", "1", "--stored-labels"],
                          capsys)

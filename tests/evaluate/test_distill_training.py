@@ -14,6 +14,7 @@ import torch
 
 from pipeline.evaluate import checkpoints, distill
 from pipeline.evaluate import common as evaluation
+from tests.cli_stderr import cli_lines
 from tests.evaluate.test_distill import MEAN, STD, run_cli, teachers, write_imagefolder  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +102,7 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, make_cor
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a checkpoint from another run is refused, naming the flag and what differs
     rc, _, err = run_cli([*base[:-1], "--lr", "0.02", "--checkpoint", str(tmp_path / "ck-b")], capsys)
-    assert rc == 2 and "--checkpoint" in err and "lr" in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and "--checkpoint" in err and "lr" in err and len(cli_lines(err)) == 1
 
 
 def test_amp_code_path_and_workers(tmp_path, make_corpus, teachers, capsys):
