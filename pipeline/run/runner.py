@@ -4,7 +4,8 @@ The driver plans the shards, prepares OUT (refusing a different spec, clearing i
 and stray temporaries), starts one actor per GPU (or CPU actors sized to the machine) that loads the
 teacher once, hands out pending shards, retries failed ones and keeps manifest.json current as
 shards complete. Workers write their shards themselves; a shard's stats file, written last, is the
-only completion marker, so a killed run resumes exactly.
+only completion marker, so a killed run resumes exactly. Once the dispatch ends, the temporaries of
+writers that died mid-write (a worker on a lost node) are removed, while the run still holds the corpus.
 
 Provenance: before any shard is handed out, every worker's record (teacher weights, engine, package
 versions, device, GPU model; :mod:`pipeline.run.provenance`) is compared with the one manifest.json
@@ -46,7 +47,7 @@ from pipeline.corpus.index import (
 )
 from pipeline.corpus.layout import CorpusLayout
 from pipeline.corpus.lease import CorpusLease, LeaseLost
-from pipeline.corpus.writer import clean_for_resume, remove_shard
+from pipeline.corpus.writer import clean_for_resume, remove_shard, remove_stray_temporaries
 from pipeline.errors import UserError
 from pipeline.run.attempts import AttemptRegistry
 from pipeline.run.cluster import check_fit, workers_that_fit
@@ -368,6 +369,9 @@ def run_corpus(
                     lease.check()
                     reject_foreign_shards(layout, [t.shard_id for t in pending], gate.reference, report)
                 lease.check()
+                # every attempt has returned or its worker is gone: a temporary left now is a dead writer's
+                # (a worker on a lost node killed mid-write), removed while the run still holds the corpus
+                remove_stray_temporaries(layout)
             except LeaseLost as exc:
                 raise RunError(f"{exc}; this run stopped before its next commit (what it committed stays "
                                "complete)") from None
