@@ -155,7 +155,7 @@ def with_report(result: dict[str, Any]) -> dict[str, Any]:
                      f"{'yes' if w8 else 'no'} (`{t['run']['command']}`, commit {str(t['run']['commit'])[:7]})")
     return {**result, "section": "quant", "title": "Post-training quantization by calibration set",
             "setup": (f"The corpus's teacher fake-quantized (per-channel searched weights, searched activation "
-                      f"ranges at every matmul input, log2 softmax, twin-uniform GELU, LayerNorm reparameterised "
+                      f"ranges at every matmul input, log-base softmax, twin-uniform GELU, LayerNorm reparameterised "
                       f"per channel) and calibrated on {settings['per_class']} images per class of each set: a dense "
                       f"and an SMI corpus ({settings['iterations']} iterations), real training images disjoint "
                       f"from the evaluation set, Gaussian noise; top-1 % on {settings['eval_images']} held-out "

@@ -16,7 +16,8 @@ Quantized (as in RepQ-ViT / PTQ4ViT, so W4/A4 means what it means there):
   the LayerNorm's affine and the next layer's weights (RepQ-ViT's scale reparameterisation), which leaves
   a per-tensor quantizer there and re-quantizes the rescaled weights;
 - ``q``, ``k``, ``v``, the ``proj`` input: per tensor, uniform, range searched;
-- the softmax output: log2 (or uniform); the GELU output (``fc2``'s input): uniform or PTQ4ViT's
+- the softmax output: a log quantizer below 1 with 1, 2, 4, 8 or 16 levels per octave, chosen by its error
+  in the attention output (:func:`~.quantizers.search_log2`), or uniform; the GELU output (``fc2``'s input): uniform or PTQ4ViT's
   twin-uniform, by default whichever has the lower MSE on the calibration activations.
 
 Calibration is sequential, as in the anchors: one forward pass of the calibration batch with every
@@ -210,7 +211,7 @@ class QuantViT(nn.Module):
         finally:
             self.calibrating = False
 
-    def _search(self, site: str, x: torch.Tensor) -> Quantizer:
+    def _search(self, site: str, x: torch.Tensor, values: torch.Tensor | None = None) -> Quantizer:
         s = self.settings
         kind = site.rsplit(".", 1)[-1]
         if kind == "input":
@@ -218,7 +219,7 @@ class QuantViT(nn.Module):
         if kind in ("qkv_in", "fc1_in", "head_in"):
             return search_uniform(x, s.a_bits, per_channel=s.post_ln != "per_tensor")
         if kind == "softmax" and s.softmax == "log2":
-            return search_log2(x, s.a_bits)
+            return search_log2(x, s.a_bits, values)
         if kind == "fc2_in" and s.gelu != "uniform":
             twin = search_twin(x, s.a_bits)
             if s.gelu == "twin":
@@ -269,14 +270,16 @@ class QuantViT(nn.Module):
     def _w(self, name: str) -> torch.Tensor:
         return self._qweights[name] if self.quant_weights and name in self._qweights else self.params[name]
 
-    def _act(self, site: str, x: torch.Tensor) -> torch.Tensor:
+    def _act(self, site: str, x: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` through the quantizer of ``site``, searched first when calibrating (``values``: what the
+        softmax output multiplies, for its search)."""
         if not self.quant_acts:
             return x
         q = self.acts.get(site)
         if q is None:
             if not self.calibrating:
                 raise RuntimeError(f"activation quantizer {site} is not calibrated")
-            q = self.acts[site] = self._search(site, x)
+            q = self.acts[site] = self._search(site, x, values)
         return q(x)
 
     def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -294,8 +297,9 @@ class QuantViT(nn.Module):
         qkv = self._linear(pre + "attn.qkv", h).reshape(batch, tokens, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         attn = (self._act(pre + "q", q) @ self._act(pre + "k", k).transpose(-2, -1)) * (dim // heads) ** -0.5
-        attn = self._act(pre + "softmax", attn.softmax(dim=-1))
-        o = (attn @ self._act(pre + "v", v)).transpose(1, 2).reshape(batch, tokens, dim)
+        v = self._act(pre + "v", v)
+        attn = self._act(pre + "softmax", attn.softmax(dim=-1), v)
+        o = (attn @ v).transpose(1, 2).reshape(batch, tokens, dim)
         o = self._linear(pre + "attn.proj", self._act(pre + "proj_in", o))
         x = x + (o * self.params[pre + "ls1.gamma"] if s.layer_scale else o)
         h = self._act(pre + "fc1_in", self._ln(pre + "norm2", x))
