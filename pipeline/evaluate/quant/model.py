@@ -91,6 +91,25 @@ class ViTShape:
     def prefix_tokens(self) -> int:
         return int(self.class_token)
 
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def tokens(self) -> int:
+        return self.prefix_tokens + self.grid**2
+
+
+def token_mask(shape: ViTShape, patches: torch.Tensor) -> torch.Tensor:
+    """``(batch, tokens)`` bool mask of the tokens to calibrate on, from ``(batch, Gh, Gw)`` kept-patch masks
+    (an SMI corpus's record of each image's kept patches); the class token is always kept. ValueError when the
+    grid is not the model's."""
+    if patches.dim() != 3 or tuple(patches.shape[1:]) != (shape.grid, shape.grid):
+        raise ValueError(f"kept-patch masks of shape {tuple(patches.shape)} do not match the model's "
+                         f"{shape.grid}x{shape.grid} patch grid")
+    prefix = torch.ones(patches.shape[0], shape.prefix_tokens, dtype=torch.bool, device=patches.device)
+    return torch.cat([prefix, patches.flatten(1).bool()], 1)
+
 
 def weight_names(shape: ViTShape) -> list[str]:
     """The quantized weights, in forward order."""
@@ -181,6 +200,7 @@ class QuantViT(nn.Module):
         self.quant_weights = bool(self.weight_q)
         self.quant_acts = bool(self.acts)
         self.calibrating = False
+        self._keep: torch.Tensor | None = None  # the tokens searched on, while calibrating
         self._qweights: dict[str, torch.Tensor] = {n: q(params[n]) for n, q in self.weight_q.items()}
         self.gelu_choice: dict[str, dict[str, float]] = {}  # site -> MSE of each candidate (gelu="auto")
 
@@ -203,17 +223,32 @@ class QuantViT(nn.Module):
         self.quant_weights = True
 
     @torch.no_grad()
-    def calibrate(self, images: torch.Tensor) -> None:
-        """Search every activation quantizer not set yet, in one forward pass of ``images`` (normalised)."""
+    def calibrate(self, images: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Search every activation quantizer not set yet, in one forward pass of ``images`` (normalised).
+
+        ``keep``: a ``(batch, tokens)`` bool mask (:func:`token_mask`) of the tokens whose activations the
+        ranges are searched on (default all): an SMI image's stopped patches are not what the teacher saw.
+        The forward itself runs over every token."""
+        if keep is not None and tuple(keep.shape) != (images.shape[0], self.shape.tokens):
+            raise ValueError(f"keep: expected a mask of shape {(images.shape[0], self.shape.tokens)}, got {tuple(keep.shape)}")
         self.quant_acts, self.calibrating = True, True
+        self._keep = None if keep is None else keep.to(device=images.device, dtype=torch.bool)
         try:
             self.forward(images)
         finally:
-            self.calibrating = False
+            self.calibrating, self._keep = False, None
 
     def _search(self, site: str, x: torch.Tensor, values: torch.Tensor | None = None) -> Quantizer:
         s = self.settings
         kind = site.rsplit(".", 1)[-1]
+        keep = self._keep
+        if keep is not None and kind == "softmax" and s.softmax == "log2":
+            return search_log2(x, s.a_bits, values, rows=keep)
+        if keep is not None and kind == "input":  # the kept patches' pixels
+            b, c, g, p = x.shape[0], x.shape[1], self.shape.grid, self.shape.patch_size
+            x = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, -1)[keep[:, self.shape.prefix_tokens:]]
+        elif keep is not None and kind != "head_in":  # token activations: the kept tokens' rows
+            x = x[keep] if x.dim() == 3 else x.transpose(1, 2)[keep]
         if kind == "input":
             return search_uniform(x, s.input_bits)
         if kind in ("qkv_in", "fc1_in", "head_in"):
@@ -325,18 +360,20 @@ class QuantViT(nn.Module):
 
 
 @torch.no_grad()
-def quantize_vit(model: nn.Module, images: torch.Tensor, settings: QuantSettings) -> QuantViT:
+def quantize_vit(model: nn.Module, images: torch.Tensor, settings: QuantSettings,
+                 keep: torch.Tensor | None = None) -> QuantViT:
     """Post-training quantization of a timm ViT calibrated on ``images`` (a normalised batch): weights searched,
     activations calibrated sequentially, then (``post_ln="reparam"``) RepQ-ViT's reparameterisation and a
-    second calibration pass of every activation quantizer downstream of the changed weights."""
+    second calibration pass of every activation quantizer downstream of the changed weights. ``keep``: the
+    tokens to search the activation ranges on (:meth:`QuantViT.calibrate`; default all)."""
     qv = QuantViT.from_timm(model, settings)
     qv.to_device(images.device)
     qv.quantize_weights()
-    qv.calibrate(images)
+    qv.calibrate(images, keep)
     if settings.post_ln == "reparam":
         kept = set(qv.reparameterize())
         qv.acts = {site: q for site, q in qv.acts.items() if site in kept or site == "input"}
         qv.gelu_choice.clear()
-        qv.calibrate(images)
+        qv.calibrate(images, keep)
     return qv.eval()
 

@@ -232,26 +232,32 @@ def search_uniform(
     return UniformQuantizer(bits, best_scale, best_zero, axis=-1 if per_channel else None)
 
 
-def search_log2(x: torch.Tensor, bits: int, values: torch.Tensor | None = None,
+def search_log2(x: torch.Tensor, bits: int, values: torch.Tensor | None = None, rows: torch.Tensor | None = None,
                 steps: Sequence[int] = LOG2_STEPS) -> Log2Quantizer:
     """Log quantizer for softmax outputs ``x`` (in [0, 1]): top 1, the ``steps`` per octave whose quantization
     error moves the attention output ``x @ values`` least (``values``: the heads' ``v``, shaped like
-    ``x[..., :1]`` with a last dimension of its own), or ``x`` itself without ``values``.
+    ``x[..., :1]`` with a last dimension of its own), or ``x`` itself without ``values``. ``rows``: a
+    ``(batch, queries)`` bool mask of the query rows the error counts on (``x`` shaped ``(batch, heads,
+    queries, keys)``; default all).
 
     Fine steps resolve the large probabilities but reach less far down (``2**bits - 2`` levels span
     ``(2**bits - 2) / steps`` octaves): at 8 bits 16 steps still reach 2**-16, at 4 bits 2 steps reach 2**-7.
     """
-    if values is None:
+    if values is None and rows is None:
         x = _sample(x)
     else:  # whole images (the product needs whole attention rows), about 16 * MAX_SEARCH_ELEMENTS probabilities
         images = max(1, (16 * MAX_SEARCH_ELEMENTS) // x[:1].numel())
-        x, values = x[:images].detach().float(), values[:images].detach().float()
+        x = x[:images].detach().float()
+        values = None if values is None else values[:images].detach().float()
+        rows = None if rows is None else rows[:images]
     delta = torch.tensor(1.0, device=x.device)
     best: tuple[float, int] | None = None
     for s in steps:
         err = log2_fake_quant(x, delta, bits, s) - x
         if values is not None:
             err = err @ values
+        if rows is not None:
+            err = err.transpose(1, 2)[rows]
         mse = float(err.pow(2).mean())
         if best is None or mse < best[0]:
             best = (mse, s)
