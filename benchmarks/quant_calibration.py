@@ -162,9 +162,9 @@ def with_report(result: dict[str, Any]) -> dict[str, Any]:
             "setup": (f"The corpus's teacher fake-quantized (per-channel searched weights, searched activation "
                       f"ranges at every matmul input, log-base softmax, twin-uniform GELU, LayerNorm reparameterised "
                       f"per channel) and calibrated on {settings['per_class']} images per class of each set: a dense "
-                      f"and an SMI corpus ({settings['iterations']} iterations; the SMI corpus calibrates on its kept tokens), real training images disjoint "
-                      f"from the evaluation set, Gaussian noise; top-1 % on {settings['eval_images']} held-out "
-                      f"images, mean (sd) over seeds {settings['seeds']}."),
+                      f"and an SMI corpus ({settings['iterations']} iterations; the SMI corpus calibrates on its "
+                      f"kept tokens), real training images disjoint from the evaluation set, Gaussian noise; "
+                      f"top-1 % on {settings['eval_images']} held-out images, mean (sd) over seeds {settings['seeds']}."),
             "columns": {"teacher": "teacher", "bits": "bits", "float": "float %", **{c: f"{c} %" for c in CALIB}},
             "figures": figures, "notes": notes}
 

@@ -2,12 +2,13 @@
 beside Gaussian noise and (``--real-calib``) real images of the same count.
 
 The quantizer is :mod:`pipeline.evaluate.quant` (RepQ-ViT / PTQ4ViT-style fake quantization of a timm ViT:
-searched per-channel weights, searched activation ranges at every matmul input, log2 softmax, twin-uniform
+searched per-channel weights, searched activation ranges at every matmul input, log-base softmax, twin-uniform
 or uniform GELU output, per-channel LayerNorm outputs folded into the affine). For each bit setting
 (default W8/A8, W6/A6, W4/A8, W4/A4) the teacher is quantized once per calibration set and scored on the
 held-out images; the float teacher's top-1 is printed beside them.
 
-Calibration sets: the corpus (images drawn across all classes, :func:`calibration_samples`), ``N`` standard
+Calibration sets: the corpus (images drawn across all classes, :func:`calibration_samples`, with the
+kept-patch masks its samples record: an SMI corpus calibrates on its kept tokens only), ``N`` standard
 normal images in the normalised input space (the data-free baseline), and real images from an ImageFolder
 (its class folders named like the corpus's classes) that must not be the evaluation folder. ``--save DIR``
 writes each corpus-calibrated model to ``DIR/<WxAy>/``; ``--load DIR`` scores such a saved model again.
@@ -127,7 +128,8 @@ class CalibrationSet:
         return CalibrationSet(self.images.to(device), None if self.patches is None else self.patches.to(device))
 
 
-def corpus_calibration_set(root: str | Path, n: int, mean: tuple, std: tuple, seed: int = 0) -> tuple[CalibrationSet, list[int]]:
+def corpus_calibration_set(root: str | Path, n: int, mean: tuple, std: tuple,
+                           seed: int = 0) -> tuple[CalibrationSet, list[int]]:
     """:func:`calibration_samples`' images normalised, with their kept-patch masks, and their labels."""
     drawn = _draw(root, n, seed)
     images = normalize(torch.stack([img for img, _, _ in drawn]), mean, std)
@@ -170,7 +172,8 @@ def real_calibration(folder: EvalSet, n: int, seed: int = 0) -> tuple[torch.Tens
 KeepFn = Callable[[str, QuantSettings, QuantViT, float | None], None]
 
 
-def quantize_and_score(model: nn.Module, calib: Mapping[str, torch.Tensor | CalibrationSet], bits: Sequence[tuple[int, int]],
+def quantize_and_score(model: nn.Module, calib: Mapping[str, torch.Tensor | CalibrationSet],
+                       bits: Sequence[tuple[int, int]],
                        score: Callable[[nn.Module], float | None],
                        settings: Callable[[int, int], QuantSettings] = QuantSettings,
                        keep: KeepFn | None = None) -> dict[str, dict[str, float | None]]:

@@ -17,13 +17,15 @@ Quantized (as in RepQ-ViT / PTQ4ViT, so W4/A4 means what it means there):
   a per-tensor quantizer there and re-quantizes the rescaled weights;
 - ``q``, ``k``, ``v``, the ``proj`` input: per tensor, uniform, range searched;
 - the softmax output: a log quantizer below 1 with 1, 2, 4, 8 or 16 levels per octave, chosen by its error
-  in the attention output (:func:`~.quantizers.search_log2`), or uniform; the GELU output (``fc2``'s input): uniform or PTQ4ViT's
-  twin-uniform, by default whichever has the lower MSE on the calibration activations.
+  in the attention output (:func:`~.quantizers.search_log2`), or uniform;
+- the GELU output (``fc2``'s input): uniform or PTQ4ViT's twin-uniform, by default whichever has the lower
+  MSE on the calibration activations.
 
 Calibration is sequential, as in the anchors: one forward pass of the calibration batch with every
 quantizer already on, each activation quantizer searched on the activations it sees when first reached, so
-the ranges of a layer reflect the quantization error upstream of it. The residual stream, the LayerNorms
-and the softmax/GELU arithmetic stay in float (as in the papers).
+the ranges of a layer reflect the quantization error upstream of it. With a token mask (:func:`token_mask`,
+from an SMI corpus's kept-patch records) the ranges are searched on the kept tokens only. The residual
+stream, the LayerNorms and the softmax/GELU arithmetic stay in float (as in the papers).
 """
 
 from __future__ import annotations
@@ -230,7 +232,8 @@ class QuantViT(nn.Module):
         ranges are searched on (default all): an SMI image's stopped patches are not what the teacher saw.
         The forward itself runs over every token."""
         if keep is not None and tuple(keep.shape) != (images.shape[0], self.shape.tokens):
-            raise ValueError(f"keep: expected a mask of shape {(images.shape[0], self.shape.tokens)}, got {tuple(keep.shape)}")
+            raise ValueError(f"keep: expected a mask of shape {(images.shape[0], self.shape.tokens)}, "
+                             f"got {tuple(keep.shape)}")
         self.quant_acts, self.calibrating = True, True
         self._keep = None if keep is None else keep.to(device=images.device, dtype=torch.bool)
         try:
@@ -246,7 +249,8 @@ class QuantViT(nn.Module):
             return search_log2(x, s.a_bits, values, rows=keep)
         if keep is not None and kind == "input":  # the kept patches' pixels
             b, c, g, p = x.shape[0], x.shape[1], self.shape.grid, self.shape.patch_size
-            x = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, -1)[keep[:, self.shape.prefix_tokens:]]
+            patches = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, -1)
+            x = patches[keep[:, self.shape.prefix_tokens:]]
         elif keep is not None and kind != "head_in":  # token activations: the kept tokens' rows
             x = x[keep] if x.dim() == 3 else x.transpose(1, 2)[keep]
         if kind == "input":

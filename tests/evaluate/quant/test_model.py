@@ -119,7 +119,8 @@ def test_a_token_mask_calibrates_on_the_kept_tokens_only():
     all_kept = token_mask(qv.shape, torch.ones(8, 4, 4, dtype=torch.bool))  # a dense corpus: as without a mask
     dense = quantize_vit(model, images, QuantSettings(), all_kept)
     plain = quantize_vit(model, images, QuantSettings())
-    assert all(torch.equal(t, plain.acts[s].tensors()[k]) for s, q in dense.acts.items() for k, t in q.tensors().items())
+    assert all(torch.equal(t, plain.acts[site].tensors()[k])
+               for site, q in dense.acts.items() for k, t in q.tensors().items())
     with pytest.raises(ValueError, match="patch grid"):
         token_mask(qv.shape, torch.ones(8, 3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="keep"):

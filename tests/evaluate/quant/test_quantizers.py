@@ -60,7 +60,7 @@ def test_log2_quantizer_levels_and_softmax_error():
     steps = float(q.steps)
     exps = -torch.log2(out[out > 0] / q.delta) * steps
     assert float(q.delta) == 1.0 and steps in qz.LOG2_STEPS
-    assert torch.allclose(exps, exps.round(), atol=1e-4) and float(exps.max()) <= 14 + 1e-4  # codes 0..14, 15 is zero
+    assert torch.allclose(exps, exps.round(), atol=1e-4) and float(exps.max()) <= 14 + 1e-4  # codes 0..14; 15: 0
     # most softmax entries are tiny: the log2 grid (one level per octave) keeps them, a 4-bit uniform grid zeroes them
     small = attn < 0.01
     log2, uniform = qz.search_log2(attn, 4, steps=(1,)), qz.search_uniform(attn, 4)
