@@ -42,7 +42,7 @@ import quality_suite  # noqa: E402  (benchmarks/quality_suite.py: in-process cor
 from pipeline.console import emit_json  # noqa: E402
 from pipeline.evaluate.common import EvalSet, top1  # noqa: E402
 from pipeline.evaluate.quant.model import QuantSettings  # noqa: E402
-from pipeline.evaluate.quantize import parse_bits, quantize_and_score  # noqa: E402
+from pipeline.evaluate.quantize import CalibrationSet, corpus_calibration_set, parse_bits, quantize_and_score  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
@@ -63,13 +63,18 @@ def eval_subset(name: str, limit: int) -> EvalSet:
 
 
 def calibration_sets(name: str, teacher: Any, checkpoint: Path, seed: int, args: argparse.Namespace,
-                     work: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """The four normalised calibration batches of one seed, and the corpora's generation seconds."""
+                     work: Path) -> tuple[dict[str, torch.Tensor | CalibrationSet], dict[str, float]]:
+    """The four normalised calibration batches of one seed, and the corpora's generation seconds. The corpora
+    come with their kept-patch masks (read as ``smi-synth quantize`` reads them): the SMI corpus calibrates
+    the activation ranges on its kept tokens."""
     classes = len(teacher.class_names)
     roots = {m: work / name / f"seed{seed}" / m for m in ("dense", "smi")}
     configs = {m: recommended_config(m, args.iterations) for m in roots}
     timing = quality_suite.write_inverted(roots, configs, teacher, checkpoint, classes, args.per_class, seed)
-    sets = quality_suite.calibration_sets(name, teacher, roots, classes, args.per_class, seed)
+    sets: dict[str, torch.Tensor | CalibrationSet] = {
+        kind: corpus_calibration_set(root, classes * args.per_class, tuple(teacher.mean), tuple(teacher.std), seed)[0]
+        for kind, root in roots.items()}
+    sets.update(quality_suite.calibration_sets(name, teacher, {}, classes, args.per_class, seed))  # real, noise
     return sets, {m: round(t["gen_seconds"], 2) for m, t in timing.items()}
 
 
@@ -155,11 +160,11 @@ def with_report(result: dict[str, Any]) -> dict[str, Any]:
                      f"{'yes' if w8 else 'no'} (`{t['run']['command']}`, commit {str(t['run']['commit'])[:7]})")
     return {**result, "section": "quant", "title": "Post-training quantization by calibration set",
             "setup": (f"The corpus's teacher fake-quantized (per-channel searched weights, searched activation "
-                      f"ranges at every matmul input, log2 softmax, twin-uniform GELU, LayerNorm reparameterised "
+                      f"ranges at every matmul input, log-base softmax, twin-uniform GELU, LayerNorm reparameterised "
                       f"per channel) and calibrated on {settings['per_class']} images per class of each set: a dense "
-                      f"and an SMI corpus ({settings['iterations']} iterations), real training images disjoint "
-                      f"from the evaluation set, Gaussian noise; top-1 % on {settings['eval_images']} held-out "
-                      f"images, mean (sd) over seeds {settings['seeds']}."),
+                      f"and an SMI corpus ({settings['iterations']} iterations; the SMI corpus calibrates on its "
+                      f"kept tokens), real training images disjoint from the evaluation set, Gaussian noise; "
+                      f"top-1 % on {settings['eval_images']} held-out images, mean (sd) over seeds {settings['seeds']}."),
             "columns": {"teacher": "teacher", "bits": "bits", "float": "float %", **{c: f"{c} %" for c in CALIB}},
             "figures": figures, "notes": notes}
 
@@ -226,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         "format": FORMAT, **run,
         "settings": {"seeds": args.seeds, "bits": args.labels, "per_class": args.per_class,
                      "iterations": args.iterations, "eval_images": args.eval_images, "teacher_steps": args.teacher_steps,
-                     "quantizer": json.loads(json.dumps(QuantSettings().__dict__)), "calibration_sets": list(CALIB)},
+                     "quantizer": json.loads(json.dumps(QuantSettings().__dict__)), "calibration_sets": list(CALIB),
+                     "corpus_tokens": "kept"},
         "teachers": teachers,
     }
     if args.merge and args.out.is_file():

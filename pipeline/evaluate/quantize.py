@@ -2,12 +2,13 @@
 beside Gaussian noise and (``--real-calib``) real images of the same count.
 
 The quantizer is :mod:`pipeline.evaluate.quant` (RepQ-ViT / PTQ4ViT-style fake quantization of a timm ViT:
-searched per-channel weights, searched activation ranges at every matmul input, log2 softmax, twin-uniform
+searched per-channel weights, searched activation ranges at every matmul input, log-base softmax, twin-uniform
 or uniform GELU output, per-channel LayerNorm outputs folded into the affine). For each bit setting
 (default W8/A8, W6/A6, W4/A8, W4/A4) the teacher is quantized once per calibration set and scored on the
 held-out images; the float teacher's top-1 is printed beside them.
 
-Calibration sets: the corpus (images drawn across all classes, :func:`calibration_samples`), ``N`` standard
+Calibration sets: the corpus (images drawn across all classes, :func:`calibration_samples`, with the
+kept-patch masks its samples record: an SMI corpus calibrates on its kept tokens only), ``N`` standard
 normal images in the normalised input space (the data-free baseline), and real images from an ImageFolder
 (its class folders named like the corpus's classes) that must not be the evaluation folder. ``--save DIR``
 writes each corpus-calibrated model to ``DIR/<WxAy>/``; ``--load DIR`` scores such a saved model again.
@@ -16,6 +17,7 @@ writes each corpus-calibrated model to ``DIR/<WxAy>/``; ``--load DIR`` scores su
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import re
@@ -31,7 +33,7 @@ from torch import nn
 from pipeline.console import emit_json
 from pipeline.corpus.layout import as_layout
 from pipeline.corpus.loader import ShardRef, corpus_shard_refs
-from pipeline.corpus.sample import decode_image, image_member
+from pipeline.corpus.sample import decode_image, image_member, kept_mask_from_meta
 from pipeline.corpus.tar_io import read_tar
 from pipeline.errors import CorpusError, UserError
 from pipeline.evaluate.common import (
@@ -39,7 +41,7 @@ from pipeline.evaluate.common import (
     resolve_recorded_teacher, top1,
 )
 from pipeline.evaluate.quant.io import load_quantized, save_quantized
-from pipeline.evaluate.quant.model import MAX_BITS, MIN_BITS, QuantSettings, QuantViT, quantize_vit
+from pipeline.evaluate.quant.model import MAX_BITS, MIN_BITS, QuantSettings, QuantViT, quantize_vit, token_mask, vit_shape
 from pipeline.teachers.classify import normalize
 
 log = logging.getLogger(__name__)
@@ -67,14 +69,8 @@ def parse_bits(text: str) -> list[tuple[int, int]]:
 # --- calibration sets ------------------------------------------------------------------------------------
 
 
-def calibration_samples(root: str | Path, n: int, seed: int = 0) -> list[tuple[torch.Tensor, int]]:
-    """``n`` corpus images ``(image in [0,1], label)`` drawn across all classes.
-
-    Every class of the corpus gets ``n // C`` images and ``n % C`` classes (chosen with ``seed``) one more;
-    with ``n < C``, ``n`` classes chosen with ``seed`` get one each. A class's images are the first of its
-    shards, so only as many shards are read as the quotas need. Fewer than ``n`` come back only when
-    the corpus has fewer images of some class.
-    """
+def _draw(root: str | Path, n: int, seed: int) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+    """:func:`calibration_samples`' draw, each with its kept-patch mask ``(Gh, Gw)`` (all True in a dense corpus)."""
     layout = as_layout(root)
     by_class: dict[int, list[ShardRef]] = defaultdict(list)
     for ref in corpus_shard_refs(layout):
@@ -85,21 +81,59 @@ def calibration_samples(root: str | Path, n: int, seed: int = 0) -> list[tuple[t
     rng = random.Random(seed)
     base, extra = divmod(n, len(classes))
     lucky = set(rng.sample(classes, extra))
-    out: list[tuple[torch.Tensor, int]] = []
+    out: list[tuple[torch.Tensor, int, torch.Tensor]] = []
     for label in classes:
         quota = base + (label in lucky)
         for ref in by_class[label]:
             if quota == 0:
                 break
-            for _key, members in read_tar(layout.storage, ref.name):
-                pixels = decode_image(members[image_member(members)])
-                out.append((torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0), int(members["cls"])))
+            for key, members in read_tar(layout.storage, ref.name):
+                try:
+                    pixels = decode_image(members[image_member(members)])
+                    mask = torch.from_numpy(kept_mask_from_meta(json.loads(members["json"])))
+                except (KeyError, ValueError, TypeError) as exc:
+                    raise CorpusError(f"{ref.name}: sample {key}: {exc}") from None
+                out.append((torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0), int(members["cls"]), mask))
                 quota -= 1
                 if quota == 0:
                     break
     order = list(range(len(out)))
     rng.shuffle(order)  # batches mix classes
     return [out[i] for i in order]
+
+
+def calibration_samples(root: str | Path, n: int, seed: int = 0) -> list[tuple[torch.Tensor, int]]:
+    """``n`` corpus images ``(image in [0,1], label)`` drawn across all classes.
+
+    Every class of the corpus gets ``n // C`` images and ``n % C`` classes (chosen with ``seed``) one more;
+    with ``n < C``, ``n`` classes chosen with ``seed`` get one each. A class's images are the first of its
+    shards, so only as many shards are read as the quotas need. Fewer than ``n`` come back only when
+    the corpus has fewer images of some class.
+    """
+    return [(image, label) for image, label, _mask in _draw(root, n, seed)]
+
+
+@dataclass
+class CalibrationSet:
+    """Normalised calibration images and, for a corpus, the ``(N, Gh, Gw)`` kept-patch masks its samples
+    record (the activation ranges are searched on the kept tokens only; None: every token)."""
+
+    images: torch.Tensor
+    patches: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device: str | torch.device) -> CalibrationSet:
+        return CalibrationSet(self.images.to(device), None if self.patches is None else self.patches.to(device))
+
+
+def corpus_calibration_set(root: str | Path, n: int, mean: tuple, std: tuple,
+                           seed: int = 0) -> tuple[CalibrationSet, list[int]]:
+    """:func:`calibration_samples`' images normalised, with their kept-patch masks, and their labels."""
+    drawn = _draw(root, n, seed)
+    images = normalize(torch.stack([img for img, _, _ in drawn]), mean, std)
+    return CalibrationSet(images, torch.stack([mask for _, _, mask in drawn])), [label for _, label, _ in drawn]
 
 
 def corpus_calibration(root: str | Path, n: int, mean: tuple, std: tuple, batch_size: int = 64) -> Iterator[torch.Tensor]:
@@ -138,7 +172,8 @@ def real_calibration(folder: EvalSet, n: int, seed: int = 0) -> tuple[torch.Tens
 KeepFn = Callable[[str, QuantSettings, QuantViT, float | None], None]
 
 
-def quantize_and_score(model: nn.Module, calib: Mapping[str, torch.Tensor], bits: Sequence[tuple[int, int]],
+def quantize_and_score(model: nn.Module, calib: Mapping[str, torch.Tensor | CalibrationSet],
+                       bits: Sequence[tuple[int, int]],
                        score: Callable[[nn.Module], float | None],
                        settings: Callable[[int, int], QuantSettings] = QuantSettings,
                        keep: KeepFn | None = None) -> dict[str, dict[str, float | None]]:
@@ -146,11 +181,14 @@ def quantize_and_score(model: nn.Module, calib: Mapping[str, torch.Tensor], bits
     images, and scored: ``{"W4A4": {set name: score}}``. ``settings(w, a)`` gives the quantizer's settings;
     ``keep(set name, settings, quantized model, score)`` sees each quantized model (e.g. to save it)."""
     rows: dict[str, dict[str, float | None]] = {}
+    shape = vit_shape(model)
     for w, a in bits:
         s = settings(w, a)
         row = rows.setdefault(s.label, {})
-        for name, images in calib.items():
-            qv = quantize_vit(model, images, s)
+        for name, data in calib.items():
+            cs = data if isinstance(data, CalibrationSet) else CalibrationSet(data)
+            tokens = None if cs.patches is None else token_mask(shape, cs.patches)
+            qv = quantize_vit(model, cs.images, s, tokens)
             row[name] = score(qv)
             if keep is not None:
                 keep(name, s, qv, row[name])
@@ -253,9 +291,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     def acc(m: nn.Module) -> float | None:
         return top1(m, eval_set, mean=mean, std=std, device=args.device) if eval_set is not None else None
 
-    samples = calibration_samples(args.out, args.calib_images, seed=args.seed)
-    calib: dict[str, torch.Tensor] = {"corpus": normalize(torch.stack([img for img, _ in samples]), mean, std)}
-    n = len(samples)
+    corpus, labels = corpus_calibration_set(args.out, args.calib_images, mean, std, seed=args.seed)
+    calib: dict[str, torch.Tensor | CalibrationSet] = {"corpus": corpus}
+    n = len(corpus)
     calib["noise"] = noise_calibration(n, img_size, seed=args.seed)
     if args.real_calib:
         _check_disjoint(args.real_calib, eval_spec)
@@ -263,10 +301,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         assert real is not None
         images, _ = real_calibration(real, n, seed=args.seed)
         calib["real"] = normalize(images, mean, std)
+    kept = float(corpus.patches.float().mean()) if corpus.patches is not None else 1.0
     report: dict[str, Any] = {
         "model": spec, "teacher_why": why, "fp_top1": acc(model), "calib_images": n,
-        "calib_classes": len({label for _, label in samples}), "seed": args.seed,
+        "calib_classes": len(set(labels)), "seed": args.seed,
         "calibration": {k: len(v) for k, v in calib.items()},
+        "corpus_kept_patches": kept,  # the share of patches the corpus calibration searches ranges on
         "quantizer": {"post_ln": args.post_ln, "softmax": args.softmax, "gelu": args.gelu},
         "eval": eval_set.name if eval_set is not None else None,
         "eval_images": eval_set.num_images if eval_set is not None else 0,

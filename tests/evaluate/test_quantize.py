@@ -103,3 +103,22 @@ def test_older_single_setting_api_still_quantizes(teachers):
     assert quantize.calibrate(qm, [torch.randn(4, 3, 16, 16), torch.randn(2, 3, 16, 16)]) == 6
     assert qm.model is not None and qm.model.settings.label == "W4A8"
     assert qm.model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+
+
+def test_corpus_calibration_set_carries_the_recorded_kept_patches(tmp_path, make_corpus):
+    """The SMI corpus's samples record their kept patches (half of a 4x4 grid here): the calibration set
+    carries them beside the same images calibration_samples draws, normalised."""
+    import json
+
+    import torch
+
+    from pipeline.corpus.loader import iter_samples
+
+    layout = make_corpus(tmp_path / "c")
+    cs, labels = quantize.corpus_calibration_set(layout.root, 6, (0.5,) * 3, (0.5,) * 3, seed=2)
+    samples = quantize.calibration_samples(layout.root, 6, seed=2)
+    assert labels == [lab for _, lab in samples] and len(cs) == 6
+    assert torch.allclose(cs.images, torch.stack([img for img, _ in samples]) * 2 - 1)
+    assert cs.patches is not None and cs.patches.shape == (6, 4, 4) and int(cs.patches.sum()) == 6 * 8
+    recorded = {json.dumps(r["kept_mask"].tolist()) for r in iter_samples(layout.root)}
+    assert all(json.dumps(m.tolist()) in recorded for m in cs.patches)

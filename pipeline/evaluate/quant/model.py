@@ -16,13 +16,16 @@ Quantized (as in RepQ-ViT / PTQ4ViT, so W4/A4 means what it means there):
   the LayerNorm's affine and the next layer's weights (RepQ-ViT's scale reparameterisation), which leaves
   a per-tensor quantizer there and re-quantizes the rescaled weights;
 - ``q``, ``k``, ``v``, the ``proj`` input: per tensor, uniform, range searched;
-- the softmax output: log2 (or uniform); the GELU output (``fc2``'s input): uniform or PTQ4ViT's
-  twin-uniform, by default whichever has the lower MSE on the calibration activations.
+- the softmax output: a log quantizer below 1 with 1, 2, 4, 8 or 16 levels per octave, chosen by its error
+  in the attention output (:func:`~.quantizers.search_log2`), or uniform;
+- the GELU output (``fc2``'s input): uniform or PTQ4ViT's twin-uniform, by default whichever has the lower
+  MSE on the calibration activations.
 
 Calibration is sequential, as in the anchors: one forward pass of the calibration batch with every
 quantizer already on, each activation quantizer searched on the activations it sees when first reached, so
-the ranges of a layer reflect the quantization error upstream of it. The residual stream, the LayerNorms
-and the softmax/GELU arithmetic stay in float (as in the papers).
+the ranges of a layer reflect the quantization error upstream of it. With a token mask (:func:`token_mask`,
+from an SMI corpus's kept-patch records) the ranges are searched on the kept tokens only. The residual
+stream, the LayerNorms and the softmax/GELU arithmetic stay in float (as in the papers).
 """
 
 from __future__ import annotations
@@ -89,6 +92,25 @@ class ViTShape:
     @property
     def prefix_tokens(self) -> int:
         return int(self.class_token)
+
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def tokens(self) -> int:
+        return self.prefix_tokens + self.grid**2
+
+
+def token_mask(shape: ViTShape, patches: torch.Tensor) -> torch.Tensor:
+    """``(batch, tokens)`` bool mask of the tokens to calibrate on, from ``(batch, Gh, Gw)`` kept-patch masks
+    (an SMI corpus's record of each image's kept patches); the class token is always kept. ValueError when the
+    grid is not the model's."""
+    if patches.dim() != 3 or tuple(patches.shape[1:]) != (shape.grid, shape.grid):
+        raise ValueError(f"kept-patch masks of shape {tuple(patches.shape)} do not match the model's "
+                         f"{shape.grid}x{shape.grid} patch grid")
+    prefix = torch.ones(patches.shape[0], shape.prefix_tokens, dtype=torch.bool, device=patches.device)
+    return torch.cat([prefix, patches.flatten(1).bool()], 1)
 
 
 def weight_names(shape: ViTShape) -> list[str]:
@@ -180,6 +202,7 @@ class QuantViT(nn.Module):
         self.quant_weights = bool(self.weight_q)
         self.quant_acts = bool(self.acts)
         self.calibrating = False
+        self._keep: torch.Tensor | None = None  # the tokens searched on, while calibrating
         self._qweights: dict[str, torch.Tensor] = {n: q(params[n]) for n, q in self.weight_q.items()}
         self.gelu_choice: dict[str, dict[str, float]] = {}  # site -> MSE of each candidate (gelu="auto")
 
@@ -202,23 +225,40 @@ class QuantViT(nn.Module):
         self.quant_weights = True
 
     @torch.no_grad()
-    def calibrate(self, images: torch.Tensor) -> None:
-        """Search every activation quantizer not set yet, in one forward pass of ``images`` (normalised)."""
+    def calibrate(self, images: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Search every activation quantizer not set yet, in one forward pass of ``images`` (normalised).
+
+        ``keep``: a ``(batch, tokens)`` bool mask (:func:`token_mask`) of the tokens whose activations the
+        ranges are searched on (default all): an SMI image's stopped patches are not what the teacher saw.
+        The forward itself runs over every token."""
+        if keep is not None and tuple(keep.shape) != (images.shape[0], self.shape.tokens):
+            raise ValueError(f"keep: expected a mask of shape {(images.shape[0], self.shape.tokens)}, "
+                             f"got {tuple(keep.shape)}")
         self.quant_acts, self.calibrating = True, True
+        self._keep = None if keep is None else keep.to(device=images.device, dtype=torch.bool)
         try:
             self.forward(images)
         finally:
-            self.calibrating = False
+            self.calibrating, self._keep = False, None
 
-    def _search(self, site: str, x: torch.Tensor) -> Quantizer:
+    def _search(self, site: str, x: torch.Tensor, values: torch.Tensor | None = None) -> Quantizer:
         s = self.settings
         kind = site.rsplit(".", 1)[-1]
+        keep = self._keep
+        if keep is not None and kind == "softmax" and s.softmax == "log2":
+            return search_log2(x, s.a_bits, values, rows=keep)
+        if keep is not None and kind == "input":  # the kept patches' pixels
+            b, c, g, p = x.shape[0], x.shape[1], self.shape.grid, self.shape.patch_size
+            patches = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, -1)
+            x = patches[keep[:, self.shape.prefix_tokens:]]
+        elif keep is not None and kind != "head_in":  # token activations: the kept tokens' rows
+            x = x[keep] if x.dim() == 3 else x.transpose(1, 2)[keep]
         if kind == "input":
             return search_uniform(x, s.input_bits)
         if kind in ("qkv_in", "fc1_in", "head_in"):
             return search_uniform(x, s.a_bits, per_channel=s.post_ln != "per_tensor")
         if kind == "softmax" and s.softmax == "log2":
-            return search_log2(x, s.a_bits)
+            return search_log2(x, s.a_bits, values)
         if kind == "fc2_in" and s.gelu != "uniform":
             twin = search_twin(x, s.a_bits)
             if s.gelu == "twin":
@@ -269,14 +309,16 @@ class QuantViT(nn.Module):
     def _w(self, name: str) -> torch.Tensor:
         return self._qweights[name] if self.quant_weights and name in self._qweights else self.params[name]
 
-    def _act(self, site: str, x: torch.Tensor) -> torch.Tensor:
+    def _act(self, site: str, x: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` through the quantizer of ``site``, searched first when calibrating (``values``: what the
+        softmax output multiplies, for its search)."""
         if not self.quant_acts:
             return x
         q = self.acts.get(site)
         if q is None:
             if not self.calibrating:
                 raise RuntimeError(f"activation quantizer {site} is not calibrated")
-            q = self.acts[site] = self._search(site, x)
+            q = self.acts[site] = self._search(site, x, values)
         return q(x)
 
     def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -294,8 +336,9 @@ class QuantViT(nn.Module):
         qkv = self._linear(pre + "attn.qkv", h).reshape(batch, tokens, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         attn = (self._act(pre + "q", q) @ self._act(pre + "k", k).transpose(-2, -1)) * (dim // heads) ** -0.5
-        attn = self._act(pre + "softmax", attn.softmax(dim=-1))
-        o = (attn @ self._act(pre + "v", v)).transpose(1, 2).reshape(batch, tokens, dim)
+        v = self._act(pre + "v", v)
+        attn = self._act(pre + "softmax", attn.softmax(dim=-1), v)
+        o = (attn @ v).transpose(1, 2).reshape(batch, tokens, dim)
         o = self._linear(pre + "attn.proj", self._act(pre + "proj_in", o))
         x = x + (o * self.params[pre + "ls1.gamma"] if s.layer_scale else o)
         h = self._act(pre + "fc1_in", self._ln(pre + "norm2", x))
@@ -321,18 +364,20 @@ class QuantViT(nn.Module):
 
 
 @torch.no_grad()
-def quantize_vit(model: nn.Module, images: torch.Tensor, settings: QuantSettings) -> QuantViT:
+def quantize_vit(model: nn.Module, images: torch.Tensor, settings: QuantSettings,
+                 keep: torch.Tensor | None = None) -> QuantViT:
     """Post-training quantization of a timm ViT calibrated on ``images`` (a normalised batch): weights searched,
     activations calibrated sequentially, then (``post_ln="reparam"``) RepQ-ViT's reparameterisation and a
-    second calibration pass of every activation quantizer downstream of the changed weights."""
+    second calibration pass of every activation quantizer downstream of the changed weights. ``keep``: the
+    tokens to search the activation ranges on (:meth:`QuantViT.calibrate`; default all)."""
     qv = QuantViT.from_timm(model, settings)
     qv.to_device(images.device)
     qv.quantize_weights()
-    qv.calibrate(images)
+    qv.calibrate(images, keep)
     if settings.post_ln == "reparam":
         kept = set(qv.reparameterize())
         qv.acts = {site: q for site, q in qv.acts.items() if site in kept or site == "input"}
         qv.gelu_choice.clear()
-        qv.calibrate(images)
+        qv.calibrate(images, keep)
     return qv.eval()
 

@@ -11,8 +11,10 @@ Searches (no files, no randomness; large tensors are subsampled with a fixed str
   quantization MSE is lowest over clip ratios ``a`` (per channel: the error separates by channel).
 - :func:`search_uniform`: an activation range (per tensor, or per channel along the last dimension) with the
   lowest MSE over clip ratios of the min/max and symmetric percentile pairs (RepQ-ViT's percentiles among them).
-- :func:`search_log2`: the top ``delta`` of a log2 quantizer (for softmax outputs: most mass near 0, a few
-  large values) over percentiles, by MSE.
+- :func:`search_log2`: the base of a log quantizer for softmax outputs (most mass near 0, a few large values
+  that carry a head's attention): levels ``2**(-q / steps)`` below the softmax's bound 1, ``steps`` (1: log2,
+  2: RepQ-ViT's log-sqrt2, more at higher bits) chosen by the error it causes in the attention output
+  ``softmax @ v``. The top is not clipped: a percentile top cuts exactly the large probabilities.
 - :func:`search_twin`: PTQ4ViT's twin-uniform quantizer for post-GELU values: the negative part (GELU's
   minimum is about -0.17) and the positive part get one half of the codes each, with their own scales
   (searched separately: the error separates by sign). Unlike PTQ4ViT, the two scales need not differ by a
@@ -22,6 +24,7 @@ Searches (no files, no randomness; large tensors are subsampled with a fixed str
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +32,7 @@ import torch
 MAX_SEARCH_ELEMENTS = 1 << 18  # larger tensors are searched on a strided subsample of this many elements
 CLIP_RATIOS = tuple(round(0.30 + 0.025 * i, 3) for i in range(29))  # 0.30 ... 1.00
 PERCENTILES = (0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999)
-LOG2_PERCENTILES = (0.9, 0.95, 0.99, 0.999, 0.9999, 1.0)
+LOG2_STEPS = (1, 2, 4, 8, 16)  # levels per octave of the softmax's log quantizer
 
 
 def _round(x: torch.Tensor) -> torch.Tensor:
@@ -51,13 +54,14 @@ def affine_params(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.
     return scale, zero
 
 
-def log2_fake_quant(x: torch.Tensor, delta: torch.Tensor, bits: int) -> torch.Tensor:
-    """Log2 quantization of non-negative ``x``: ``delta * 2**-q`` for ``q`` in ``[0, 2**bits - 2]``; values
-    below the smallest level become 0 (the last code)."""
-    q = _round(-torch.log2(torch.clamp(x, min=0.0) / delta))
+def log2_fake_quant(x: torch.Tensor, delta: torch.Tensor, bits: int, steps: int | torch.Tensor = 1) -> torch.Tensor:
+    """Log quantization of non-negative ``x``: ``delta * 2**(-q / steps)`` for ``q`` in ``[0, 2**bits - 2]``
+    (``steps`` levels per octave; 1: log2); values above ``delta`` become ``delta``, values below the smallest
+    level 0 (the last code)."""
+    q = _round(-torch.log2(torch.clamp(x, min=0.0) / delta) * steps)
     q = torch.clamp(q, min=0.0)
-    levels = 2**bits - 1  # codes 0 .. levels - 1 are powers of two, code `levels` is 0
-    return torch.where(q < levels, delta * torch.exp2(-q), torch.zeros_like(x))
+    levels = 2**bits - 1  # codes 0 .. levels - 1 are powers of 2**(1/steps), code `levels` is 0
+    return torch.where(q < levels, delta * torch.exp2(-q / steps), torch.zeros_like(x))
 
 
 def twin_fake_quant(x: torch.Tensor, neg_scale: torch.Tensor, pos_scale: torch.Tensor, bits: int) -> torch.Tensor:
@@ -107,17 +111,18 @@ class UniformQuantizer:
 
 @dataclass
 class Log2Quantizer:
-    """Log2 quantizer for non-negative inputs (softmax outputs)."""
+    """Log quantizer for non-negative inputs (softmax outputs): top ``delta``, ``steps`` levels per octave."""
 
     bits: int
     delta: torch.Tensor
+    steps: torch.Tensor = dataclasses.field(default_factory=lambda: torch.tensor(1.0))
     kind: str = "log2"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return log2_fake_quant(x, self.delta, self.bits)
+        return log2_fake_quant(x, self.delta, self.bits, self.steps)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"delta": self.delta}
+        return {"delta": self.delta, "steps": self.steps}
 
 
 @dataclass
@@ -144,7 +149,7 @@ def quantizer_from_tensors(kind: str, bits: int, tensors: dict[str, torch.Tensor
     if kind == "uniform":
         return UniformQuantizer(bits, tensors["scale"], tensors["zero"], axis)
     if kind == "log2":
-        return Log2Quantizer(bits, tensors["delta"])
+        return Log2Quantizer(bits, tensors["delta"], tensors.get("steps", torch.tensor(1.0)))
     if kind == "twin":
         return TwinQuantizer(bits, tensors["neg_scale"], tensors["pos_scale"])
     raise ValueError(f"unknown quantizer kind {kind!r}")
@@ -227,17 +232,37 @@ def search_uniform(
     return UniformQuantizer(bits, best_scale, best_zero, axis=-1 if per_channel else None)
 
 
-def search_log2(x: torch.Tensor, bits: int, pcts: Sequence[float] = LOG2_PERCENTILES) -> Log2Quantizer:
-    """Log2 quantizer for non-negative ``x`` whose top level (a percentile of ``x``) has the lowest MSE."""
-    flat = _sample(x)
-    best: tuple[float, torch.Tensor] | None = None
-    for (_lo, hi) in _tails(flat, pcts):
-        delta = torch.clamp(hi, min=1e-8)
-        err = float(_mse(log2_fake_quant(flat, delta, bits), flat))
-        if best is None or err < best[0]:
-            best = (err, delta)
+def search_log2(x: torch.Tensor, bits: int, values: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                steps: Sequence[int] = LOG2_STEPS) -> Log2Quantizer:
+    """Log quantizer for softmax outputs ``x`` (in [0, 1]): top 1, the ``steps`` per octave whose quantization
+    error moves the attention output ``x @ values`` least (``values``: the heads' ``v``, shaped like
+    ``x[..., :1]`` with a last dimension of its own), or ``x`` itself without ``values``. ``rows``: a
+    ``(batch, queries)`` bool mask of the query rows the error counts on (``x`` shaped ``(batch, heads,
+    queries, keys)``; default all).
+
+    Fine steps resolve the large probabilities but reach less far down (``2**bits - 2`` levels span
+    ``(2**bits - 2) / steps`` octaves): at 8 bits 16 steps still reach 2**-16, at 4 bits 2 steps reach 2**-7.
+    """
+    if values is None and rows is None:
+        x = _sample(x)
+    else:  # whole images (the product needs whole attention rows), about 16 * MAX_SEARCH_ELEMENTS probabilities
+        images = max(1, (16 * MAX_SEARCH_ELEMENTS) // x[:1].numel())
+        x = x[:images].detach().float()
+        values = None if values is None else values[:images].detach().float()
+        rows = None if rows is None else rows[:images]
+    delta = torch.tensor(1.0, device=x.device)
+    best: tuple[float, int] | None = None
+    for s in steps:
+        err = log2_fake_quant(x, delta, bits, s) - x
+        if values is not None:
+            err = err @ values
+        if rows is not None:
+            err = err.transpose(1, 2)[rows]
+        mse = float(err.pow(2).mean())
+        if best is None or mse < best[0]:
+            best = (mse, s)
     assert best is not None
-    return Log2Quantizer(bits, best[1].reshape(()))
+    return Log2Quantizer(bits, delta, torch.tensor(float(best[1]), device=x.device))
 
 
 def search_twin(x: torch.Tensor, bits: int, ratios: Sequence[float] = CLIP_RATIOS) -> TwinQuantizer:

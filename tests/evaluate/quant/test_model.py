@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.evaluate.quant.model import QuantSettings, QuantViT, quantize_vit
+from pipeline.evaluate.quant.model import QuantSettings, QuantViT, quantize_vit, token_mask
 
 
 def _vit(**kwargs):
@@ -89,3 +89,39 @@ def test_calibration_data_sets_the_ranges():
         fresh = QuantViT.from_timm(model, QuantSettings())
         fresh.quant_acts = True
         fresh(torch.randn(1, 3, 16, 16))
+
+
+def _stopped_patches_blown_up(mask: torch.Tensor, images: torch.Tensor, factor: float) -> torch.Tensor:
+    """``images`` with the pixels of the patches ``mask`` (batch, 4, 4) does not keep multiplied by ``factor``."""
+    pixels = mask.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None].expand_as(images)
+    return torch.where(pixels, images, factor * images)
+
+
+def test_a_token_mask_calibrates_on_the_kept_tokens_only():
+    """An SMI image's stopped patches are not what the teacher saw: with the corpus's kept-patch masks the
+    ranges come from the kept tokens (the image's pixels, block 0's token-wise qkv input) and do not move
+    when the stopped patches change; without the mask they do."""
+    model = _vit()
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(8, 3, 16, 16, generator=g)
+    patches = torch.rand(8, 4, 4, generator=g) < 0.5
+    wild = _stopped_patches_blown_up(patches, images, 20.0)
+    qv = QuantViT.from_timm(model, QuantSettings(post_ln="per_channel"))
+    keep = token_mask(qv.shape, patches)
+    assert keep.shape == (8, 17) and bool(keep[:, 0].all()) and torch.equal(keep[:, 1:], patches.flatten(1))
+    settings = QuantSettings(post_ln="per_channel")
+    calm, blown = quantize_vit(model, images, settings, keep), quantize_vit(model, wild, settings, keep)
+    for site in ("input", "blocks.0.qkv_in"):
+        assert torch.equal(calm.acts[site].scale, blown.acts[site].scale), site
+    unmasked = quantize_vit(model, wild, settings)
+    assert float(unmasked.acts["input"].scale) > 5 * float(calm.acts["input"].scale)
+    assert not torch.allclose(unmasked.acts["blocks.0.qkv_in"].scale, calm.acts["blocks.0.qkv_in"].scale, rtol=0.05)
+    all_kept = token_mask(qv.shape, torch.ones(8, 4, 4, dtype=torch.bool))  # a dense corpus: as without a mask
+    dense = quantize_vit(model, images, QuantSettings(), all_kept)
+    plain = quantize_vit(model, images, QuantSettings())
+    assert all(torch.equal(t, plain.acts[site].tensors()[k])
+               for site, q in dense.acts.items() for k, t in q.tensors().items())
+    with pytest.raises(ValueError, match="patch grid"):
+        token_mask(qv.shape, torch.ones(8, 3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="keep"):
+        qv.calibrate(images, keep[:4])

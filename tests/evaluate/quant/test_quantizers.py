@@ -57,13 +57,42 @@ def test_log2_quantizer_levels_and_softmax_error():
     attn = (torch.randn(8, 4, 65, 65, generator=g) * 3).softmax(-1)
     q = qz.search_log2(attn, 4)
     out = q(attn)
-    nonzero = out[out > 0] / q.delta
-    exps = -torch.log2(nonzero)
-    assert torch.allclose(exps, exps.round(), atol=1e-5) and float(exps.max()) <= 14  # codes 0..14, 15 is zero
-    # most softmax entries are tiny: the log2 grid keeps them, a 4-bit uniform grid zeroes them
+    steps = float(q.steps)
+    exps = -torch.log2(out[out > 0] / q.delta) * steps
+    assert float(q.delta) == 1.0 and steps in qz.LOG2_STEPS
+    assert torch.allclose(exps, exps.round(), atol=1e-4) and float(exps.max()) <= 14 + 1e-4  # codes 0..14; 15: 0
+    # most softmax entries are tiny: the log2 grid (one level per octave) keeps them, a 4-bit uniform grid zeroes them
     small = attn < 0.01
-    uniform = qz.search_uniform(attn, 4)
-    assert (out[small] - attn[small]).abs().mean() < 0.5 * (uniform(attn)[small] - attn[small]).abs().mean()
+    log2, uniform = qz.search_log2(attn, 4, steps=(1,)), qz.search_uniform(attn, 4)
+    assert (log2(attn)[small] - attn[small]).abs().mean() < 0.5 * (uniform(attn)[small] - attn[small]).abs().mean()
+
+
+def _peaked_attention(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax rows over 197 tokens where a few heads put most of their mass on one token (as a class token's
+    attention does), and the values they multiply."""
+    logits = torch.randn(16, 4, 197, 197, generator=g) * 2
+    logits[:, :2, :, 0] += 8.0  # heads 0 and 1: p(token 0) around 0.5-0.99
+    return logits.softmax(-1), torch.randn(16, 4, 197, 32, generator=g)
+
+
+def test_log2_search_keeps_the_large_probabilities_at_8_bits():
+    """At 8 bits the softmax's quantizer must not clip or coarsen the probabilities that carry a head's
+    attention: a percentile top clips them to the percentile (0.9 became 0.375 on a suite teacher), and
+    one level per octave rounds 0.7 to 0.5; either moved the attention output by far more than 8 bits should."""
+    attn, v = _peaked_attention(torch.Generator().manual_seed(7))
+    q = qz.search_log2(attn, 8, v)
+    out = q(attn)
+    large = attn > 0.3
+    assert int(large.sum()) > 1000
+    assert float(((out[large] - attn[large]).abs() / attn[large]).max()) < 0.03
+    err = float(((out - attn) @ v).pow(2).mean() / (attn @ v).pow(2).mean())
+    assert err < 1e-3
+
+
+def test_log2_search_trades_resolution_for_reach_with_the_bits():
+    attn, v = _peaked_attention(torch.Generator().manual_seed(8))
+    fine, coarse = qz.search_log2(attn, 8, v), qz.search_log2(attn, 4, v)
+    assert float(fine.steps) >= 8 and float(coarse.steps) <= 2
 
 
 def test_twin_uniform_covers_both_sides_of_gelu():
