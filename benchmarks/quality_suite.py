@@ -75,8 +75,10 @@ from pipeline.evaluate.defaults import default_steps  # noqa: E402
 from pipeline.evaluate.distill import DistillConfig  # noqa: E402
 from pipeline.evaluate.kd_views import KDAugmentConfig  # noqa: E402
 from pipeline.evaluate.noise import labelled_samples, noise_images  # noqa: E402
-from pipeline.evaluate.quant.model import QuantSettings  # noqa: E402
-from pipeline.evaluate.quantize import calibration_samples, noise_calibration, parse_bits, quantize_and_score  # noqa: E402
+from pipeline.evaluate.quant.model import QUANTIZER_VERSION, QuantSettings  # noqa: E402
+from pipeline.evaluate.quantize import (  # noqa: E402
+    CalibrationSet, corpus_calibration_set, noise_calibration, parse_bits, quantize_and_score,
+)
 from pipeline.evaluate.worth import StudentJob, train_students  # noqa: E402
 from pipeline.run.worker import batch_seed, samples_from_result  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
@@ -225,25 +227,25 @@ def write_reference(root: Path, kind: str, teacher: Any, checkpoint: Path, name:
 
 
 def calibration_sets(name: str, teacher: Any, roots: dict[str, Path], classes: int, per_class: int,
-                     seed: int) -> dict[str, torch.Tensor]:
-    """Normalised calibration batches of ``classes x per_class`` images, drawn with ``seed``: each corpus of
-    ``roots`` (read by :func:`calibration_samples` as ``smi-synth quantize`` reads a corpus), the teacher's real
-    training images (``real``: the train split, disjoint from the held-out one) and standard-normal noise in
-    the normalised input space (``noise``)."""
+                     seed: int) -> dict[str, CalibrationSet]:
+    """Normalised calibration sets of ``classes x per_class`` images, drawn with ``seed``: each corpus of
+    ``roots`` with its kept-patch masks (read as ``smi-synth quantize`` reads a corpus: an SMI corpus
+    calibrates on its kept tokens), the teacher's real training images (``real``: the train split, disjoint
+    from the held-out one) and standard-normal noise in the normalised input space (``noise``)."""
     mean, std = tuple(teacher.mean), tuple(teacher.std)
     n = classes * per_class
-    sets = {kind: normalize(torch.stack([img for img, _ in calibration_samples(root, n, seed=seed)]), mean, std)
-            for kind, root in roots.items()}
+    sets = {kind: corpus_calibration_set(root, n, mean, std, seed)[0] for kind, root in roots.items()}
     real, labels = suite.real_images(name, per_class, seed)
-    sets["real"] = normalize(real[labels < classes], mean, std)
-    sets["noise"] = noise_calibration(n, int(teacher.img_size[0]), seed=seed)
+    sets["real"] = CalibrationSet(normalize(real[labels < classes], mean, std))
+    sets["noise"] = CalibrationSet(noise_calibration(n, int(teacher.img_size[0]), seed=seed))
     return sets
 
 
 def quant_record(args: argparse.Namespace) -> dict[str, Any]:
     """What a (teacher, seed)'s quantization depends on besides its corpora: measured again when it differs."""
     return {"per_class": args.quant_per_class, "bits": [f"W{w}A{a}" for w, a in args.quant_bits],
-            "quantizer": dataclasses.asdict(QuantSettings()), "calibration_sets": list(CALIB)}
+            "quantizer": dataclasses.asdict(QuantSettings()), "quantizer_version": QUANTIZER_VERSION,
+            "calibration_sets": list(CALIB), "corpus_tokens": "kept"}
 
 
 def measure_quant(name: str, seed: int, teacher: Any, heldout: EvalSet, folder: Path,

@@ -42,7 +42,7 @@ import quality_suite  # noqa: E402  (benchmarks/quality_suite.py: in-process cor
 from pipeline.console import emit_json  # noqa: E402
 from pipeline.evaluate.common import EvalSet, top1  # noqa: E402
 from pipeline.evaluate.quant.model import QuantSettings  # noqa: E402
-from pipeline.evaluate.quantize import CalibrationSet, corpus_calibration_set, parse_bits, quantize_and_score  # noqa: E402
+from pipeline.evaluate.quantize import CalibrationSet, parse_bits, quantize_and_score  # noqa: E402
 from pipeline.teachers import suite  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
@@ -63,7 +63,7 @@ def eval_subset(name: str, limit: int) -> EvalSet:
 
 
 def calibration_sets(name: str, teacher: Any, checkpoint: Path, seed: int, args: argparse.Namespace,
-                     work: Path) -> tuple[dict[str, torch.Tensor | CalibrationSet], dict[str, float]]:
+                     work: Path) -> tuple[dict[str, CalibrationSet], dict[str, float]]:
     """The four normalised calibration batches of one seed, and the corpora's generation seconds. The corpora
     come with their kept-patch masks (read as ``smi-synth quantize`` reads them): the SMI corpus calibrates
     the activation ranges on its kept tokens."""
@@ -71,10 +71,7 @@ def calibration_sets(name: str, teacher: Any, checkpoint: Path, seed: int, args:
     roots = {m: work / name / f"seed{seed}" / m for m in ("dense", "smi")}
     configs = {m: recommended_config(m, args.iterations) for m in roots}
     timing = quality_suite.write_inverted(roots, configs, teacher, checkpoint, classes, args.per_class, seed)
-    sets: dict[str, torch.Tensor | CalibrationSet] = {
-        kind: corpus_calibration_set(root, classes * args.per_class, tuple(teacher.mean), tuple(teacher.std), seed)[0]
-        for kind, root in roots.items()}
-    sets.update(quality_suite.calibration_sets(name, teacher, {}, classes, args.per_class, seed))  # real, noise
+    sets = quality_suite.calibration_sets(name, teacher, roots, classes, args.per_class, seed)
     return sets, {m: round(t["gen_seconds"], 2) for m, t in timing.items()}
 
 

@@ -41,6 +41,9 @@ from pipeline.evaluate.quant.quantizers import (
     Quantizer, UniformQuantizer, quant_mse, search_log2, search_twin, search_uniform, search_weight,
 )
 
+# raised when the quantizers' arithmetic changes (2: the softmax's log quantizer with top 1 and 1-16 levels
+# per octave; a corpus's calibration on its kept tokens): benchmark results of another version are measured again
+QUANTIZER_VERSION = 2
 MIN_BITS, MAX_BITS = 2, 8
 POST_LN = ("reparam", "per_channel", "per_tensor")
 SOFTMAX = ("log2", "uniform")
