@@ -357,13 +357,15 @@ def run_corpus(
             # the registry lives on the driver's node: losing a worker node must not lose every attempt's record
             here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=False)
-            registry = ray.remote(AttemptRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
+            registry_name = f"smi-synth-attempts-{lease.token}"  # the workers look it up by name
+            registry = ray.remote(AttemptRegistry).options(num_cpus=0, scheduling_strategy=here,
+                                                           name=registry_name).remote()
             actors.append(registry)
             gate = _ProvenanceGate(ray, spec, tasks, complete, manifest, execution, allow_provenance_mismatch, lease)
             report.startup_seconds = time.perf_counter() - start
             try:
                 if pending:
-                    _dispatch(ray, lambda: actors.append(actor_cls.remote(config, registry)) or actors[-1], count,
+                    _dispatch(ray, lambda: actors.append(actor_cls.remote(config, registry_name)) or actors[-1], count,
                               pending, registry, layout, report, show_progress, room, policy, gate, lease)
                 if not allow_provenance_mismatch:  # e.g. an actor restarted on a node unlike the others
                     lease.check()

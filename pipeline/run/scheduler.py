@@ -357,14 +357,16 @@ def _actor_key(handle: Any) -> str:
 
 
 class RayShardWorker(ShardWorker):
-    """The worker as the scheduler's Ray actor: start-up progress goes to the ``registry``; a shard
-    attempt checks its token before it writes."""
+    """The worker as the scheduler's Ray actor: start-up progress goes to the registry (the named actor
+    ``registry_name``, looked up here: an actor handle among a restartable actor's constructor arguments
+    makes Ray log an error at every creation); a shard attempt checks its token before it writes."""
 
-    def __init__(self, config: WorkerConfig, registry: Any = None) -> None:
+    def __init__(self, config: WorkerConfig, registry_name: str | None = None) -> None:
         import ray
 
         report = None
-        if registry is not None:
+        if registry_name is not None:
+            registry = ray.get_actor(registry_name)
             key, pid, node = ray.get_runtime_context().get_actor_id(), os.getpid(), ray.util.get_node_ip_address()
 
             def report(phase: str) -> None:
