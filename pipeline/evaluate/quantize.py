@@ -41,7 +41,9 @@ from pipeline.evaluate.common import (
     resolve_recorded_teacher, top1,
 )
 from pipeline.evaluate.quant.io import load_quantized, save_quantized
-from pipeline.evaluate.quant.model import MAX_BITS, MIN_BITS, QuantSettings, QuantViT, quantize_vit, token_mask, vit_shape
+from pipeline.evaluate.quant.model import (
+    MAX_BITS, MIN_BITS, QuantSettings, QuantViT, quantize_vit, token_mask, vit_shape,
+)
 from pipeline.teachers.classify import normalize
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ The design follows the anchors' code (read at github.com/zkkli/RepQ-ViT ``classi
 github.com/hahnyuan/PTQ4ViT, github.com/zkkli/PSAQ-ViT): RepQ-ViT's sites and per-channel LayerNorm
 outputs folded into the LayerNorm affine, its log-base quantizer after the softmax (RepQ-ViT's log-sqrt2
 generalised: 1 to 16 levels per octave below 1, chosen by the error in the attention output), PTQ4ViT's
-twin-uniform quantizer after the GELU (chosen per layer against a uniform one by MSE), MSE-searched ranges for weights and activations. Block-wise reconstruction (BRECQ/AdaRound) is not done.
+twin-uniform quantizer after the GELU (chosen per layer against a uniform one by MSE), MSE-searched ranges
+for weights and activations. Block-wise reconstruction (BRECQ/AdaRound) is not done.
 
 Why no library: the quantizers that matter at W4/A4 are the attention's (``q``, ``k``, softmax output,
 ``v``), and timm computes them inside ``Attention.forward`` with ``F.scaled_dot_product_attention``, where
