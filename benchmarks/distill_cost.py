@@ -3,8 +3,8 @@
 Each arm is one ``smi-synth distill CORPUS --eval EVAL --seed S --json`` command line in its own process
 with one torch thread; ``--parallel`` of them run at once, the arms of one seed side by side, so both arms
 see the same load. The ``before`` arm spells out the defaults of commit 2805bf5 (3,000 steps at lr 1e-2,
-every view also moved by one adversarial step); the ``after`` arm gives no flag at all (the defaults of the
-checkout the command runs from).
+every view also moved by one adversarial step); ``after`` is the same at half the batch; ``no-adversarial``
+drops the adversarial views.
 
     smi-synth run manifests/demo.yaml --out /tmp/distcost/demo            # the demo-size corpus (10 x 8)
     nice -n 10 python benchmarks/distill_cost.py /tmp/distcost/demo --seeds 0,1,2 \\
@@ -43,9 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 FORMAT = "distill-cost-v1"
 # The defaults of ``smi-synth distill`` at commit 2805bf5, spelled out (views: flip, colour jitter 0.3,
 # channel shuffle, mixing every image, which the later defaults keep).
+# ``after``: the same steps at half the batch (32 images and their 32 adversarial views a step): every step costs
+# about half (a step's passes scale with its views). ``no-adversarial``: 64 images a step without the ascent step
+# (about a third of the cost).
 ARMS: dict[str, list[str]] = {
     "before": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0"],
-    "after": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "0"],
+    "after": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0", "--batch-size", "32"],
+    "no-adversarial": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "0"],
 }
 MACHINE = "dev box: 2-core AMD EPYC VM, shared with other jobs"
 
@@ -358,8 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     profile: dict[str, dict[str, float]] = {}
     if args.profile_steps:
         for arm in args.arms:
-            eps = float(ARMS[arm][ARMS[arm].index("--adversarial-eps") + 1])
-            profile[arm] = phases = profile_step(corpus, args.profile_steps, eps)
+            flags = ARMS[arm]
+            eps = float(flags[flags.index("--adversarial-eps") + 1])
+            batch = int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else 64
+            profile[arm] = phases = profile_step(corpus, args.profile_steps, eps, batch)
             print(f"distill_cost: profile {arm}: {sum(phases.values()):.1f} ms per step: "
                   + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), file=sys.stderr, flush=True)
     known = load_runs(args.runs)
