@@ -70,12 +70,18 @@ class SelectionConfig:
     ``saliency`` says which CLS attention ranks the patches at a stop: ``instant`` takes the forward
     just before the stop (the paper); ``accumulated`` sums every forward's attention since the first
     iteration, so a stop taken while the image is still near noise rests on more than one view.
+
+    ``rejoin``: the iteration from which every stopped patch is back in the teacher's forward until the
+    end (a dense finish, after the last stop), so the whole image, not only its kept patches, is
+    optimised towards the target before it is kept; ``None``: never (the paper). The images' kept masks
+    are then all-kept (their final phase saw every patch).
     """
 
     kind: SelectionKind = "smi"
     schedule: StopSchedule = field(default_factory=StopSchedule)
     stopped: StoppedPixels = "frozen"
     saliency: SaliencyKind = "instant"
+    rejoin: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("dense", "smi", "random"):
@@ -84,6 +90,13 @@ class SelectionConfig:
             raise ValueError(f"selection.stopped: expected frozen or prior, got {self.stopped!r}")
         if self.saliency not in ("instant", "accumulated"):
             raise ValueError(f"selection.saliency: expected instant or accumulated, got {self.saliency!r}")
+        if self.rejoin is not None:
+            if isinstance(self.rejoin, bool) or not isinstance(self.rejoin, int):
+                raise ValueError(f"selection.rejoin: expected an iteration (integer) or None, got {self.rejoin!r}")
+            last_stop = max(self.schedule.iterations, default=0)
+            if self.rejoin <= last_stop:
+                raise ValueError(f"selection.rejoin: must come after the last stop iteration ({last_stop}), "
+                                 f"got {self.rejoin}")
 
 
 @dataclass(frozen=True)
@@ -197,3 +210,7 @@ class InversionConfig:
             raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
         if self.selection.kind != "dense":
             self.selection.schedule.check_within(self.iterations)
+            rejoin = self.selection.rejoin
+            if rejoin is not None and rejoin >= self.iterations:
+                raise ValueError(f"selection.rejoin: iteration {rejoin} is not below the run's {self.iterations} "
+                                 "iterations")

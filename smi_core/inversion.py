@@ -308,8 +308,11 @@ def invert(
             new_kept = streams.update(iteration, canonical if want_saliency else kept, saliency)
             if new_kept.shape[1] != kept.shape[1]:
                 kept = new_kept
-                keep_pixels = patch_mask_to_pixels(_kept_to_mask(kept, num_patches), geometry)
-                frozen = pixels.detach().clone() if pin_stopped else None
+                if kept.shape[1] == num_patches:  # every patch rejoined: nothing is stopped any more
+                    keep_pixels = frozen = None
+                else:
+                    keep_pixels = patch_mask_to_pixels(_kept_to_mask(kept, num_patches), geometry)
+                    frozen = pixels.detach().clone() if pin_stopped else None
                 log.debug("iteration %d: %d patches keep evolving", iteration, kept.shape[1])
         if observer is not None:
             observer(IterationState(iteration, seen_kept, current, grad, sample_loss))

@@ -67,7 +67,8 @@ class ScheduledStopping:
     ``scorer`` picks which patches stay: ``"saliency"`` (SMI: lowest CLS attention stops) or
     ``"random"``. The saliency comes from the forward of iteration ``iterations[i] - 1``, or with
     ``config.saliency == "accumulated"`` from the sum over every forward before the stop (each
-    patch's attention added while it was kept).
+    patch's attention added while it was kept). With ``config.rejoin``, every patch is kept again from
+    that iteration on.
     """
 
     def __init__(self, config: SelectionConfig, num_patches: int, scorer: str = "saliency") -> None:
@@ -80,10 +81,11 @@ class ScheduledStopping:
         counts = config.schedule.kept_counts(num_patches)
         self._keep_after = {t - 1: k for t, k in zip(config.schedule.iterations, counts)}
         self._last_stop = max(config.schedule.iterations, default=0)
+        self._rejoin = config.rejoin
         self._total: torch.Tensor | None = None  # (B, num_patches) summed saliency when accumulating
 
     def final_phase_start(self) -> int:
-        return self._last_stop
+        return self._last_stop if self._rejoin is None else self._rejoin
 
     def needs_saliency(self, iteration: int) -> bool:
         if self.scorer != "saliency":
@@ -95,6 +97,9 @@ class ScheduledStopping:
             if self._total is None:
                 self._total = saliency.new_zeros(kept.shape[0], self.num_patches, dtype=torch.float32)
             self._total.scatter_add_(1, kept, saliency.float())
+        if self._rejoin is not None and iteration == self._rejoin - 1:
+            every = torch.arange(self.num_patches, dtype=kept.dtype, device=kept.device)
+            return every.expand(kept.shape[0], -1).contiguous()
         num_keep = self._keep_after.get(iteration)
         if num_keep is None or num_keep == kept.shape[1]:
             return kept
@@ -122,4 +127,6 @@ def tokens_per_iteration(config: SelectionConfig, num_patches: int, iterations: 
     for t, k in zip(config.schedule.iterations, config.schedule.kept_counts(num_patches)):
         for i in range(t, iterations):
             counts[i] = k
+    if config.rejoin is not None:
+        counts[config.rejoin:] = [num_patches] * max(0, iterations - config.rejoin)
     return counts

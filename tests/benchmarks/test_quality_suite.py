@@ -91,6 +91,7 @@ def _check_quick(out: Path, summary: dict, teachers: set[str]) -> None:
         result = json.loads((out / name / "seed1" / "result.json").read_text())
         assert result["images_per_corpus"] == 12 and result["seed"] == 1 and 0 <= result["teacher_top1"] <= 1
         assert result["corpora"]["smi"]["gen_seconds"] > 0 and result["corpora"]["dense"]["gen_seconds"] > 0
+        assert all(0 < result["corpora"][m]["confidence"] <= 1 for m in ("dense", "smi"))
         assert not (out / name / "seed1" / "corpora").exists()  # removed unless --keep-corpora
         # the teacher quantized on each seed's corpora, beside the students (on by default)
         assert set(result["quant"]["top1"]) == {"W8A8", "W4A4"} and s["quant"]["seeds"] == [0, 1]
@@ -269,3 +270,12 @@ def test_quant_only_quick_run_and_a_reused_result_measured_on_its_kept_corpora(
     shutil.rmtree(out / "digits64" / "seed0" / "corpora")
     assert qs.main(argv) == 0
     assert "corpora were not kept" in capsys.readouterr().err and "quant" not in json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(("name", "rejoin"), [("dense_finish", 360), ("dense_finish_20", 320)])
+def test_dense_finish_changes_only_smis_rejoin(name: str, rejoin: int) -> None:
+    qs = _load("quality_suite")
+    args = qs.parse_args(["--recipe", f"{REPO / 'benchmarks' / 'recipes.py'}:{name}", "--iterations", "400"])
+    project = qs.check_recipe(qs.project_recipe, 400)
+    assert args.recipe_configs["dense"] == project["dense"]
+    assert args.recipe_configs["smi"] == {**project["smi"], "selection": {**project["smi"]["selection"], "rejoin": rejoin}}

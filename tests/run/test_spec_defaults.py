@@ -213,3 +213,17 @@ def test_run_resumes_an_old_default_corpus_with_its_own_recipe(tmp_path: Path, t
     assert main(["run", str(changed), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "inversion.lr: 0.25 -> 0.2" in err and "inversion.loss" not in err and tar_digests(out) == before
+
+
+def test_rejoin_is_a_manifest_field_hashed_only_when_set(tmp_path: Path, fake_teacher: None) -> None:
+    """``rejoin`` (a dense finish) reaches the engine; left out or null it is the engine's default and leaves
+    the spec hash as it was; a rejoin not after the last stop is refused naming the field."""
+    plain = load_spec(write(tmp_path, MINIMAL))
+    assert plain.inversion_config().selection.rejoin is None
+    assert "rejoin" not in plain.hashed_fields()["inversion"]
+    assert load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": None}}))).spec_hash() == plain.spec_hash()
+    finish = load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": 270}})))
+    assert finish.inversion_config().selection.rejoin == 270
+    assert finish.hashed_fields()["inversion"]["rejoin"] == 270 and finish.spec_hash() != plain.spec_hash()
+    with pytest.raises(spec_mod.UserError, match="rejoin"):
+        load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": paper_stops(300)[-1]}})))

@@ -315,3 +315,24 @@ def test_pyramid_refuses_frozen_stopped_patches_and_bad_scales():
     for bad in ((1,), (2, 2), (2.0,), (True,)):
         with pytest.raises(ValueError, match="pyramid"):
             _prior_config(pyramid=bad)
+
+
+@pytest.mark.parametrize("stopped", ["frozen", "prior"])
+def test_rejoined_patches_are_seen_and_moved_again_and_the_image_is_all_kept(stopped):
+    model = tiny_vit("vit")
+    geo = vit_geometry(model)
+    selection = SelectionConfig("smi", SCHEDULE, stopped=stopped, rejoin=16)
+    config = InversionConfig(iterations=20, selection=selection, loss=LossWeights(tv_l2=0.5))
+    states = []
+    result = _run(model, config, observer=lambda s: states.append((s.kept.clone(), s.pixels.clone(), s.grad.clone())))
+    assert [k.shape[1] for k, _, _ in states] == tokens_per_iteration(selection, geo.num_patches, 20)
+    assert [k.shape[1] for k, _, _ in states[16:]] == [geo.num_patches] * 4
+    kept_before = torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, states[15][0], True)
+    stopped_px = ~patch_mask_to_pixels(kept_before, geo).expand(-1, 3, -1, -1)
+    _, before, _ = states[15]
+    _, after, grad = states[-1]
+    assert not torch.equal(after[stopped_px], before[stopped_px])  # the stopped pixels move again
+    assert torch.count_nonzero(grad[stopped_px]) > 0
+    assert bool(result.kept_mask.all())  # the final phase saw every patch
+    with pytest.raises(ValueError, match="rejoin: iteration 20 is not below"):
+        InversionConfig(iterations=20, selection=SelectionConfig("smi", SCHEDULE, rejoin=20))

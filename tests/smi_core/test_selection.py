@@ -70,3 +70,17 @@ def test_accumulated_saliency_sums_every_forward_before_a_stop():
 def test_final_phase_starts_at_the_last_stop():
     assert make_policy(SelectionConfig("smi", StopSchedule((3, 6), (0.5, 0.5))), 8).final_phase_start() == 6
     assert make_policy(SelectionConfig("dense"), 8).final_phase_start() == 0
+
+
+def test_rejoin_brings_every_patch_back_and_starts_the_final_phase():
+    config = SelectionConfig("smi", StopSchedule((3, 6), (0.5, 0.5)), rejoin=8)
+    policy = make_policy(config, 8)
+    assert policy.final_phase_start() == 8
+    kept = torch.tensor([[4, 5]])
+    assert policy.update(6, kept, None, torch.Generator()) is kept
+    assert policy.update(7, kept, None, torch.Generator()).tolist() == [list(range(8))]
+    assert tokens_per_iteration(config, 8, 10) == [8, 8, 8, 4, 4, 4, 2, 2, 8, 8]
+    with pytest.raises(ValueError, match="rejoin: must come after the last stop"):
+        SelectionConfig("smi", StopSchedule((3, 6), (0.5, 0.5)), rejoin=6)
+    with pytest.raises(ValueError, match="rejoin: expected an iteration"):
+        SelectionConfig("smi", rejoin=True)
