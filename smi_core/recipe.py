@@ -44,6 +44,20 @@ def paper_stops(iterations: int) -> tuple[int, ...]:
     return scaled_stops(PAPER_STOP_FRACTIONS, iterations)
 
 
+# the last FINISH_FRACTION of an SMI run sees every patch again (``selection.rejoin``, a dense finish): without
+# it SMI's images are optimised only where their kept quarter is, and the teacher, seeing them whole, gave
+# their target 0.63 where dense's got 0.99 (shapes64); with it 0.91, and the students learnt more (BENCHMARKS.md,
+# "The dense finish")
+FINISH_FRACTION = 0.1
+
+
+def finish_start(iterations: int, stops: Sequence[int]) -> int | None:
+    """The iteration from which the recommended dense finish runs (the last :data:`FINISH_FRACTION` of
+    ``iterations``), or None when that would not come after the last of ``stops`` (very short runs)."""
+    rejoin = iterations - max(1, round(FINISH_FRACTION * iterations))
+    return rejoin if rejoin > max(stops, default=0) else None
+
+
 def recommended_config(method: Method, iterations: int) -> InversionConfig:
     """The recommended recipe for ``method`` (``dense`` or ``smi``) at ``iterations`` Adam steps.
 
@@ -51,7 +65,8 @@ def recommended_config(method: Method, iterations: int) -> InversionConfig:
     levels at 1/2, 1/4 and 1/8 of the side (``pyramid``), all moved by Adam at lr 0.1, betas (0.5, 0.99);
     cross-entropy plus TV-l2 0.75; a random horizontal flip as the only augmentation; SMI stops 30% of
     the remaining patches at the paper's stops scaled to ``iterations``, stopped patches left to the
-    image prior, saliency from the last forward; each image's lowest-loss iterate kept.
+    image prior, saliency from the last forward, every patch back for the last 10% of the run
+    (:func:`finish_start`); each image's lowest-loss iterate kept.
     """
     if method not in ("dense", "smi"):
         raise ValueError(f"method: expected dense or smi, got {method!r}")
@@ -61,7 +76,8 @@ def recommended_config(method: Method, iterations: int) -> InversionConfig:
         lr=0.1,
         betas=(0.5, 0.99),
         selection=SelectionConfig(kind=method, schedule=StopSchedule(stops, (0.3,) * len(stops)),
-                                  stopped="prior", saliency="instant"),
+                                  stopped="prior", saliency="instant",
+                                  rejoin=finish_start(iterations, stops) if method == "smi" else None),
         loss=LossWeights(ce=1.0, tv_l1=0.0, tv_l2=0.75, l2=0.0, bn_prior=0.0, patch_entropy=0.0),
         augment=AugmentConfig(enabled=True, max_roll_fraction=0.0, flip=True, zoom=None, colour_shift=0.0,
                               per_sample=True),

@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from smi_core.config import InversionConfig, SelectionConfig
-from smi_core.recipe import Method, recommended_config
+from smi_core.recipe import Method, finish_start, recommended_config
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Number = Annotated[float, Strict()]  # ints are accepted and stored as floats; strings and bools are not
@@ -145,10 +145,11 @@ def build_config(inv: BaseModel) -> InversionConfig:
     """The engine's config: the fields ``inv`` (an :data:`InversionSpec`) sets over the recommended recipe for
     its method and iteration count; raises the engine's ``ValueError`` (``field: message``) when invalid.
 
-    Two recipe rules: stop iterations written without ratios get the recommended (uniform) ratio at each
-    stop; and the recommended pyramid goes with stopped patches left to the prior, so a manifest that pins
-    stopped patches (``stopped_patches: frozen``, the paper's) for SMI and leaves ``pyramid`` out gets
-    pixels only, instead of an error about a field it never wrote."""
+    Three recipe rules: stop iterations written without ratios get the recommended (uniform) ratio at each
+    stop, and without ``rejoin`` the recommended dense finish if it comes after them (else none); and the
+    recommended pyramid goes with stopped patches left to the prior, so a manifest that pins stopped patches
+    (``stopped_patches: frozen``, the paper's) for SMI and leaves ``pyramid`` out gets pixels only, instead
+    of an error about a field it never wrote."""
     written, every = inv.model_dump(exclude_unset=True), inv.model_dump()
     method, iterations = every["method"], every["iterations"]
     rec = recommended_config(method, iterations)
@@ -159,6 +160,8 @@ def build_config(inv: BaseModel) -> InversionConfig:
     ratios = rec.selection.schedule.ratios
     if "iterations" in schedule and "ratios" not in schedule and len(set(ratios)) == 1:
         schedule["ratios"] = ratios[:1] * len(schedule["iterations"])
+    if "iterations" in schedule and "rejoin" not in selection and method != "dense":
+        changes["selection"]["rejoin"] = finish_start(iterations, schedule["iterations"])
     if "pyramid" not in changes and selection.get("stopped", rec.selection.stopped) == "frozen" and method != "dense":
         changes["pyramid"] = ()  # the paper's pinned stops: coarse levels would move them, so pixels only
     return _replace(rec, changes)  # type: ignore[no-any-return]

@@ -42,6 +42,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "loss": {"ce": 1.0, "tv_l1": 0.0, "tv_l2": 1e-4, "l2": 0.0, "bn_prior": 0.0, "patch_entropy": 0.0},
     "augment": {"enabled": True, "max_roll_fraction": 0.125, "flip": True},
     "pyramid": [],  # pixels only: the recommended recipe's coarse levels are not the paper's
+    "rejoin": None,  # no dense finish: the recommended recipe's is not the paper's
 }
 
 

@@ -216,14 +216,24 @@ def test_run_resumes_an_old_default_corpus_with_its_own_recipe(tmp_path: Path, t
 
 
 def test_rejoin_is_a_manifest_field_hashed_only_when_set(tmp_path: Path, fake_teacher: None) -> None:
-    """``rejoin`` (a dense finish) reaches the engine; left out or null it is the engine's default and leaves
-    the spec hash as it was; a rejoin not after the last stop is refused naming the field."""
+    """``rejoin`` (a dense finish) reaches the engine and the spec hash; ``null`` is the engine's default (no
+    finish, the paper), left out of the hash as before the field existed; a rejoin not after the last stop is
+    refused naming the field."""
     plain = load_spec(write(tmp_path, MINIMAL))
-    assert plain.inversion_config().selection.rejoin is None
-    assert "rejoin" not in plain.hashed_fields()["inversion"]
-    assert load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": None}}))).spec_hash() == plain.spec_hash()
-    finish = load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": 270}})))
-    assert finish.inversion_config().selection.rejoin == 270
-    assert finish.hashed_fields()["inversion"]["rejoin"] == 270 and finish.spec_hash() != plain.spec_hash()
+    assert plain.inversion_config().selection.rejoin == 270 and plain.hashed_fields()["inversion"]["rejoin"] == 270
+    paper = load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": None}})))
+    assert paper.inversion_config().selection.rejoin is None and "rejoin" not in paper.hashed_fields()["inversion"]
+    later = load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": 280}})))
+    assert later.inversion_config().selection.rejoin == 280
+    assert len({plain.spec_hash(), paper.spec_hash(), later.spec_hash()}) == 3
     with pytest.raises(spec_mod.UserError, match="rejoin"):
         load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": paper_stops(300)[-1]}})))
+
+
+def test_written_stops_move_the_recommended_finish_after_them(tmp_path: Path, fake_teacher: None) -> None:
+    """A manifest's own stops with no ``rejoin`` get the recommended finish when it follows them, else none."""
+    late = {"inversion": {"iterations": 300, "schedule": {"iterations": [20, 280]}}}
+    assert load_spec(write(tmp_path, merged(MINIMAL, late))).inversion_config().selection.rejoin is None
+    early = {"inversion": {"iterations": 300, "schedule": {"iterations": [20, 40]}}}
+    assert load_spec(write(tmp_path, merged(MINIMAL, early))).inversion_config().selection.rejoin == 270
+    assert load_spec(write(tmp_path, MINIMAL)).inversion_config().selection.rejoin == 270

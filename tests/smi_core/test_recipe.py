@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smi_core import InversionConfig, paper_stops, recommended_config
-from smi_core.recipe import PAPER_STOP_FRACTIONS, scaled_stops
+from smi_core.recipe import PAPER_STOP_FRACTIONS, finish_start, scaled_stops
 
 
 def test_paper_stops_scale_the_papers_proportions() -> None:
@@ -38,3 +38,12 @@ def test_recommended_config_is_not_the_engines_own_default() -> None:
     assert InversionConfig() != recommended_config("smi", 4000)
     with pytest.raises(ValueError, match="method"):
         recommended_config("random", 100)  # type: ignore[arg-type]
+
+
+def test_smis_recommended_recipe_ends_with_a_dense_finish() -> None:
+    """The last 10% of an SMI run sees every patch again; dense has nothing to rejoin; a run too short for a
+    finish after its last stop gets none."""
+    assert recommended_config("smi", 400).selection.rejoin == 360
+    assert recommended_config("smi", 300).selection.rejoin == 270
+    assert recommended_config("dense", 400).selection.rejoin is None
+    assert finish_start(10, (1,)) == 9 and finish_start(2, (1,)) is None
