@@ -10,7 +10,7 @@ import dataclasses
 
 from smi_core import InversionConfig
 from smi_core.config import StopSchedule
-from smi_core.recipe import paper_stops, recommended_config, scaled_stops
+from smi_core.recipe import finish_start, paper_stops, recommended_config, scaled_stops
 
 
 def pixels(method: str, iterations: int) -> InversionConfig:
@@ -67,9 +67,9 @@ def dense_finish(method: str, iterations: int) -> InversionConfig:
     """SMI at the paper's stops with every stopped patch back in the forward for the last 10% of the run
     (``selection.rejoin``): the whole image, not only its kept quarter, is optimised towards the target
     before it is kept (about 1.25x SMI's teacher tokens)."""
-    return _smi_selection(method, iterations, rejoin=iterations - max(1, round(0.1 * iterations)))
+    return _smi_selection(method, iterations, rejoin=finish_start(iterations, paper_stops(iterations), 0.1))
 
 
 def dense_finish_20(method: str, iterations: int) -> InversionConfig:
     """:func:`dense_finish` over the last 20% of the run (about 1.5x SMI's teacher tokens)."""
-    return _smi_selection(method, iterations, rejoin=iterations - max(1, round(0.2 * iterations)))
+    return _smi_selection(method, iterations, rejoin=finish_start(iterations, paper_stops(iterations), 0.2))

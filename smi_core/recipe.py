@@ -51,10 +51,11 @@ def paper_stops(iterations: int) -> tuple[int, ...]:
 FINISH_FRACTION = 0.1
 
 
-def finish_start(iterations: int, stops: Sequence[int]) -> int | None:
-    """The iteration from which the recommended dense finish runs (the last :data:`FINISH_FRACTION` of
-    ``iterations``), or None when that would not come after the last of ``stops`` (very short runs)."""
-    rejoin = iterations - max(1, round(FINISH_FRACTION * iterations))
+def finish_start(iterations: int, stops: Sequence[int], fraction: float = FINISH_FRACTION) -> int | None:
+    """The iteration from which a dense finish over the last ``fraction`` of ``iterations`` runs (the
+    recommended one by default), or None when that would not come after the last of ``stops`` (very short
+    runs)."""
+    rejoin = iterations - max(1, round(fraction * iterations))
     return rejoin if rejoin > max(stops, default=0) else None
 
 
