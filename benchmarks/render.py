@@ -53,6 +53,9 @@ SECTIONS = [
             "corpus's generation time (SMI's as a share of dense's, measured in one process); the dashed line "
             "is the noise student, the dotted one the teacher.",
             "quality_vs_time.png"),
+    Section("budget", "Quality per FLOP",
+            "What a student learns per FLOP of generation: dense and SMI corpora of the same images per class at "
+            "several iteration counts, each point's student against the FLOPs the engine counted."),
     Section("studies", "What SMI's stops pick", ""),
     Section("quant", "Quantization calibration", ""),
     Section("class_count", "Class count", ""),
@@ -81,6 +84,7 @@ class Result:
     figures: list[dict]
     notes: list[str]
     order: int  # place within its section (then the file name)
+    plot: str | None = None  # a plot the measuring command drew, relative to the repository (shown when present)
 
 
 def load_results(results_dir: Path) -> list[Result]:
@@ -105,6 +109,7 @@ def load_results(results_dir: Path) -> list[Result]:
             figures=figures,
             notes=[notes] if isinstance(notes, str) else [str(n) for n in notes],
             order=int(data.get("order", 100)),
+            plot=data.get("plot"),
         ))
     return sorted(results, key=lambda r: (r.order, r.name))
 
@@ -135,13 +140,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return out
 
 
-def result_block(r: Result) -> list[str]:
+def result_block(r: Result, md_dir: Path = REPO) -> list[str]:
+    """One result's heading, commands, setup, its plot (when the file exists), table and notes."""
     out = [f"### {r.title}", ""]
     if r.commands:
         out += ["```bash", *r.commands, "```", ""]
     where = ", ".join(x for x in [r.date, f"commit `{r.commit}`" if r.commit else None, r.machine] if x)
     text = " ".join(x for x in [f"Measured {where}." if where else None, r.setup] if x)
     out += [text, ""] if text else []
+    if r.plot and (REPO / r.plot).is_file():
+        out += [f"![{r.title}]({os.path.relpath(REPO / r.plot, md_dir).replace(os.sep, '/')})", ""]
     keys = list(r.columns)
     out += table([r.columns[k] for k in keys], [[row.get(k) for k in keys] for row in r.figures]) + [""]
     out += [f"- {n}" for n in r.notes] + ([""] if r.notes else [])
@@ -441,7 +449,7 @@ def render(results_dir: Path, md_path: Path, docs_dir: Path) -> dict[Path, bytes
             body += [f"![{sec.heading}]({os.path.relpath(path, md_path.parent).replace(os.sep, '/')})", ""]
         body += extra
         for r in members:
-            body += result_block(r)
+            body += result_block(r, md_path.parent)
     contents = " · ".join(f"[{line[3:]}](#{anchor(line[3:])})" for line in body if line.startswith("## "))
     files[md_path] = ("\n".join([HEADER, "Measures: " + contents, "", *body]).rstrip() + "\n").encode()
     return files

@@ -170,3 +170,15 @@ def test_the_distillation_cost_result_gets_its_means_and_ratio(tmp_path: Path) -
     cells = [c.strip() for c in summary.strip("|").split("|")]
     assert cells == ["2", "110.00 (14.1)", "62.00 (2.8)", "33.00 (4.2)", "62.50 (0.7)", "30.0", "+0.5 (-18.6 to +19.6)"]
     assert "| 2 | 110.0 | None |" not in text and "| 2 | 110.0 |  | 33.0 | 61.0 |" in text  # the per-seed table
+
+
+def test_a_result_shows_the_plot_its_command_drew_when_the_file_exists(tmp_path: Path) -> None:
+    drawn = tmp_path / "drawn.png"
+    Image.new("RGB", (4, 4), "white").save(drawn)
+    study = {**CLASS_COUNT, "title": "A study", "plot": str(drawn)}
+    missing = {**CLASS_COUNT, "title": "Another", "plot": str(tmp_path / "never-drawn.png")}
+    md, _ = render_to(tmp_path, write_results(tmp_path / "results", class_count=study, other=missing))
+    lines = md.splitlines()
+    assert "![A study](../drawn.png)" in lines  # relative to BENCHMARKS.md (under tmp_path/out)
+    assert lines.index("### A study") < lines.index("![A study](../drawn.png)") < lines.index("| classes | top1 | extra |")
+    assert "never-drawn" not in md
