@@ -399,19 +399,31 @@ def distill(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             return model(normalize(raw, mean, std), masks).float()
 
-    def adversarial_pass(views: torch.Tensor, soft: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Half the step's loss on the clean views, whose backward also gives the pixels' gradient; half on the
-        views one ascent step up it (:func:`adversarial_views`), labelled by the teacher. Gradients accumulate
-        over both halves (synchronised once under DDP); returns the step's loss (detached)."""
+    trained = [p for p in student.parameters() if p.requires_grad]
+
+    def checked(soft: torch.Tensor) -> torch.Tensor:
+        """``soft`` (labels of a batch), refused unless it has the corpus's classes."""
+        if soft.shape[-1] != info.num_classes:
+            raise UserError(f"corpus soft labels have {soft.shape[-1]} classes, the manifest says {info.num_classes}")
+        return soft
+
+    def adversarial_pass(views: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Half the step's loss on the clean views, labelled by a teacher pass that keeps its graph to the pixels,
+        so the one backward gives the student's gradients and the pixels' gradient through both models (the
+        ascent direction); half on the views one step up it (:func:`adversarial_views`), labelled by a no-grad
+        teacher pass. Gradients accumulate over both halves (synchronised once under DDP; the teacher's own
+        parameters get none); returns the step's loss (detached)."""
         views = views.detach().requires_grad_(True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            soft = checked(teacher_logits(views).float())
         clean = kd_divergence(logits_of(views, masks), soft, cfg.temperature)
         with model.no_sync() if ddp.world > 1 else contextlib.nullcontext():  # type: ignore[operator]
-            scaler.scale(clean / 2).backward()
+            scaler.scale(clean / 2).backward(inputs=[views, *trained])
         moved = adversarial_views(views.detach(), views.grad, augment.adversarial_eps)  # type: ignore[arg-type]
         with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             moved_soft = teacher_logits(moved).float()
         ascent = kd_divergence(logits_of(moved, masks), moved_soft, cfg.temperature)
-        scaler.scale(ascent / 2).backward()
+        scaler.scale(ascent / 2).backward(inputs=trained)
         return (clean.detach() + ascent.detach()) / 2
 
     fingerprint = _fingerprint(cfg, identity or {}, ddp, in_memory, workers)
@@ -450,18 +462,15 @@ def distill(
                 batches += 1
                 count = len(images)  # corpus images in this step (adversarial views double the batch)
                 raw, masks = images.to(device, non_blocking=True), masks.to(device)
-                if teacher is not None:
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                        raw, soft = augment_views(raw, g, augment, teacher=teacher_logits)
-                soft = soft.to(device).float()
-                if soft.shape[-1] != info.num_classes:
-                    raise UserError(f"corpus soft labels have {soft.shape[-1]} classes, the manifest says "
-                                    f"{info.num_classes}")
                 opt.zero_grad(set_to_none=True)
                 if teacher is not None and augment.adversarial_eps > 0:
-                    loss = adversarial_pass(raw, soft, masks)
+                    views, _ = augment_views(raw, g, augment)  # labelled by the pass, which keeps the graph
+                    loss = adversarial_pass(views, masks)
                 else:
-                    loss = kd_divergence(logits_of(raw, masks), soft, cfg.temperature)
+                    if teacher is not None:
+                        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                            raw, soft = augment_views(raw, g, augment, teacher=teacher_logits)
+                    loss = kd_divergence(logits_of(raw, masks), checked(soft.to(device).float()), cfg.temperature)
                     scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()

@@ -21,11 +21,10 @@ every random choice from the ``torch.Generator`` passed in.
   teacher's classes rarely depend on one colour; on the toy benchmark this lifted a test_resnet student
   distilled from 320 dense inversions from 34% to 65% held-out top-1 (BENCHMARKS.md).
 - :func:`adversarial_views`: one L2 step up the student-teacher KL divergence (the views where the student
-  disagrees with the teacher most; adversarial belief matching), trained on after the clean views. The step
-  follows the student's gradient with the teacher's labels held fixed: the student's training pass on the clean
-  views computes it on the way, so the step costs no pass of its own (``pipeline.evaluate.distill``). Before
-  commit 9026f2d the step also went through the teacher, a forward and backward pass of its own that made
-  a step cost 1.6-1.9x as much (benchmarks/distill_cost.py).
+  disagrees with the teacher most; adversarial belief matching), trained on beside the clean views. The
+  divergence's gradient at the pixels (through both models) comes from the student's training pass on the clean
+  views, whose teacher labels keep their graph, so the step costs no student pass of its own
+  (``pipeline.evaluate.distill``; ``benchmarks/distill_cost.py`` compares it with the separate pass it replaced).
 """
 
 from __future__ import annotations
@@ -125,8 +124,8 @@ def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 
 
 def adversarial_views(views: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
-    """``views`` moved by one L2 step of norm ``eps`` along each view's ``grad`` (the student's KD loss gradient
-    at the views), clipped to [0, 1], without a graph; a non-finite gradient (a float16 overflow) moves nothing."""
+    """``views`` moved by one L2 step of norm ``eps`` along each view's ``grad`` (the KD divergence's gradient at
+    the views), clipped to [0, 1], without a graph; a non-finite gradient (a float16 overflow) moves nothing."""
     return l2_step(views, torch.nan_to_num(grad.float(), nan=0.0, posinf=0.0, neginf=0.0), eps)
 
 
