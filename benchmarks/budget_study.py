@@ -25,11 +25,8 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_seeds  # noqa: E402  (benchmarks/quality_seeds.py: mean / sd)
 import quality_suite  # noqa: E402  (benchmarks/quality_suite.py: corpora and students per teacher)
-from pipeline.console import emit_json  # noqa: E402
+import suite_study  # noqa: E402  (benchmarks/suite_study.py: what the suite's studies share)
 from pipeline.teachers import suite  # noqa: E402
 
 log = logging.getLogger("budget_study")
@@ -58,17 +55,10 @@ def point_corpora(seed: int, iterations: int, args: argparse.Namespace) -> list[
 
 def suite_argv(name: str, seed: int, iterations: int, args: argparse.Namespace) -> list[str]:
     """``quality_suite``'s command line for one point of teacher ``name`` (no quantization)."""
-    argv = ["--no-quant", "--teachers", name, "--classes", str(args.classes), "--per-class", str(args.per_class),
+    return ["--teachers", name, "--classes", str(args.classes), "--per-class", str(args.per_class),
             "--iterations", str(iterations), "--steps", str(args.steps),
-            "--corpora", ",".join(point_corpora(seed, iterations, args)), "--eval-images", str(args.eval_images),
-            "--threads", str(args.threads), "--out", str(args.out / f"iters{iterations}"), "--recipe", args.recipe]
-    if args.cache is not None:
-        argv += ["--cache", str(args.cache)]
-    if args.teacher_steps:
-        argv += ["--teacher-steps", str(args.teacher_steps)]
-    if args.parallel_students:
-        argv.append("--parallel-students")
-    return argv
+            "--corpora", ",".join(point_corpora(seed, iterations, args)), "--out", str(args.out / f"iters{iterations}"),
+            *suite_study.suite_flags(args)]
 
 
 def curve(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,17 +216,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=32, help="images per class in every corpus")
     p.add_argument("--steps", type=int, default=1000, help="distillation steps per corpus")
     p.add_argument("--no-noise", action="store_true", help="distil no noise corpus")
-    p.add_argument("--recipe", default="project", help="inversion recipe, as quality_suite's --recipe")
-    p.add_argument("--eval-images", type=int, default=0, help="cap on held-out images per teacher (0: all)")
-    p.add_argument("--out", type=Path, help="results folder (default: a temporary folder, removed)")
-    p.add_argument("--cache", type=Path, help="teacher cache root (default: the suite's; --quick: OUT/teachers-quick)")
-    p.add_argument("--teacher-steps", type=int, default=0, help="train the teachers for this many steps (0: their recipe)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--parallel-students", action="store_true", help="distil a point's corpora at once")
-    p.add_argument("--json", type=Path, help="write the study here (e.g. benchmarks/results/budget_study.json)")
-    p.add_argument("--plot", type=Path, help="write the plot here (e.g. docs/budget_study.png)")
-    p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} cores",
-                   help="the machine, in words, for the JSON record")
+    suite_study.add_common_arguments(p, "budget_study")
     args = p.parse_args(argv)
     if args.quick:
         args.teachers, args.classes, args.per_class, args.iterations, args.steps = "shapes64", 3, 2, "4,8", 4
@@ -260,11 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     torch.set_num_threads(args.threads)  # as quality_suite's main: generation in this process, timed
-    tmp = tempfile.TemporaryDirectory(prefix="smi-budget-study-") if args.out is None else None
-    args.out = Path(args.out or tmp.name)  # type: ignore[union-attr]
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.quick and args.cache is None:
-        args.cache = args.out / "teachers-quick"  # tiny teachers never replace the real cached ones
+    tmp = suite_study.open_out(args, "smi-budget-study-")
     start = time.perf_counter()
     curves = []
     for name in args.teachers:
@@ -288,11 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - start,
     }
     doc = with_report(json.loads(json.dumps(doc, default=float)))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     print_table(curves)
-    emit_json(doc)
+    suite_study.publish(doc, args)
     if tmp is not None:
         tmp.cleanup()
     return 0
