@@ -10,6 +10,7 @@ corpus's FLOPs. The lowest iteration count of the first seed also distils a Gaus
         --per-class 32 --steps 1000 --parallel-students --out /tmp/budget \\
         --json benchmarks/results/budget_study.json --plot docs/budget_study.png
     python benchmarks/budget_study.py --quick --out /tmp/budget-quick      # smoke: tiny teachers, toy sizes
+    python benchmarks/budget_study.py --out /tmp/budget --finished-only ...  # what an unfinished study has so far
 
 Each (iterations, teacher, seed) result lives under ``OUT/iters<N>/<teacher>/seed<k>/result.json`` and is
 reused when its settings match, so an interrupted study resumes. ``--json`` gets the document: per teacher
@@ -216,6 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=32, help="images per class in every corpus")
     p.add_argument("--steps", type=int, default=1000, help="distillation steps per corpus")
     p.add_argument("--no-noise", action="store_true", help="distil no noise corpus")
+    p.add_argument("--finished-only", action="store_true",
+                   help="run nothing: summarise the points already finished under --out (each point counts its seeds)")
     suite_study.add_common_arguments(p, "budget_study")
     args = p.parse_args(argv)
     if args.quick:
@@ -248,8 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for iterations in args.iterations:
                 qargs = quality_suite.parse_args(suite_argv(name, seed, iterations, args))
-                results.append(quality_suite.run_one(name, seed, qargs))
-        curves.append(curve(name, results))
+                done = quality_suite.finished(name, seed, qargs) if args.finished_only else None
+                if not args.finished_only or done is not None:
+                    results.append(done or quality_suite.run_one(name, seed, qargs))
+        if results:
+            curves.append(curve(name, results))
+    if not curves:
+        raise SystemExit(f"budget_study: no finished point under {args.out}")
     if args.plot is not None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         args.plot.write_bytes(plot_png(curves))

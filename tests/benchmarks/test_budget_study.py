@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,18 @@ def test_quick_study_writes_the_table_the_json_and_the_plot(tmp_path: Path, caps
     assert curve["noise_top1"]["n"] == 1 and [v["iterations"] for v in curve["verdicts"]] == [4, 8]
     assert len(doc["figures"]) == 4 and (out / "iters8" / "shapes64" / "seed0" / "result.json").is_file()
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_finished_only_summarises_what_a_study_has_so_far(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bs = _load("budget_study")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="no finished point"):
+        bs.main(["--quick", "--out", str(out), "--finished-only"])
+    assert bs.main(["--quick", "--out", str(out)]) == 0
+    shutil.rmtree(out / "iters8")  # one point of two finished
+    capsys.readouterr()
+    assert bs.main(["--quick", "--out", str(out), "--finished-only", "--seeds", "0,1"]) == 0  # runs nothing more
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(p["method"], p["iterations"], p["seeds"]) for p in doc["curves"][0]["points"]] == [("dense", 4, 1),
+                                                                                               ("smi", 4, 1)]
+    assert not (out / "iters8").exists() and not (out / "iters4" / "shapes64" / "seed1").exists()
