@@ -4,8 +4,9 @@ The loss is ``KL(softmax(s/T) || softmax(t/T)) * T^2`` against the stored soft l
 or a live teacher (``--teacher``). A live teacher labels augmented views of each batch
 (:mod:`pipeline.evaluate.kd_views`: flip/shift, colour jitter and channel shuffle, and one adversarial
 student-teacher step), which is what lets a student learn from a few hundred inverted images. With the
-adversarial step a training step is two passes of the student: the clean views (whose backward also gives the
-pixels' gradient) and the views one ascent step up it, each labelled by one no-grad teacher pass.
+adversarial step a training step is two passes of the student: the clean views, labelled by a teacher pass that
+keeps its graph to the pixels (so their backward also gives the pixels' gradient through both models), and the
+views one ascent step up it, labelled by a no-grad teacher pass.
 A corpus whose decoded pixels fit in ``DistillConfig.memory_budget`` is decoded once and dealt from
 memory in full batches (:mod:`pipeline.evaluate.memory_batches`; one process, no ``--workers``); else it is
 streamed through :func:`pipeline.corpus.loader.load_corpus` (seeded shard shuffle, several shards open at
@@ -366,7 +367,7 @@ def distill(
     """
     ddp = ddp or Distributed()
     device = torch.device(cfg.device)
-    # channels-last convolutions: the same student at 0.8x the seconds of its CPU training pass (demo corpus)
+    # channels-last convolutions: a demo-corpus step in about 0.85x the seconds on the dev box's CPU
     student.to(device, memory_format=torch.channels_last).train()
     if teacher is not None:
         teacher.to(device).eval()
