@@ -170,10 +170,9 @@ def profile_step(corpus: str, steps: int, eps: float = 1.0, batch_size: int = 64
     from pipeline.evaluate.common import corpus_info
     from pipeline.evaluate.defaults import default_student
     from pipeline.evaluate.distill import build_student
-    from pipeline.evaluate.kd_views import (
-        KDAugmentConfig, adversarial_views, flip_shift, kd_divergence, mix_pairs, photometric,
-    )
+    from pipeline.evaluate.kd_views import KDAugmentConfig, flip_shift, kd_divergence, mix_pairs, photometric
     from pipeline.evaluate.memory_batches import load_in_memory
+    from pipeline.teachers.adversarial import l2_step
     from pipeline.teachers.classify import normalize
     from pipeline.teachers.loading import load_teacher
 
@@ -209,24 +208,29 @@ def profile_step(corpus: str, steps: int, eps: float = 1.0, batch_size: int = 64
             views = photometric(flip_shift(mix_pairs(images, g, views_cfg.mix), g, 0, views_cfg.flip), g,
                                 views_cfg.colour_jitter, views_cfg.channel_shuffle)
             lap("views")
-            with torch.no_grad():
-                labels = model(normalize(views, *t_norm))
-            lap("teacher forward (clean labels)")
-            opt.zero_grad(set_to_none=True)
-            x = views.clone().requires_grad_(eps > 0)
-            loss = kd_divergence(student(normalize(x, *s_norm)), labels, 4.0)
-            lap("student forward (clean)")
-            (loss / 2 if eps > 0 else loss).backward()
-            lap("student backward (clean; the pixels' gradient on the way)")
             if eps > 0:
-                moved = adversarial_views(views, x.grad, eps)
+                x = views.clone().requires_grad_(True)
+                clean = model(normalize(x, *t_norm))
+                lap("adversarial: teacher forward")
+                loss = kd_divergence(student(normalize(x, *s_norm)), clean, 4.0)
+                lap("adversarial: student forward")
+                (grad,) = torch.autograd.grad(loss, [x])
+                moved = l2_step(views, grad, eps)
+                lap("adversarial: backward to the pixels")
                 with torch.no_grad():
-                    moved_labels = model(normalize(moved, *t_norm))
-                lap("teacher forward (adversarial labels)")
-                loss = kd_divergence(student(normalize(moved, *s_norm)), moved_labels, 4.0)
-                lap("student forward (adversarial)")
-                (loss / 2).backward()
-                lap("student backward (adversarial)")
+                    labels = torch.cat([clean.detach(), model(normalize(moved, *t_norm))])
+                lap("teacher forward (labels)")
+                batch = torch.cat([views, moved])
+            else:
+                with torch.no_grad():
+                    labels = model(normalize(views, *t_norm))
+                lap("teacher forward (labels)")
+                batch = views
+            logits = student(normalize(batch, *s_norm))
+            lap("student forward")
+            opt.zero_grad(set_to_none=True)
+            kd_divergence(logits, labels, 4.0).backward()
+            lap("student backward")
             opt.step()
             lap("optimizer step")
             done += 1

@@ -3,10 +3,7 @@
 The loss is ``KL(softmax(s/T) || softmax(t/T)) * T^2`` against the stored soft labels (``.logits.npy``)
 or a live teacher (``--teacher``). A live teacher labels augmented views of each batch
 (:mod:`pipeline.evaluate.kd_views`: flip/shift, colour jitter and channel shuffle, and one adversarial
-student-teacher step), which is what lets a student learn from a few hundred inverted images. With the
-adversarial step a training step is two passes of the student: the clean views, labelled by a teacher pass that
-keeps its graph to the pixels (so their backward also gives the pixels' gradient through both models), and the
-views one ascent step up it, labelled by a no-grad teacher pass.
+student-teacher step), which is what lets a student learn from a few hundred inverted images.
 A corpus whose decoded pixels fit in ``DistillConfig.memory_budget`` is decoded once and dealt from
 memory in full batches (:mod:`pipeline.evaluate.memory_batches`; one process, no ``--workers``); else it is
 streamed through :func:`pipeline.corpus.loader.load_corpus` (seeded shard shuffle, several shards open at
@@ -24,7 +21,6 @@ Top-1 of the student and of the teacher is measured on real held-out images.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import os
@@ -67,7 +63,6 @@ from pipeline.evaluate.defaults import corpus_classes, default_student, step_bud
 from pipeline.evaluate.kd_views import (
     NO_AUGMENT,
     KDAugmentConfig,
-    adversarial_views,
     augment_views,
     kd_divergence,
 )
@@ -392,40 +387,11 @@ def distill(
                                                              adversarial_eps=0.0, mix=0.0)
     teacher_mean, teacher_std = teacher_norm or (mean, std)
 
+    def student_logits(raw: torch.Tensor) -> torch.Tensor:  # views only: no gradient sync needed
+        return student(normalize(raw, mean, std))
+
     def teacher_logits(raw: torch.Tensor) -> torch.Tensor:
         return teacher(normalize(raw, teacher_mean, teacher_std))  # type: ignore[misc]
-
-    def logits_of(raw: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """The student's logits on ``raw`` (float32), under autocast where it applies."""
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            return model(normalize(raw, mean, std), masks).float()
-
-    trained = [p for p in student.parameters() if p.requires_grad]
-
-    def checked(soft: torch.Tensor) -> torch.Tensor:
-        """``soft`` (labels of a batch), refused unless it has the corpus's classes."""
-        if soft.shape[-1] != info.num_classes:
-            raise UserError(f"corpus soft labels have {soft.shape[-1]} classes, the manifest says {info.num_classes}")
-        return soft
-
-    def adversarial_pass(views: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Half the step's loss on the clean views, labelled by a teacher pass that keeps its graph to the pixels,
-        so the one backward gives the student's gradients and the pixels' gradient through both models (the
-        ascent direction); half on the views one step up it (:func:`adversarial_views`), labelled by a no-grad
-        teacher pass. Gradients accumulate over both halves (synchronised once under DDP; the teacher's own
-        parameters get none); returns the step's loss (detached)."""
-        views = views.detach().requires_grad_(True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            soft = checked(teacher_logits(views).float())
-        clean = kd_divergence(logits_of(views, masks), soft, cfg.temperature)
-        with model.no_sync() if ddp.world > 1 else contextlib.nullcontext():  # type: ignore[operator]
-            scaler.scale(clean / 2).backward(inputs=[views, *trained])
-        moved = adversarial_views(views.detach(), views.grad, augment.adversarial_eps)  # type: ignore[arg-type]
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            moved_soft = teacher_logits(moved).float()
-        ascent = kd_divergence(logits_of(moved, masks), moved_soft, cfg.temperature)
-        scaler.scale(ascent / 2).backward(inputs=trained)
-        return (clean.detach() + ascent.detach()) / 2
 
     fingerprint = _fingerprint(cfg, identity or {}, ddp, in_memory, workers)
     state_path = cfg.checkpoint_dir / STATE_FILE if cfg.checkpoint_dir is not None else None
@@ -462,17 +428,19 @@ def distill(
                     break
                 batches += 1
                 count = len(images)  # corpus images in this step (adversarial views double the batch)
-                raw, masks = images.to(device, non_blocking=True), masks.to(device)
-                opt.zero_grad(set_to_none=True)
-                if teacher is not None and augment.adversarial_eps > 0:
-                    views, _ = augment_views(raw, g, augment)  # labelled by the pass, which keeps the graph
-                    loss = adversarial_pass(views, masks)
-                else:
+                raw = images.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     if teacher is not None:
-                        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                            raw, soft = augment_views(raw, g, augment, teacher=teacher_logits)
-                    loss = kd_divergence(logits_of(raw, masks), checked(soft.to(device).float()), cfg.temperature)
-                    scaler.scale(loss).backward()
+                        raw, soft = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
+                                                  temperature=cfg.temperature)
+                    soft = soft.to(device).float()
+                    if soft.shape[-1] != info.num_classes:
+                        raise UserError(f"corpus soft labels have {soft.shape[-1]} classes, the manifest says "
+                                        f"{info.num_classes}")
+                    logits = model(normalize(raw, mean, std), masks.to(device))
+                loss = kd_divergence(logits.float(), soft, cfg.temperature)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
                 sched.step()

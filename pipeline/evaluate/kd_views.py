@@ -20,11 +20,8 @@ every random choice from the ``torch.Generator`` passed in.
   the colour channels. Inverted images carry the colours the optimisation happened to find, while the
   teacher's classes rarely depend on one colour; on the toy benchmark this lifted a test_resnet student
   distilled from 320 dense inversions from 34% to 65% held-out top-1 (BENCHMARKS.md).
-- :func:`adversarial_views`: one L2 step up the student-teacher KL divergence (the views where the student
-  disagrees with the teacher most; adversarial belief matching), trained on beside the clean views. The
-  divergence's gradient at the pixels (through both models) comes from the student's training pass on the clean
-  views, whose teacher labels keep their graph, so the step costs no student pass of its own
-  (``pipeline.evaluate.distill``; ``benchmarks/distill_cost.py`` compares it with the separate pass it replaced).
+- :func:`kd_adversarial`: one L2 step up the student-teacher KL divergence (the views where the student
+  disagrees with the teacher most; adversarial belief matching), added to the batch.
 """
 
 from __future__ import annotations
@@ -123,21 +120,45 @@ def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     ) * (t * t)
 
 
-def adversarial_views(views: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
-    """``views`` moved by one L2 step of norm ``eps`` along each view's ``grad`` (the KD divergence's gradient at
-    the views), clipped to [0, 1], without a graph; a non-finite gradient (a float16 overflow) moves nothing."""
-    return l2_step(views, torch.nan_to_num(grad.float(), nan=0.0, posinf=0.0, neginf=0.0), eps)
+def kd_adversarial(
+    student: Logits, teacher: Logits, images: torch.Tensor, eps: float, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images`` moved by one L2 step of norm ``eps`` up the student-teacher KL divergence, clipped to
+    [0, 1], and the teacher's logits on ``images`` (computed on the way, detached). Neither carries a
+    graph; the student's parameter gradients are left untouched."""
+    x = images.detach().clone().requires_grad_(True)
+    teacher_logits = teacher(x)
+    loss = kd_divergence(student(x), teacher_logits, temperature)
+    (grad,) = torch.autograd.grad(loss, [x])
+    return l2_step(images, grad, eps), teacher_logits.detach()
 
 
 def augment_views(
-    images: torch.Tensor, g: torch.Generator, config: KDAugmentConfig, *, teacher: Logits | None = None
+    images: torch.Tensor,
+    g: torch.Generator,
+    config: KDAugmentConfig,
+    *,
+    student: Logits | None = None,
+    teacher: Logits | None = None,
+    temperature: float = 4.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The clean views of ``images`` to distil on, (optionally mixed,) flip/shift and photometric, and, given a
-    ``teacher``, its logits on them (else None). The adversarial views (``config.adversarial_eps`` > 0) come
-    from the student's gradient at these: :func:`adversarial_views`."""
+    """The batch of views to distil on and, given a ``teacher``, its logits on every view (else None).
+
+    Views are (optionally mixed,) flip/shift and photometric views of ``images``, plus (with
+    ``config.adversarial_eps`` > 0) their adversarial counterparts, so the batch doubles. The adversarial
+    step's teacher pass on the clean views is reused as their labels, so only the adversarial half costs
+    another teacher pass.
+    """
     views = mix_pairs(images, g, config.mix) if config.mix > 0 else images
     views = flip_shift(views, g, config.max_shift, config.flip)
     views = photometric(views, g, config.colour_jitter, config.channel_shuffle)
+    if config.adversarial_eps > 0:
+        if student is None or teacher is None:
+            raise ValueError("adversarial_eps > 0 needs the student and the teacher")
+        moved, clean_logits = kd_adversarial(student, teacher, views, config.adversarial_eps, temperature)
+        with torch.no_grad():
+            labels = torch.cat([clean_logits, teacher(moved)])
+        return torch.cat([views, moved]), labels
     if teacher is None:
         return views, None
     with torch.no_grad():

@@ -9,9 +9,9 @@ from torch import nn
 from pipeline.evaluate.kd_views import (
     NO_AUGMENT,
     KDAugmentConfig,
-    adversarial_views,
     augment_views,
     flip_shift,
+    kd_adversarial,
     kd_divergence,
     mix_pairs,
     photometric,
@@ -85,31 +85,29 @@ def test_views_are_reproducible_from_the_generator():
 def test_adversarial_step_raises_the_divergence_within_its_budget():
     x = images()
     student, teacher = tiny_net(0), tiny_net(1)
-    views = x.clone().requires_grad_(True)
-    before = kd_divergence(student(views), teacher(views), 4.0)
-    before.backward(inputs=[views])  # as distill's training pass gives it: through both models
-    moved = adversarial_views(x, views.grad, eps=0.5)
-    with torch.no_grad():
-        assert kd_divergence(student(moved), teacher(moved), 4.0) > before
-    assert (moved - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5 and moved.min() >= 0 and moved.max() <= 1
-    assert not moved.requires_grad
+    before = kd_divergence(student(x), teacher(x), 4.0)
+    moved, clean_logits = kd_adversarial(student, teacher, x, eps=0.5, temperature=4.0)
+    assert torch.allclose(clean_logits, teacher(x)) and not clean_logits.requires_grad
+    after = kd_divergence(student(moved), teacher(moved), 4.0)
+    assert after > before
+    assert (moved - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
+    assert not moved.requires_grad and all(p.grad is None for p in student.parameters())
 
 
-def test_a_non_finite_gradient_moves_nothing():
+def test_adversarial_views_double_the_batch_and_need_both_models():
     x = images()
-    grad = torch.full_like(x, float("inf"))
-    assert torch.equal(adversarial_views(x, grad, eps=0.5), x)
-    assert torch.equal(adversarial_views(x, torch.full_like(x, float("nan")), eps=0.5), x)
-
-
-def test_the_teacher_labels_every_clean_view():
-    x = images()
+    cfg = KDAugmentConfig(adversarial_eps=0.5)
     teacher = tiny_net(1)
-    views, labels = augment_views(x, torch.Generator().manual_seed(0), KDAugmentConfig(), teacher=teacher)
-    assert views.shape == x.shape and not torch.equal(views, x)
+    out, labels = augment_views(x, torch.Generator().manual_seed(0), cfg, student=tiny_net(0), teacher=teacher)
+    assert out.shape == (2 * len(x), *x.shape[1:])
+    with torch.no_grad():  # every view labelled by the teacher, the clean half from the adversarial step's pass
+        assert labels is not None and torch.allclose(labels, teacher(out), atol=1e-6)
+    plain, plain_labels = augment_views(x, torch.Generator().manual_seed(0), KDAugmentConfig(adversarial_eps=0.0),
+                                        teacher=teacher)
     with torch.no_grad():
-        assert labels is not None and torch.allclose(labels, teacher(views), atol=1e-6)
-    assert not labels.requires_grad
+        assert plain_labels is not None and torch.allclose(plain_labels, teacher(plain), atol=1e-6)
+    with pytest.raises(ValueError, match="needs the student and the teacher"):
+        augment_views(x, torch.Generator().manual_seed(0), cfg)
 
 
 @pytest.mark.parametrize("kwargs, field", [
