@@ -28,6 +28,7 @@ def add_common_arguments(p: argparse.ArgumentParser, study: str) -> None:
     p.add_argument("--plot", type=Path, help=f"write the plot here (e.g. docs/{study}.png)")
     p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} cores",
                    help="the machine, in words, for the JSON record")
+    p.add_argument("--note", action="append", default=[], help="a line added to the document's notes (repeatable)")
 
 
 def suite_flags(args: argparse.Namespace) -> list[str]:
@@ -55,7 +56,10 @@ def open_out(args: argparse.Namespace, prefix: str) -> tempfile.TemporaryDirecto
 
 
 def publish(doc: dict[str, Any], args: argparse.Namespace) -> None:
-    """Write ``doc`` to ``--json`` (when given) and print it as the last stdout line."""
+    """Write ``doc``, with the ``--note`` lines added to its notes, to ``--json`` (when given) and print it as the
+    last stdout line."""
+    if args.note:
+        doc["notes"] = [*doc.get("notes", []), *args.note]
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")

@@ -75,10 +75,12 @@ def test_plot_draws_dense_and_smi_per_teacher() -> None:
 def test_quick_study_writes_the_table_the_json_and_the_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bs = _load("budget_study")
     out, doc_path, plot = tmp_path / "out", tmp_path / "b.json", tmp_path / "b.png"
-    assert bs.main(["--quick", "--out", str(out), "--json", str(doc_path), "--plot", str(plot), "--machine", "box"]) == 0
+    assert bs.main(["--quick", "--out", str(out), "--json", str(doc_path), "--plot", str(plot), "--machine", "box",
+                    "--note", "how the points ran"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     doc = json.loads(doc_path.read_text())
     assert doc == printed and doc["section"] == "budget" and doc["plot"] == str(plot)
+    assert doc["notes"] == ["how the points ran"]
     (curve,) = doc["curves"]
     assert [(p["method"], p["iterations"]) for p in curve["points"]] == [("dense", 4), ("dense", 8), ("smi", 4),
                                                                          ("smi", 8)]
