@@ -37,7 +37,7 @@ def test_each_point_is_one_quality_suite_run_in_its_own_folder(tmp_path: Path) -
 
 
 def _point(method: str, iterations: int, flops: float, top1: float) -> dict:
-    return {"method": method, "iterations": iterations, "seeds": 3, "flops_per_image": flops,
+    return {"method": method, "iterations": iterations, "seeds": 3, "flops_per_image": flops, "time_vs_dense": 0.4,
             "seconds_per_image": flops / 1e9, "confidence": 0.9,
             "student_top1": {"mean": top1, "sd": 0.02, "min": top1, "max": top1, "n": 3}}
 
@@ -89,7 +89,9 @@ def test_quick_study_writes_the_table_the_json_and_the_plot(tmp_path: Path, caps
     dense4, dense8 = curve["points"][:2]
     assert dense8["flops_per_image"] == pytest.approx(2 * dense4["flops_per_image"])  # FLOPs scale with iterations
     assert curve["noise_top1"]["n"] == 1 and [v["iterations"] for v in curve["verdicts"]] == [4, 8]
-    assert len(doc["figures"]) == 4 and (out / "iters8" / "shapes64" / "seed0" / "result.json").is_file()
+    assert [(f["iterations"], f["seeds"]) for f in doc["figures"]] == [(4, 1), (8, 1)]  # dense and SMI side by side
+    assert all(0 < f["time_pct"] and 0 < f["flops_pct"] < 100 for f in doc["figures"])
+    assert (out / "iters8" / "shapes64" / "seed0" / "result.json").is_file()
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
