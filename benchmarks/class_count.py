@@ -25,11 +25,8 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_seeds  # noqa: E402  (benchmarks/quality_seeds.py: mean / sd)
 import quality_suite  # noqa: E402  (benchmarks/quality_suite.py: corpora and students per teacher)
-from pipeline.console import emit_json  # noqa: E402
+import suite_study  # noqa: E402  (benchmarks/suite_study.py: what the suite's studies share)
 from pipeline.teachers import suite  # noqa: E402
 
 log = logging.getLogger("class_count")
@@ -54,17 +51,9 @@ STUDENTS = ("noise", "dense", "smi", "real")
 def suite_argv(name: str, args: argparse.Namespace) -> list[str]:
     """``quality_suite``'s command line for teacher ``name``: all of its classes, this study's sizes, no
     quantization (this study's rows are students' shares of the teacher)."""
-    argv = ["--no-quant", "--teachers", name, "--classes", str(len(suite.suite_teacher(name).class_names)),
+    return ["--teachers", name, "--classes", str(len(suite.suite_teacher(name).class_names)),
             "--per-class", str(args.per_class), "--iterations", str(args.iterations), "--steps", str(args.steps),
-            "--corpora", ",".join(args.corpora), "--eval-images", str(args.eval_images),
-            "--threads", str(args.threads), "--out", str(args.out), "--recipe", args.recipe]
-    if args.cache is not None:
-        argv += ["--cache", str(args.cache)]
-    if args.teacher_steps:
-        argv += ["--teacher-steps", str(args.teacher_steps)]
-    if args.parallel_students:
-        argv.append("--parallel-students")
-    return argv
+            "--corpora", ",".join(args.corpora), "--out", str(args.out), *suite_study.suite_flags(args)]
 
 
 def teacher_row(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -164,17 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=200, help="inversion iterations (dense and SMI)")
     p.add_argument("--steps", type=int, default=400, help="distillation steps per corpus (the same for every teacher)")
     p.add_argument("--corpora", default="noise,dense,smi", help="corpora to distil (all four are generated)")
-    p.add_argument("--recipe", default="project", help="inversion recipe, as quality_suite's --recipe")
-    p.add_argument("--eval-images", type=int, default=0, help="cap on held-out images per teacher (0: all)")
-    p.add_argument("--out", type=Path, help="results folder (default: a temporary folder, removed)")
-    p.add_argument("--cache", type=Path, help="teacher cache root (default: the suite's; --quick: OUT/teachers-quick)")
-    p.add_argument("--teacher-steps", type=int, default=0, help="train the teachers for this many steps (0: their recipe)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--parallel-students", action="store_true", help="distil a teacher's corpora at once")
-    p.add_argument("--json", type=Path, help="write the study here (e.g. benchmarks/results/class_count.json)")
-    p.add_argument("--plot", type=Path, help="write the plot here (e.g. docs/class_count.png)")
-    p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} cores",
-                   help="the machine, in words, for the JSON record")
+    suite_study.add_common_arguments(p, "class_count")
     args = p.parse_args(argv)
     if args.quick:
         args.teachers, args.per_class, args.iterations, args.steps = "glyphs196,glyphs30x196", 2, 4, 4
@@ -223,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     torch.set_num_threads(args.threads)  # as quality_suite's main: generation in this process, timed
-    tmp = tempfile.TemporaryDirectory(prefix="smi-class-count-") if args.out is None else None
-    args.out = Path(args.out or tmp.name)  # type: ignore[union-attr]
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.quick and args.cache is None:
-        args.cache = args.out / "teachers-quick"  # tiny teachers never replace the real cached ones
+    tmp = suite_study.open_out(args, "smi-class-count-")
     start = time.perf_counter()
     rows = []
     for name in args.teachers:
@@ -246,11 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows, "plot": str(args.plot) if args.plot is not None else None, "wall_seconds": time.perf_counter() - start,
     }
     doc = with_report(json.loads(json.dumps(doc, default=float)))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     print_table(rows)
-    emit_json(doc)
+    suite_study.publish(doc, args)
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -1,17 +1,18 @@
-"""Distillation cost: ``smi-synth distill``'s seconds and student top-1 before and after a change of defaults.
+"""Distillation cost: ``smi-synth distill``'s seconds and student top-1 before and after a change.
 
 Each arm is one ``smi-synth distill CORPUS --eval EVAL --seed S --json`` command line in its own process
 with one torch thread; ``--parallel`` of them run at once, the arms of one seed side by side, so both arms
-see the same load. The ``before`` arm spells out the defaults of commit 2805bf5 (3,000 steps at lr 1e-2,
-every view also moved by one adversarial step); ``after`` is the same at half the batch; ``no-adversarial``
-drops the adversarial views.
+see the same load. The ``before`` and ``after`` arms spell out the defaults of commit 2805bf5 (3,000 steps at
+lr 1e-2, every view also moved by one adversarial step); ``before`` runs the code of ``--before-root`` (a
+checkout of the commit before the change, e.g. ``git worktree add --detach /tmp/before BASE``), the other arms
+this checkout's. ``half-batch`` is ``after`` at half the batch; ``no-adversarial`` drops the adversarial views.
 
     smi-synth run manifests/demo.yaml --out /tmp/distcost/demo            # the demo-size corpus (10 x 8)
-    nice -n 10 python benchmarks/distill_cost.py /tmp/distcost/demo --seeds 0,1,2 \\
+    nice -n 10 python benchmarks/distill_cost.py /tmp/distcost/demo --seeds 0,1,2 --before-root /tmp/before \\
         --runs /tmp/distcost/runs.jsonl --json benchmarks/results/distill_cost.json
 
 Each finished run is appended to ``--runs`` (JSON lines) and reused by a later call with the same corpus,
-eval set, arm flags and seed, so an interrupted study resumes. ``--json`` gets the document (command,
+eval set, arm flags, seed and code commit, so an interrupted study resumes. ``--json`` gets the document (command,
 commit, date, machine, per arm and seed: seconds of training as the command reports them, wall seconds of
 the whole command, student top-1; mean / sd per arm; after/before ratio of mean seconds). The last stdout
 line is that document. Two cheaper measures of the cost alone (a step costs the same at any step count):
@@ -19,7 +20,7 @@ line is that document. Two cheaper measures of the cost alone (a step costs the 
     nice -n 10 python benchmarks/distill_cost.py /tmp/distcost/demo --no-runs --profile-steps 20 \
         --timing-steps 30 --timing-rounds 3 --json benchmarks/results/distill_cost.json
 
-``--profile-steps`` times each phase of a step in this process; ``--timing-steps`` runs short commands of
+``--profile-steps`` times each phase of this checkout's step in this process; ``--timing-steps`` runs short commands of
 the arms one at a time, alternating, so both see the load of the moment.
 """
 
@@ -43,12 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 FORMAT = "distill-cost-v1"
 # The defaults of ``smi-synth distill`` at commit 2805bf5, spelled out (views: flip, colour jitter 0.3,
 # channel shuffle, mixing every image, which the later defaults keep).
-# ``after``: the same steps at half the batch (32 images and their 32 adversarial views a step): every step costs
-# about half (a step's passes scale with its views). ``no-adversarial``: 64 images a step without the ascent step
-# (about a third of the cost).
+# ``half-batch``: the same steps at half the batch (32 images and their 32 adversarial views a step): every step
+# costs about half (a step's passes scale with its views). ``no-adversarial``: 64 images a step without the ascent
+# step (about a third of the cost).
 ARMS: dict[str, list[str]] = {
     "before": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0"],
-    "after": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0", "--batch-size", "32"],
+    "after": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0"],
+    "half-batch": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0", "--batch-size", "32"],
     "no-adversarial": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "0"],
 }
 MACHINE = "dev box: 2-core AMD EPYC VM, shared with other jobs"
@@ -60,9 +62,11 @@ class Run(NamedTuple):
     arm: str
     seed: int
     argv: list[str]
+    root: Path = ROOT  # the checkout whose code runs it
 
     def key(self, corpus: str, eval_spec: str) -> dict[str, Any]:
-        return {"corpus": corpus, "eval": eval_spec, "arm": self.arm, "seed": self.seed, "argv": self.argv}
+        return {"corpus": corpus, "eval": eval_spec, "arm": self.arm, "seed": self.seed, "argv": self.argv,
+                "commit": commit(self.root)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval", default="toy", help="--eval of every distill command (default: toy)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated distillation seeds (default: 0,1,2)")
     p.add_argument("--arms", default="before,after", help=f"comma-separated arms, of {', '.join(ARMS)}")
+    p.add_argument("--before-root", type=Path, default=ROOT,
+                   help="the checkout whose code the before arm runs (default: this one)")
     p.add_argument("--parallel", type=int, default=2, help="distill commands at once, one torch thread each")
     p.add_argument("--runs", type=Path, help="JSON-lines file of finished runs, appended to and reused")
     p.add_argument("--json", type=Path, help="write the result document here")
@@ -96,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--seeds: at least one seed")
     if len(set(args.seeds)) != len(args.seeds):
         p.error("--seeds: a seed is given twice")
+    if not (args.before_root / "pipeline" / "cli.py").is_file():
+        p.error(f"--before-root: {args.before_root} is not a checkout of this project")
     if args.parallel < 1:
         p.error(f"--parallel: must be >= 1, got {args.parallel}")
     if args.profile_steps < 0:
@@ -109,7 +117,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> list[Run]:
     """The runs, seed by seed with the arms of a seed next to each other (so they run side by side)."""
-    return [Run(arm, seed, ARMS[arm]) for seed in args.seeds for arm in args.arms]
+    return [Run(arm, seed, ARMS[arm], root_of(arm, args)) for seed in args.seeds for arm in args.arms]
+
+
+def root_of(arm: str, args: argparse.Namespace) -> Path:
+    """The checkout an arm's commands run from: ``--before-root`` for ``before``, else this one."""
+    return Path(args.before_root).resolve() if arm == "before" else ROOT
 
 
 def with_steps(argv: list[str], steps: int) -> list[str]:
@@ -123,8 +136,8 @@ def with_steps(argv: list[str], steps: int) -> list[str]:
 
 def timing_plan(args: argparse.Namespace) -> list[Run]:
     """Short runs of every arm, alternating arm by arm, round by round (seed 0)."""
-    return [Run(arm, 0, with_steps(ARMS[arm], args.timing_steps)) for _ in range(args.timing_rounds)
-            for arm in args.arms]
+    return [Run(arm, 0, with_steps(ARMS[arm], args.timing_steps), root_of(arm, args))
+            for _ in range(args.timing_rounds) for arm in args.arms]
 
 
 def command(run: Run, corpus: str, eval_spec: str) -> list[str]:
@@ -135,9 +148,9 @@ def command(run: Run, corpus: str, eval_spec: str) -> list[str]:
 def execute(run: Run, corpus: str, eval_spec: str) -> dict[str, Any]:
     """Run one distill command with one torch thread; its report and wall seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+           "PYTHONPATH": os.pathsep.join([str(run.root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     start = time.perf_counter()
-    out = subprocess.run(command(run, corpus, eval_spec), env=env, cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run(command(run, corpus, eval_spec), env=env, cwd=run.root, capture_output=True, text=True,
                          check=False)
     wall = time.perf_counter() - start
     if out.returncode != 0:
@@ -145,7 +158,7 @@ def execute(run: Run, corpus: str, eval_spec: str) -> dict[str, Any]:
     report = json.loads(out.stdout.strip().splitlines()[-1])
     return {**run.key(corpus, eval_spec), "seconds": report["seconds"], "wall_seconds": round(wall, 3),
             "student_top1": report["student_top1"], "teacher_top1": report["teacher_top1"], "steps": report["steps"],
-            "budget": report["chosen"]["budget"], "commit": commit(), "date": now()}
+            "budget": report["chosen"]["budget"], "date": now()}
 
 
 def profile_step(corpus: str, steps: int, eps: float = 1.0, batch_size: int = 64) -> dict[str, float]:
@@ -171,7 +184,8 @@ def profile_step(corpus: str, steps: int, eps: float = 1.0, batch_size: int = 64
     model, t_norm = teacher.model.eval(), (tuple(teacher.mean), tuple(teacher.std))
     s_norm = (info.mean or t_norm[0], info.std or t_norm[1])
     torch.manual_seed(0)
-    student = build_student(default_student(info), num_classes=info.num_classes, img_size=info.img_size).train()
+    student = build_student(default_student(info), num_classes=info.num_classes, img_size=info.img_size)
+    student = student.to(memory_format=torch.channels_last).train()  # as distill trains it
     opt = torch.optim.AdamW(student.parameters(), lr=1e-2, weight_decay=0.05)
     memory = load_in_memory(info.root, num_images=info.num_images, img_size=info.img_size, batch_size=batch_size,
                             budget_bytes=1 << 34)
@@ -233,8 +247,8 @@ def find(runs: list[dict[str, Any]], key: dict[str, Any]) -> dict[str, Any] | No
     return next((r for r in runs if all(r.get(k) == v for k, v in key.items())), None)
 
 
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+def commit(root: Path = ROOT) -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
     return out.stdout.strip() or "unknown"
 
 
@@ -285,8 +299,8 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, rows_timing:
         figures = [{"phase": k, **{f"{a}_ms": profile.get(a, {}).get(k) for a in args.arms}} for k in phases]
         figures.append({"phase": "step", **{f"{a}_ms": round(sum(profile.get(a, {}).values()), 2) for a in args.arms}})
         columns = {"phase": "phase", **{f"{a}_ms": f"{a} ms per step" for a in args.arms}}
-    notes = [f"{arm}: `smi-synth distill CORPUS --eval {args.eval} --seed S {shlex.join(ARMS[arm])}`"
-             for arm in args.arms]
+    notes = [f"{arm}: `smi-synth distill CORPUS --eval {args.eval} --seed S {shlex.join(ARMS[arm])}` (the code of "
+             f"commit {commit(root_of(arm, args))[:7]})" for arm in args.arms]
     notes += args.note
     if profile:
         notes.append(f"Profile ({args.profile_steps} steps in one process, one thread), ms per step: " + "; ".join(

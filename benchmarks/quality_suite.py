@@ -321,6 +321,15 @@ def reuse(previous: dict[str, Any], name: str, seed: int, args: argparse.Namespa
     return previous
 
 
+def finished(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The result of teacher ``name`` and ``seed`` already under ``args.out`` with today's settings, else None."""
+    result_path = args.out / name / f"seed{seed}" / "result.json"
+    if not result_path.is_file():
+        return None
+    previous = json.loads(result_path.read_text())
+    return previous if previous.get("settings") == settings_record(args, name, args.recipe_configs) else None
+
+
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Generate the corpora for teacher ``name`` and seed ``seed``, quantize the teacher on them and distil each
     (as the flags say); the result dict."""
@@ -328,10 +337,9 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     configs = {m: args.recipe_fn(m, args.iterations) for m in ("dense", "smi")}
     settings = settings_record(args, name, args.recipe_configs)
     result_path = folder / "result.json"
-    if result_path.is_file():
-        previous = json.loads(result_path.read_text())
-        if previous.get("settings") == settings:
-            return reuse(previous, name, seed, args)
+    previous = finished(name, seed, args)
+    if previous is not None:
+        return reuse(previous, name, seed, args)
     checkpoint, meta, teacher, heldout = _teacher(name, args)
     spec = suite.suite_teacher(name)
     mean, std = tuple(teacher.mean), tuple(teacher.std)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_each_point_is_one_quality_suite_run_in_its_own_folder(tmp_path: Path) -
 
 
 def _point(method: str, iterations: int, flops: float, top1: float) -> dict:
-    return {"method": method, "iterations": iterations, "seeds": 3, "flops_per_image": flops,
+    return {"method": method, "iterations": iterations, "seeds": 3, "flops_per_image": flops, "time_vs_dense": 0.4,
             "seconds_per_image": flops / 1e9, "confidence": 0.9,
             "student_top1": {"mean": top1, "sd": 0.02, "min": top1, "max": top1, "n": 3}}
 
@@ -74,10 +75,12 @@ def test_plot_draws_dense_and_smi_per_teacher() -> None:
 def test_quick_study_writes_the_table_the_json_and_the_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bs = _load("budget_study")
     out, doc_path, plot = tmp_path / "out", tmp_path / "b.json", tmp_path / "b.png"
-    assert bs.main(["--quick", "--out", str(out), "--json", str(doc_path), "--plot", str(plot), "--machine", "box"]) == 0
+    assert bs.main(["--quick", "--out", str(out), "--json", str(doc_path), "--plot", str(plot), "--machine", "box",
+                    "--note", "how the points ran"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     doc = json.loads(doc_path.read_text())
     assert doc == printed and doc["section"] == "budget" and doc["plot"] == str(plot)
+    assert doc["notes"] == ["how the points ran"]
     (curve,) = doc["curves"]
     assert [(p["method"], p["iterations"]) for p in curve["points"]] == [("dense", 4), ("dense", 8), ("smi", 4),
                                                                          ("smi", 8)]
@@ -86,5 +89,22 @@ def test_quick_study_writes_the_table_the_json_and_the_plot(tmp_path: Path, caps
     dense4, dense8 = curve["points"][:2]
     assert dense8["flops_per_image"] == pytest.approx(2 * dense4["flops_per_image"])  # FLOPs scale with iterations
     assert curve["noise_top1"]["n"] == 1 and [v["iterations"] for v in curve["verdicts"]] == [4, 8]
-    assert len(doc["figures"]) == 4 and (out / "iters8" / "shapes64" / "seed0" / "result.json").is_file()
+    assert [(f["iterations"], f["seeds"]) for f in doc["figures"]] == [(4, 1), (8, 1)]  # dense and SMI side by side
+    assert all(0 < f["time_pct"] and 0 < f["flops_pct"] < 100 for f in doc["figures"])
+    assert (out / "iters8" / "shapes64" / "seed0" / "result.json").is_file()
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_finished_only_summarises_what_a_study_has_so_far(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bs = _load("budget_study")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="no finished point"):
+        bs.main(["--quick", "--out", str(out), "--finished-only"])
+    assert bs.main(["--quick", "--out", str(out)]) == 0
+    shutil.rmtree(out / "iters8")  # one point of two finished
+    capsys.readouterr()
+    assert bs.main(["--quick", "--out", str(out), "--finished-only", "--seeds", "0,1"]) == 0  # runs nothing more
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(p["method"], p["iterations"], p["seeds"]) for p in doc["curves"][0]["points"]] == [("dense", 4, 1),
+                                                                                               ("smi", 4, 1)]
+    assert not (out / "iters8").exists() and not (out / "iters4" / "shapes64" / "seed1").exists()

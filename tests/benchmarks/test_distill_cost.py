@@ -14,16 +14,22 @@ from tests.benchmarks import load_benchmark as _load
      (["c", "--arms", "before,fast"], "--arms"), (["c", "--arms", ""], "--arms"),
      (["c", "--parallel", "0"], "--parallel"),
      (["c", "--no-runs"], "--no-runs"), (["c", "--timing-steps", "-1"], "--timing-steps"),
-     (["c", "--profile-steps", "-2"], "--profile-steps"), ([], "corpus")],
+     (["c", "--profile-steps", "-2"], "--profile-steps"), ([], "corpus"),
+     (["c", "--before-root", "/nonexistent"], "--before-root")],
 )
 def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert_usage_error(_load("distill_cost"), argv, flag, capsys)
 
 
-def test_the_arms_of_a_seed_run_side_by_side_and_timing_alternates() -> None:
+def test_the_arms_of_a_seed_run_side_by_side_and_timing_alternates(tmp_path) -> None:
     dc = _load("distill_cost")
-    args = dc.parse_args(["c", "--seeds", "3,1", "--timing-steps", "20", "--timing-rounds", "2"])
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "cli.py").write_text("")  # a checkout of the code before the change
+    args = dc.parse_args(["c", "--seeds", "3,1", "--timing-steps", "20", "--timing-rounds", "2",
+                          "--before-root", str(tmp_path)])
     assert [(r.arm, r.seed) for r in dc.plan(args)] == [("before", 3), ("after", 3), ("before", 1), ("after", 1)]
+    assert [r.root for r in dc.plan(args)] == [tmp_path.resolve(), dc.ROOT] * 2  # before runs the old code
+    assert [r.root for r in dc.timing_plan(args)] == [tmp_path.resolve(), dc.ROOT] * 2
     timing = dc.timing_plan(args)
     assert [r.arm for r in timing] == ["before", "after", "before", "after"]
     assert all(r.argv[r.argv.index("--steps") + 1] == "20" and r.argv.count("--steps") == 1 for r in timing)

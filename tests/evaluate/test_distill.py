@@ -124,6 +124,9 @@ def test_live_teacher_views_change_what_the_student_learns(tmp_path, make_corpus
     plain = train(distill.NO_AUGMENT)
     assert torch.equal(plain, train(distill.NO_AUGMENT))
     assert not torch.equal(plain, train(distill.KDAugmentConfig()))
+    # the adversarial views' gradient goes through the teacher to the pixels, never into its parameters
+    assert all(p.grad is None for p in teachers["tiny3"].model.parameters())
+    assert not torch.equal(train(distill.KDAugmentConfig()), train(distill.KDAugmentConfig(adversarial_eps=0.0)))
 
 
 @pytest.mark.parametrize("flag, value", [("--colour-jitter", "1.5"), ("--max-shift", "-1"), ("--adversarial-eps", "-1"),

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 
 from pipeline.evaluate import checkpoints, distill
 from pipeline.evaluate import common as evaluation
+from pipeline.teachers.checkpoint import save_checkpoint
 from tests.cli_stderr import cli_lines
 from tests.evaluate.test_distill import MEAN, STD, run_cli, teachers, write_imagefolder  # noqa: F401 - fixture
 
@@ -133,18 +135,27 @@ def test_save_onto_a_file_is_refused(tmp_path, make_corpus, teachers, capsys):
 
 
 @pytest.mark.slow  # two torchrun processes, each importing torch and building a student
-def test_ddp_under_torchrun_two_cpu_processes(tmp_path, make_corpus):
-    """5 one-class shards over 2 ranks x 1 worker: equal batches per rank (no hang), one synchronised student."""
+@pytest.mark.parametrize("live", [False, True], ids=["stored-labels", "live-teacher-adversarial"])
+def test_ddp_under_torchrun_two_cpu_processes(tmp_path, make_corpus, live):
+    """5 one-class shards over 2 ranks x 1 worker: equal batches per rank (no hang), one synchronised student;
+    with the live teacher, each step's two backward passes (clean and adversarial views) synchronise once."""
     layout = make_corpus(tmp_path / "c", num_classes=5, shards_per_class=1, per_shard=4)
     manifest = json.loads((layout.root / "manifest.json").read_text())
     manifest["spec"]["teacher"] = {"spec": "timm:vit_tiny_patch16_224", "num_classes": 5, "img_size": 16,
                                    "patch_size": 4, "mean": list(MEAN), "std": list(STD)}
     (layout.root / "manifest.json").write_text(json.dumps(manifest))
+    labels = ["--stored-labels"]
+    if live:  # a real checkpoint teacher of the corpus's 5 classes, read by each rank
+        kwargs = {"img_size": 16, "patch_size": 4, "num_classes": 5, "embed_dim": 16, "depth": 1, "num_heads": 2}
+        teacher = save_checkpoint(timm.create_model("vit_tiny_patch16_224", pretrained=False, **kwargs),
+                                  tmp_path / "t.safetensors", arch="vit_tiny_patch16_224", model_kwargs=kwargs,
+                                  class_names=[f"c{i}" for i in range(5)], license="other", mean=MEAN, std=STD)
+        labels = ["--teacher", str(teacher), "--adversarial-eps", "0.5"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "pipeline.cli", "distill", str(layout.root), "--student", "toy-student", "--epochs", "2",
            "--batch-size", "4", "--workers", "1", "--save", str(tmp_path / "s"), "--checkpoint", str(tmp_path / "ck"),
-           "--stored-labels", "--json"]
+           *labels, "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
