@@ -362,7 +362,7 @@ def distill(
     """
     ddp = ddp or Distributed()
     device = torch.device(cfg.device)
-    # channels-last convolutions: a demo-corpus step in about 0.85x the seconds on the dev box's CPU
+    # channels-last convolutions: a demo-corpus step in 0.87x the seconds on the dev box's CPU (BENCHMARKS.md)
     student.to(device, memory_format=torch.channels_last).train()
     if teacher is not None:
         teacher.to(device).eval()
