@@ -26,7 +26,7 @@ import argparse
 import json
 import logging
 import math
-import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -73,17 +73,17 @@ def curve(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             cells = [r["corpora"][method] for r in runs]
             points.append({
                 "method": method, "iterations": iterations, "seeds": len(cells),
-                "flops_per_image": quality_seeds.spread([c["flops"] / images for c in cells])["mean"],
-                "seconds_per_image": quality_seeds.spread([c["gen_seconds"] / images for c in cells])["mean"],
-                "confidence": quality_seeds.spread([c.get("confidence", math.nan) for c in cells])["mean"],
+                "flops_per_image": statistics.fmean(c["flops"] / images for c in cells),
+                "seconds_per_image": statistics.fmean(c["gen_seconds"] / images for c in cells),
+                "confidence": statistics.fmean(c.get("confidence", math.nan) for c in cells),
                 "student_top1": quality_seeds.spread([c["student_top1"] for c in cells]),
                 # its generation seconds over dense's of the same runs (side by side in one process)
-                "time_vs_dense": quality_seeds.spread([c["gen_seconds"] / r["corpora"]["dense"]["gen_seconds"]
-                                                       for c, r in zip(cells, runs)])["mean"],
+                "time_vs_dense": statistics.fmean(c["gen_seconds"] / r["corpora"]["dense"]["gen_seconds"]
+                                                  for c, r in zip(cells, runs)),
             })
     noise = [r["corpora"]["noise"]["student_top1"] for r in results if "student_top1" in r["corpora"].get("noise", {})]
     return {"teacher": name, "heldout_teacher": name in suite.HELDOUT_TEACHERS, "images_per_corpus": images,
-            "teacher_top1": quality_seeds.spread([r["teacher_top1"] for r in results])["mean"],
+            "teacher_top1": statistics.fmean(r["teacher_top1"] for r in results),
             "noise_top1": quality_seeds.spread(noise) if noise else None, "points": points,
             "verdicts": verdicts(points)}
 
@@ -261,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for iterations in args.iterations:
                 qargs = quality_suite.parse_args(suite_argv(name, seed, iterations, args))
-                done = quality_suite.finished(name, seed, qargs) if args.finished_only else None
-                if not args.finished_only or done is not None:
-                    results.append(done or quality_suite.run_one(name, seed, qargs))
+                run = quality_suite.finished if args.finished_only else quality_suite.run_one
+                if (result := run(name, seed, qargs)) is not None:
+                    results.append(result)
         if results:
             curves.append(curve(name, results))
     if not curves:
@@ -272,14 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         args.plot.write_bytes(plot_png(curves))
     doc = {
-        "format": FORMAT, "command": shlex.join(["python", "benchmarks/budget_study.py",
-                                                 *(argv if argv is not None else sys.argv[1:])]),
-        "commit": quality_suite.git_commit(), "date": quality_suite.utc_now(), "machine": args.machine,
+        **suite_study.record(FORMAT, "budget_study", argv, args),
         "settings": {"classes": args.classes, "per_class": args.per_class, "iterations": args.iterations,
                      "distill_steps": args.steps, "seeds": args.seeds, "recipe": args.recipe, "student": "test_resnet",
                      "teacher_steps": args.teacher_steps or "recipe"},
-        "curves": curves, "plot": str(args.plot) if args.plot is not None else None,
-        "wall_seconds": time.perf_counter() - start,
+        "curves": curves, "wall_seconds": time.perf_counter() - start,
     }
     doc = with_report(json.loads(json.dumps(doc, default=float)))
     print_table(curves)

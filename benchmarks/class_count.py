@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -211,14 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None:
         write_plot(rows, args.plot)
     doc = {
-        "format": FORMAT, "command": shlex.join(["python", "benchmarks/class_count.py",
-                                                       *(argv if argv is not None else sys.argv[1:])]),
-        "commit": quality_suite.git_commit(), "date": quality_suite.utc_now(),
-        "machine": args.machine,
+        **suite_study.record(FORMAT, "class_count", argv, args),
         "settings": {"per_class": args.per_class, "iterations": args.iterations, "distill_steps": args.steps,
                      "seeds": args.seeds, "corpora": args.corpora, "recipe": args.recipe, "student": "test_resnet",
                      "teacher_steps": args.teacher_steps or "recipe"},
-        "rows": rows, "plot": str(args.plot) if args.plot is not None else None, "wall_seconds": time.perf_counter() - start,
+        "rows": rows, "wall_seconds": time.perf_counter() - start,
     }
     doc = with_report(json.loads(json.dumps(doc, default=float)))
     print_table(rows)

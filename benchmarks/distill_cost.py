@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -247,6 +248,7 @@ def find(runs: list[dict[str, Any]], key: dict[str, Any]) -> dict[str, Any] | No
     return next((r for r in runs if all(r.get(k) == v for k, v in key.items())), None)
 
 
+@functools.cache  # one git call per checkout; a run records the commit its study started from
 def commit(root: Path = ROOT) -> str:
     out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
     return out.stdout.strip() or "unknown"

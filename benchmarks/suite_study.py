@@ -8,10 +8,13 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import quality_suite  # benchmarks/quality_suite.py: the commit and time every result records
 from pipeline.console import emit_json
 
 
@@ -53,6 +56,15 @@ def open_out(args: argparse.Namespace, prefix: str) -> tempfile.TemporaryDirecto
     if args.quick and args.cache is None:
         args.cache = args.out / "teachers-quick"
     return tmp
+
+
+def record(fmt: str, script: str, argv: list[str] | None, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields every study document opens with: format, the command line of ``benchmarks/<script>.py``
+    (``argv``, or this process's), commit, date, machine and plot."""
+    return {"format": fmt, "command": shlex.join(["python", f"benchmarks/{script}.py",
+                                                  *(argv if argv is not None else sys.argv[1:])]),
+            "commit": quality_suite.git_commit(), "date": quality_suite.utc_now(), "machine": args.machine,
+            "plot": str(args.plot) if args.plot is not None else None}
 
 
 def publish(doc: dict[str, Any], args: argparse.Namespace) -> None:
