@@ -28,6 +28,7 @@ from pipeline.run.plan import (
 )
 from pipeline.run.spec import MAX_SHARDS, RunSpec, load_spec
 from pipeline.teachers.loading import TeacherInfo
+from tests.cli_stderr import cli_lines
 from tests.run.fake_teacher import fake_describe
 
 
@@ -177,7 +178,7 @@ def test_huge_count_manifest_is_refused_at_once_naming_the_field_and_limit(
                                     "images_per_shard": counts[1], "output": "out"}))
     assert main([command, str(path)]) == 2
     err = capsys.readouterr().err
-    assert err == f"smi-synth {command}: error: {path}: {expected}\n"
+    assert cli_lines(err) == [f"smi-synth {command}: error: {path}: {expected}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.yaml"]
 
 
