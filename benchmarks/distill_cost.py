@@ -47,12 +47,16 @@ FORMAT = "distill-cost-v1"
 # channel shuffle, mixing every image, which the later defaults keep).
 # ``half-batch``: the same steps at half the batch (32 images and their 32 adversarial views a step): every step
 # costs about half (a step's passes scale with its views). ``no-adversarial``: 64 images a step without the ascent
-# step (about a third of the cost).
+# step (about a third of the cost). ``fresh-half`` / ``fresh-quarter``: the teacher labels views of half / a quarter
+# of each batch afresh; the student trains on those and views drawn from a pool of earlier ones
+# (pipeline.evaluate.view_pool).
 ARMS: dict[str, list[str]] = {
     "before": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0"],
     "after": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0"],
     "half-batch": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0", "--batch-size", "32"],
     "no-adversarial": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "0"],
+    "fresh-half": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0", "--fresh-views", "0.5"],
+    "fresh-quarter": ["--steps", "3000", "--lr", "1e-2", "--adversarial-eps", "1.0", "--fresh-views", "0.25"],
 }
 MACHINE = "dev box: 2-core AMD EPYC VM, shared with other jobs"
 
@@ -99,6 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown or not args.arms:
         p.error(f"--arms: one or more of {', '.join(ARMS)}, got {', '.join(unknown) or 'none'}")
+    if args.profile_steps and any("--fresh-views" in ARMS[a] for a in args.arms):
+        p.error("--profile-steps: the profile times the step without a view pool; leave out the fresh-* arms")
     if not args.seeds:
         p.error("--seeds: at least one seed")
     if len(set(args.seeds)) != len(args.seeds):
@@ -324,17 +330,28 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, rows_timing:
             if per_step:
                 timing[arm] = {"seconds_per_step": spread(per_step), "per_round": per_step}
         doc["timing"] = {"steps": args.timing_steps, "rounds": args.timing_rounds, "arms": timing}
-        if "before" in timing and "after" in timing:
-            ratio = timing["after"]["seconds_per_step"]["mean"] / timing["before"]["seconds_per_step"]["mean"]
-            paired = [a / b for a, b in zip(timing["after"]["per_round"], timing["before"]["per_round"])]
-            doc["timing"].update(per_step_ratio=ratio, per_round_ratio=paired)
+        others = [arm for arm in timing if arm != "before"] if "before" in timing else []
+        for arm in others:  # each arm's seconds per step as a share of before's, round by round
+            ratio = timing[arm]["seconds_per_step"]["mean"] / timing["before"]["seconds_per_step"]["mean"]
+            paired = [a / b for a, b in zip(timing[arm]["per_round"], timing["before"]["per_round"])]
+            timing[arm].update(per_step_ratio=ratio, per_round_ratio=paired)
+        if "after" in others:
+            doc["timing"].update(per_step_ratio=timing["after"]["per_step_ratio"],
+                                 per_round_ratio=timing["after"]["per_round_ratio"])
+        if others:
             notes.append(f"Alternating {args.timing_steps}-step commands, {args.timing_rounds} rounds, one at a time: "
-                         f"before {timing['before']['seconds_per_step']['mean']:.3f} s per step, after "
-                         f"{timing['after']['seconds_per_step']['mean']:.3f} s ({100 * ratio:.1f}% of before; per "
-                         f"round {', '.join(f'{100 * r:.1f}%' for r in paired)}).")
-    if "before" in arms and "after" in arms:
-        doc["seconds_ratio"] = arms["after"]["seconds"]["mean"] / arms["before"]["seconds"]["mean"]
-        doc["top1_difference"] = arms["after"]["student_top1"]["mean"] - arms["before"]["student_top1"]["mean"]
+                         f"before {timing['before']['seconds_per_step']['mean']:.3f} s per step; " + "; ".join(
+                             f"{arm} {timing[arm]['seconds_per_step']['mean']:.3f} s "
+                             f"({100 * timing[arm]['per_step_ratio']:.1f}% of before; per round "
+                             f"{', '.join(f'{100 * r:.1f}%' for r in timing[arm]['per_round_ratio'])})"
+                             for arm in others) + ".")
+    if "before" in arms:
+        for arm in (a for a in arms if a != "before"):
+            arms[arm]["seconds_ratio"] = arms[arm]["seconds"]["mean"] / arms["before"]["seconds"]["mean"]
+            arms[arm]["top1_difference"] = arms[arm]["student_top1"]["mean"] - arms["before"]["student_top1"]["mean"]
+        if "after" in arms:
+            doc["seconds_ratio"] = arms["after"]["seconds_ratio"]
+            doc["top1_difference"] = arms["after"]["top1_difference"]
     return doc
 
 

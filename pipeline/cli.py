@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="L2 size of the student-teacher adversarial views added to each batch (0: none)")
     aug.add_argument("--mix", type=float, default=1.0,
                      help="fraction of each batch mixed with another of its images, half mixup, half cutmix (0: none)")
+    aug.add_argument("--fresh-views", type=float, default=1.0, metavar="F",
+                     help="share of each step's views labelled afresh by the teacher, from that share of a batch "
+                          "of corpus images; the rest are drawn from a pool of views it labelled earlier (1: no pool)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (each torchrun rank takes its LOCAL_RANK GPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the student's initialisation, data order and views")
     p.add_argument("--json", action="store_true", help=JSON_HELP)

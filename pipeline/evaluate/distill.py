@@ -3,7 +3,9 @@
 The loss is ``KL(softmax(s/T) || softmax(t/T)) * T^2`` against the stored soft labels (``.logits.npy``)
 or a live teacher (``--teacher``). A live teacher labels augmented views of each batch
 (:mod:`pipeline.evaluate.kd_views`: flip/shift, colour jitter and channel shuffle, and one adversarial
-student-teacher step), which is what lets a student learn from a few hundred inverted images.
+student-teacher step), which is what lets a student learn from a few hundred inverted images. With
+``--fresh-views F`` below 1 the teacher labels views of only that share of each batch and the student also
+trains on views it labelled earlier (:mod:`pipeline.evaluate.view_pool`): fewer teacher passes a step.
 A corpus whose decoded pixels fit in ``DistillConfig.memory_budget`` is decoded once and dealt from
 memory in full batches (:mod:`pipeline.evaluate.memory_batches`; one process, no ``--workers``); else it is
 streamed through :func:`pipeline.corpus.loader.load_corpus` (seeded shard shuffle, several shards open at
@@ -72,6 +74,7 @@ from pipeline.evaluate.memory_batches import (
     fits_in_memory,
     load_in_memory,
 )
+from pipeline.evaluate.view_pool import ViewPool, pool_capacity
 from pipeline.teachers.classify import normalize
 from pipeline.teachers.trainer import warmup_cosine
 from smi_core.vit import forward_subset, vit_geometry
@@ -111,6 +114,17 @@ class DistillConfig:
     amp: str = "auto"  # autocast: "auto" (on CUDA only), "on" (bfloat16 on CPU), "off"
     checkpoint_dir: Path | None = None  # training state saved here and resumed from
     checkpoint_every: int = 1  # epochs between checkpoints
+    # with a live teacher, the share of each step's views labelled afresh (from that share of a batch of
+    # corpus images); the rest are drawn from a pool of earlier labelled views (view_pool). 1: no pool
+    fresh_views: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fresh_views <= 1:
+            raise ValueError(f"fresh_views: must lie in (0, 1], got {self.fresh_views}")
+
+    def corpus_batch(self, pooled: bool) -> int:
+        """Corpus images a step reads: the batch, or its ``fresh_views`` share when a view pool is on."""
+        return max(1, round(self.fresh_views * self.batch_size)) if pooled else self.batch_size
 
 
 @dataclass
@@ -282,10 +296,12 @@ def _amp(cfg: DistillConfig, device: torch.device) -> tuple[bool, torch.dtype]:
 
 
 def _fingerprint(cfg: DistillConfig, identity: dict[str, Any], ddp: Distributed, in_memory: bool,
-                 workers: int) -> dict[str, Any]:
+                 workers: int, pooled: bool) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (anything that changes the run's arithmetic or data order)."""
     keep = {k: v for k, v in asdict(cfg).items() if k not in ("show_progress", "checkpoint_dir", "checkpoint_every",
                                                             "device", "memory_budget")}
+    if not pooled:  # no view pool: fingerprints as before the pool existed
+        del keep["fresh_views"]
     keep["workers"] = workers  # as resolved: an explicit 0 and a default that chose 0 are the same run
     if in_memory:  # batches dealt from memory (a streamed run's fingerprint is as before this path existed)
         keep["in_memory"] = True
@@ -306,17 +322,17 @@ def resolve_workers(cfg: DistillConfig, info: CorpusInfo, world: int) -> int:
     return 0 if in_memory else DEFAULT_STREAM_WORKERS
 
 
-def _epoch_batches(info: CorpusInfo, cfg: DistillConfig, ddp: Distributed, device: torch.device
+def _epoch_batches(info: CorpusInfo, cfg: DistillConfig, ddp: Distributed, device: torch.device, batch_size: int
                    ) -> tuple[Callable[[int], Iterable[Batch]], int, bool, int]:
-    """The batches of each epoch (a function of the epoch), steps per epoch, whether they come from
-    memory, and the loader workers: a single process without loader workers holds a corpus within
+    """The batches of ``batch_size`` corpus images of each epoch (a function of the epoch), steps per epoch,
+    whether they come from memory, and the loader workers: a single process without loader workers holds a corpus within
     ``cfg.memory_budget`` decoded in memory (:mod:`pipeline.evaluate.memory_batches`), anything else is
     streamed by a ``DataLoader``."""
     workers = resolve_workers(cfg, info, ddp.world)
     memory = None
     if ddp.world == 1 and workers == 0:
         memory = load_in_memory(info.root, num_images=info.num_images, img_size=info.img_size,
-                                batch_size=cfg.batch_size, seed=cfg.seed, budget_bytes=cfg.memory_budget)
+                                batch_size=batch_size, seed=cfg.seed, budget_bytes=cfg.memory_budget)
     if memory is not None:
         log.info("%s: %d images decoded in memory, %d full batches per epoch", info.root, len(memory.images),
                  memory.steps_per_epoch)
@@ -325,14 +341,14 @@ def _epoch_batches(info: CorpusInfo, cfg: DistillConfig, ddp: Distributed, devic
     # sample exactly once per epoch (its workers may differ in length)
     ds = load_corpus(info.root, soft_labels=True, kept_mask=True, shuffle_shards=True, seed=cfg.seed,
                      equal_epochs=ddp.world > 1)
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
                                          pin_memory=device.type == "cuda")
     readers = max(1, workers)
     reader_samples = ds.epoch_samples(ddp.world * readers)
     if reader_samples is None:  # unequal workers of one process: a bound for the schedule
-        steps_per_epoch = math.ceil(ds.num_samples / cfg.batch_size) + readers - 1
+        steps_per_epoch = math.ceil(ds.num_samples / batch_size) + readers - 1
     else:
-        steps_per_epoch = readers * math.ceil(reader_samples / cfg.batch_size)
+        steps_per_epoch = readers * math.ceil(reader_samples / batch_size)
 
     def streamed(epoch: int) -> Iterable[Batch]:
         ds.set_epoch(epoch)
@@ -371,7 +387,10 @@ def distill(
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    epoch_batches, steps_per_epoch, in_memory, workers = _epoch_batches(info, cfg, ddp, device)
+    # a live teacher labels every view, so views it labelled once can train the student again (view_pool)
+    pooled = teacher is not None and not cfg.sparse and cfg.fresh_views < 1
+    corpus_batch = cfg.corpus_batch(pooled)
+    epoch_batches, steps_per_epoch, in_memory, workers = _epoch_batches(info, cfg, ddp, device, corpus_batch)
     if cfg.steps is not None:  # a step budget: as many passes as it takes, the last one cut short
         total_steps, epochs = cfg.steps, math.ceil(cfg.steps / max(1, steps_per_epoch))
     else:
@@ -386,6 +405,9 @@ def distill(
         augment = cfg.augment if not cfg.sparse else replace(cfg.augment, flip=False, max_shift=0,
                                                              adversarial_eps=0.0, mix=0.0)
     teacher_mean, teacher_std = teacher_norm or (mean, std)
+    # the views a step trains on: the batch's views, doubled by the adversarial ones
+    train_views = cfg.batch_size * (2 if augment.adversarial_eps > 0 else 1)
+    pool = ViewPool(pool_capacity(train_views, (3, info.img_size, info.img_size))) if pooled else None
 
     def student_logits(raw: torch.Tensor) -> torch.Tensor:  # views only: no gradient sync needed
         return student(normalize(raw, mean, std))
@@ -393,7 +415,7 @@ def distill(
     def teacher_logits(raw: torch.Tensor) -> torch.Tensor:
         return teacher(normalize(raw, teacher_mean, teacher_std))  # type: ignore[misc]
 
-    fingerprint = _fingerprint(cfg, identity or {}, ddp, in_memory, workers)
+    fingerprint = _fingerprint(cfg, identity or {}, ddp, in_memory, workers, pooled)
     state_path = cfg.checkpoint_dir / STATE_FILE if cfg.checkpoint_dir is not None else None
     first_epoch, seen, seconds, losses, step = 0, 0, 0.0, [], 0
     if state_path is not None and state_path.is_file():
@@ -406,6 +428,8 @@ def distill(
         opt.load_state_dict(parts["optimizer"])
         sched.load_state_dict(parts["scheduler"])
         scaler.load_state_dict(parts["scaler"])
+        if pool is not None:
+            pool.load(parts.get("pool", {}), device)
         first_epoch, seen, seconds, losses = int(meta["epoch"]), int(meta["images"]), float(meta["seconds"]), list(
             meta["losses"])
         step = int(meta.get("step", sched.last_epoch))
@@ -419,7 +443,7 @@ def distill(
     while (epoch < epochs if cfg.steps is None else budget_left()):
         # views drawn per (seed, rank, epoch): a resumed run draws what an uninterrupted one would
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ddp.rank * 10_007 + epoch)
-        bar = progress(steps_per_epoch * cfg.batch_size * ddp.world, f"epoch {epoch + 1}/{epochs}", unit="img",
+        bar = progress(steps_per_epoch * corpus_batch * ddp.world, f"epoch {epoch + 1}/{epochs}", unit="img",
                        disable=not (cfg.show_progress and ddp.main and sys.stderr.isatty()))
         total, n, batches = 0.0, 0, 0
         with bar:
@@ -433,6 +457,11 @@ def distill(
                     if teacher is not None:
                         raw, soft = augment_views(raw, g, augment, student=student_logits, teacher=teacher_logits,
                                                   temperature=cfg.temperature)
+                        if pool is not None:  # the fresh views, and earlier ones up to a full training batch
+                            pool.add(raw, soft)
+                            if len(raw) < train_views:
+                                old_raw, old_soft = pool.draw(train_views - len(raw), g)
+                                raw, soft = torch.cat([raw, old_raw]), torch.cat([soft, old_soft])
                     soft = soft.to(device).float()
                     if soft.shape[-1] != info.num_classes:
                         raise UserError(f"corpus soft labels have {soft.shape[-1]} classes, the manifest says "
@@ -462,6 +491,8 @@ def distill(
                         "fingerprint": fingerprint, "step": step}
                 parts = {"model": student.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict(), "scaler": scaler.state_dict()}
+                if pool is not None:
+                    parts["pool"] = pool.state()
                 save_state(state_path, parts, meta)
             _barrier(ddp)
     student.to(memory_format=torch.contiguous_format).eval()
@@ -549,6 +580,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UserError(f"--workers: must be >= 0, got {args.workers}")
     if args.checkpoint_every < 1:
         raise UserError(f"--checkpoint-every: must be >= 1, got {args.checkpoint_every}")
+    if not 0 < args.fresh_views <= 1:
+        raise UserError(f"--fresh-views: must lie in (0, 1], got {args.fresh_views}")
     try:
         augment = KDAugmentConfig(max_shift=args.max_shift, colour_jitter=args.colour_jitter,
                                   channel_shuffle=args.channel_shuffle, adversarial_eps=args.adversarial_eps,
@@ -620,7 +653,8 @@ def _distill_command(args: argparse.Namespace, info: CorpusInfo, choices: Distil
     cfg = DistillConfig(epochs=choices.epochs or 1, steps=choices.steps, batch_size=args.batch_size, lr=args.lr,
                         temperature=args.temperature, sparse=args.sparse, device=device, seed=args.seed,
                         augment=augment, workers=args.workers, amp=args.amp, checkpoint_every=args.checkpoint_every,
-                        checkpoint_dir=Path(args.checkpoint) if args.checkpoint else None)
+                        checkpoint_dir=Path(args.checkpoint) if args.checkpoint else None,
+                        fresh_views=args.fresh_views)
     corpus = str(info.root.resolve()) if isinstance(info.root, Path) else str(info.root)
     identity = {"student": choices.student, "teacher": choices.teacher, "corpus": corpus,
                 "corpus_images": info.num_images}

@@ -15,7 +15,8 @@ from tests.benchmarks import load_benchmark as _load
      (["c", "--parallel", "0"], "--parallel"),
      (["c", "--no-runs"], "--no-runs"), (["c", "--timing-steps", "-1"], "--timing-steps"),
      (["c", "--profile-steps", "-2"], "--profile-steps"), ([], "corpus"),
-     (["c", "--before-root", "/nonexistent"], "--before-root")],
+     (["c", "--before-root", "/nonexistent"], "--before-root"),
+     (["c", "--arms", "before,fresh-half", "--profile-steps", "3"], "--profile-steps")],
 )
 def test_bad_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert_usage_error(_load("distill_cost"), argv, flag, capsys)
@@ -81,3 +82,20 @@ def test_without_full_runs_the_rows_are_the_timing_rounds_or_the_profile() -> No
     assert only_profile["figures"] == [{"phase": "views", "before_ms": 4.0, "after_ms": 4.0},
                                        {"phase": "adversarial", "before_ms": 300.0, "after_ms": None},
                                        {"phase": "step", "before_ms": 304.0, "after_ms": 4.0}]
+
+
+def test_every_arm_is_compared_with_before() -> None:
+    dc = _load("distill_cost")
+    args = dc.parse_args(["c", "--seeds", "0", "--arms", "before,fresh-half", "--timing-steps", "10",
+                          "--timing-rounds", "1"])
+    base = {"seed": 0, "wall_seconds": 9.0, "teacher_top1": 0.99, "steps": 10, "budget": "--steps", "commit": "c",
+            "date": "d"}
+    rows = [{**base, "arm": "before", "seconds": 300.0, "student_top1": 0.70, "steps": 3000},
+            {**base, "arm": "fresh-half", "seconds": 180.0, "student_top1": 0.69, "steps": 3000}]
+    timing = [{**base, "arm": "before", "seconds": 2.0, "student_top1": 0.1},
+              {**base, "arm": "fresh-half", "seconds": 1.2, "student_top1": 0.1}]
+    doc = dc.summarise(rows, args, timing)
+    assert doc["arms"]["fresh-half"]["seconds_ratio"] == pytest.approx(0.6)
+    assert doc["arms"]["fresh-half"]["top1_difference"] == pytest.approx(-0.01)
+    assert doc["timing"]["arms"]["fresh-half"]["per_step_ratio"] == pytest.approx(0.6)
+    assert "fresh-half 0.120 s (60.0% of before" in doc["notes"][-1] and "seconds_ratio" not in doc
