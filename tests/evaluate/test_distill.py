@@ -63,6 +63,26 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, dict |
     return rc, report, err
 
 
+def run_interrupted_then_resumed(argv: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                 epoch: int) -> tuple[int, dict | None, str]:
+    """Run ``argv`` with a Ctrl-C as epoch ``epoch`` starts (it must exit 1), then run it again: the second run."""
+    from pipeline.evaluate import distill
+
+    real_progress, calls = distill.progress, []
+
+    def interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_progress(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "progress", interrupt)
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 1 and "interrupted" in err
+    monkeypatch.setattr(distill, "progress", real_progress)
+    return run_cli(argv, capsys)
+
+
 def test_distill_end_to_end_stored_soft_labels(tmp_path, make_corpus, teachers, capsys):
     layout = make_corpus(tmp_path / "c")
     folder = write_imagefolder(tmp_path / "eval", ["class0", "class1", "class2"])

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.evaluate import common as evaluation
-from pipeline.evaluate import defaults, distill
+from pipeline.evaluate import defaults
 from tests.cli_stderr import cli_lines
-from tests.evaluate.test_distill import run_cli, teachers, write_imagefolder  # noqa: F401 - fixture
+from tests.evaluate.test_distill import run_cli, run_interrupted_then_resumed, teachers, write_imagefolder  # noqa: F401
 
 CLASSES = ["class0", "class1", "class2"]
 
@@ -171,20 +171,8 @@ def test_a_step_budget_resumes_from_a_checkpoint_to_the_same_student(tmp_path, m
     rc, straight, err = run_cli([*base, "--save", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "ck-a")], capsys)
     assert rc == 0, err
     assert straight["steps"] == 9 and straight["epochs"] == 2
-    real_progress, calls = distill.progress, []
-
-    def interrupt_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_progress(*args, **kwargs)
-
-    monkeypatch.setattr(distill, "progress", interrupt_in_epoch_2)
     argv = [*base, "--save", str(tmp_path / "b"), "--checkpoint", str(tmp_path / "ck-b")]
-    rc, _, err = run_cli(argv, capsys)
-    assert rc == 1 and "interrupted" in err
-    monkeypatch.setattr(distill, "progress", real_progress)
-    rc, resumed, err = run_cli(argv, capsys)
+    rc, resumed, err = run_interrupted_then_resumed(argv, capsys, monkeypatch, epoch=2)
     assert rc == 0, err
     assert resumed["resumed_from_epoch"] == 1 and resumed["steps"] == 9
     a, b = (load_teacher(str(tmp_path / d / "model.safetensors")) for d in ("a", "b"))  # a saved student loads as a teacher

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.evaluate import checkpoints, distill
+from pipeline.evaluate import checkpoints
 from pipeline.evaluate.view_pool import ViewPool, pool_capacity
-from tests.evaluate.test_distill import run_cli, teachers  # noqa: F401 - fixture
+from tests.evaluate.test_distill import run_cli, run_interrupted_then_resumed, teachers  # noqa: F401 - fixture
 
 
 def _views(first: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,20 +91,8 @@ def test_distilling_with_a_pool_resumes_to_the_same_student(tmp_path, make_corpu
     # 18 steps labelled 2 images and their 2 adversarial views each: 72 views, of which a pool of 8 training
     # batches (of 4 images and 4 adversarial views) holds the newest 64
     assert len(parts["pool"]["views"]) == 64 and parts["pool"]["position"].tolist() == [64, 72 % 64]
-    real_progress, calls = distill.progress, []
-
-    def interrupt_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_progress(*args, **kwargs)
-
-    monkeypatch.setattr(distill, "progress", interrupt_in_epoch_2)
     argv = [*base, "--save", str(tmp_path / "b"), "--checkpoint", str(tmp_path / "ck-b")]
-    rc, _, err = run_cli(argv, capsys)
-    assert rc == 1 and "interrupted" in err
-    monkeypatch.setattr(distill, "progress", real_progress)
-    rc, resumed, err = run_cli(argv, capsys)
+    rc, resumed, err = run_interrupted_then_resumed(argv, capsys, monkeypatch, epoch=2)
     assert rc == 0, err
     assert resumed["resumed_from_epoch"] == 1 and resumed["steps"] == 18
     a, b = (load_teacher(str(tmp_path / d / "model.safetensors")) for d in ("a", "b"))
