@@ -85,6 +85,7 @@ class Result:
     notes: list[str]
     order: int  # place within its section (then the file name)
     plot: str | None = None  # a plot the measuring command drew, relative to the repository (shown when present)
+    timing: dict | None = None  # distill_cost's alternating short runs: seconds per step per arm, and ratios
 
 
 def load_results(results_dir: Path) -> list[Result]:
@@ -110,6 +111,7 @@ def load_results(results_dir: Path) -> list[Result]:
             notes=[notes] if isinstance(notes, str) else [str(n) for n in notes],
             order=int(data.get("order", 100)),
             plot=data.get("plot"),
+            timing=data.get("timing") if isinstance(data.get("timing"), dict) else None,
         ))
     return sorted(results, key=lambda r: (r.order, r.name))
 
@@ -209,20 +211,31 @@ def quality_summary(by_teacher: dict[str, list[dict]]) -> list[str]:
 
 
 def distill_cost_summary(members: list[Result]) -> list[str]:
-    """The distillation-cost result's means: seconds and top-1 of both arms over the seeds run in both, and
-    what the after arm costs as a share of the before arm (rows: ``seed``, ``before_s``, ``before_top1``,
-    ``after_s``, ``after_top1``; top-1 in %)."""
-    rows = [row for r in members for row in r.figures
-            if all(row.get(k) is not None for k in ("before_s", "before_top1", "after_s", "after_top1"))]
-    if not rows:
+    """The distillation-cost results' means: for each arm beside ``before`` (rows ``seed``, ``before_top1``,
+    ``ARM_s``, ``ARM_top1``; top-1 in %), over the seeds run in both, both arms' top-1 and the paired difference,
+    and the arm's seconds as a share of before's: per step from the result's alternating short runs (``timing``)
+    when it has them, else of the full runs' mean seconds (the arms of a seed side by side)."""
+    out = []
+    for r in members:
+        arms = [k[:-2] for k in r.columns if k.endswith("_s") and k != "before_s"]
+        for arm in arms:
+            rows = [row for row in r.figures if all(row.get(k) is not None for k in
+                                                     ("before_s", "before_top1", f"{arm}_s", f"{arm}_top1"))]
+            if not rows:
+                continue
+            before, after = [row["before_top1"] for row in rows], [row[f"{arm}_top1"] for row in rows]
+            timed = ((r.timing or {}).get("arms") or {}).get(arm, {}).get("per_step_ratio")
+            if timed is not None:
+                share = f"{100 * timed:.1f} (per step)"
+            else:
+                share = fixed(100 * statistics.fmean(row[f"{arm}_s"] for row in rows)
+                              / statistics.fmean(row["before_s"] for row in rows), 1)
+            out.append([arm, len(rows), mean_sd(before), mean_sd(after), share,
+                        paired_interval([b - a for a, b in zip(before, after)])])
+    if not out:
         return []
-    before_s, after_s = [row["before_s"] for row in rows], [row["after_s"] for row in rows]
-    before, after = [row["before_top1"] for row in rows], [row["after_top1"] for row in rows]
-    return [*table(["seeds", "before s", "before top-1 %", "after s", "after top-1 %", "after / before s %",
-                    "after - before top-1, pt (95%)"],
-                   [[len(rows), mean_sd(before_s), mean_sd(before), mean_sd(after_s), mean_sd(after),
-                     fixed(100 * statistics.fmean(after_s) / statistics.fmean(before_s), 1),
-                     paired_interval([b - a for a, b in zip(before, after)])]]), ""]
+    return [*table(["arm", "seeds", "before top-1 %", "arm top-1 %", "arm / before s %",
+                    "arm - before top-1, pt (95%)"], out), ""]
 
 
 def quant_beside_students(results: list[Result], by_teacher: dict[str, list[dict]]) -> list[Result]:

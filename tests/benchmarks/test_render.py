@@ -166,10 +166,16 @@ def test_the_distillation_cost_result_gets_its_means_and_ratio(tmp_path: Path) -
     text, _ = render_to(tmp_path, write_results(tmp_path / "results", distill_cost=cost))
     lines = text.splitlines()
     assert "## Distillation cost" in lines
-    summary = next(line for line in lines if line.startswith("| 2 |"))  # the seeds with both arms' top-1
+    summary = next(line for line in lines if line.startswith("| after |"))  # the seeds with both arms' top-1
     cells = [c.strip() for c in summary.strip("|").split("|")]
-    assert cells == ["2", "110.00 (14.1)", "62.00 (2.8)", "33.00 (4.2)", "62.50 (0.7)", "30.0", "+0.5 (-18.6 to +19.6)"]
+    assert cells == ["after", "2", "62.00 (2.8)", "62.50 (0.7)", "30.0", "+0.5 (-18.6 to +19.6)"]
     assert "| 2 | 110.0 | None |" not in text and "| 2 | 110.0 |  | 33.0 | 61.0 |" in text  # the per-seed table
+    # with alternating short runs, each arm's share is their seconds per step; every arm gets its row
+    cost["figures"] = [{**row, "pool_s": 20.0, "pool_top1": 60.0} for row in cost["figures"]]
+    cost["timing"] = {"arms": {"pool": {"per_step_ratio": 0.5}}}
+    text, _ = render_to(tmp_path, write_results(tmp_path / "results2", distill_cost=cost))
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith(("| after |", "| pool |"))}
+    assert "| 30.0 |" in rows["after"] and "| 50.0 (per step) |" in rows["pool"] and "-2.0 (" in rows["pool"]
 
 
 def test_a_result_shows_the_plot_its_command_drew_when_the_file_exists(tmp_path: Path) -> None:
