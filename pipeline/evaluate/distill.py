@@ -593,6 +593,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UserError(f"--save: {args.save} exists and is not a folder")
     info = corpus_info(args.out)
     choices = choose(args, info)
+    if args.fresh_views < 1 and (choices.teacher is None or args.sparse):
+        raise UserError("--fresh-views: the view pool holds views a live teacher labelled; it applies neither to "
+                        "--stored-labels nor to --sparse")
     ddp, device = init_distributed(args.device)
     try:
         return _distill_command(args, info, choices, augment, ddp, device)

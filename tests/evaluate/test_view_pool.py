@@ -103,6 +103,13 @@ def test_distilling_with_a_pool_resumes_to_the_same_student(tmp_path, make_corpu
     assert rc == 2 and "fresh_views" in err
 
 
+@pytest.mark.parametrize("flag", ["--stored-labels", "--sparse"])
+def test_a_pool_without_live_teacher_views_is_refused(tmp_path, make_corpus, teachers, capsys, flag):
+    layout = make_corpus(tmp_path / "c")
+    rc, _, err = run_cli(["distill", str(layout.root), "--student", "toy-student", "--fresh-views", "0.5", flag], capsys)
+    assert rc == 2 and "--fresh-views" in err and flag in err
+
+
 @pytest.mark.parametrize("value", ["0", "1.5"])
 def test_a_fresh_share_outside_0_to_1_exits_2(tmp_path, make_corpus, teachers, capsys, value):
     layout = make_corpus(tmp_path / "c")
