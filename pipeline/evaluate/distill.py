@@ -325,9 +325,9 @@ def resolve_workers(cfg: DistillConfig, info: CorpusInfo, world: int) -> int:
 def _epoch_batches(info: CorpusInfo, cfg: DistillConfig, ddp: Distributed, device: torch.device, batch_size: int
                    ) -> tuple[Callable[[int], Iterable[Batch]], int, bool, int]:
     """The batches of ``batch_size`` corpus images of each epoch (a function of the epoch), steps per epoch,
-    whether they come from memory, and the loader workers: a single process without loader workers holds a corpus within
-    ``cfg.memory_budget`` decoded in memory (:mod:`pipeline.evaluate.memory_batches`), anything else is
-    streamed by a ``DataLoader``."""
+    whether they come from memory, and the loader workers: a single process without loader workers holds a
+    corpus within ``cfg.memory_budget`` decoded in memory (:mod:`pipeline.evaluate.memory_batches`), anything
+    else is streamed by a ``DataLoader``."""
     workers = resolve_workers(cfg, info, ddp.world)
     memory = None
     if ddp.world == 1 and workers == 0:
