@@ -1,5 +1,5 @@
 """The run command end to end on local Ray (the shared ``local_ray``) with a tiny checkpoint teacher (no toy-teacher
-training)."""
+training). The tests that start from a complete corpus of the default manifest share one (``tiny_corpus``)."""
 
 import json
 import os
@@ -20,27 +20,17 @@ from pipeline.run.faults import ENV_VAR
 from pipeline.run.spec import load_spec
 from pipeline.teachers.loading import load_teacher
 from tests.cli_stderr import cli_lines
-from tests.run.tiny_run import KILL_RUN, LOCAL_CPUS, ROOT, digests, last_json, tar_digests, write_manifest
+from tests.run.tiny_run import ROOT, digests, last_json, tar_digests, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
 
-def released_by(ray, timeout: float = 60.0) -> None:
-    """Until every CPU of ``ray`` is free again (a run releases its actors when Ray is not its own)."""
-    deadline = time.monotonic() + timeout
-    while ray.available_resources().get("CPU", 0) < LOCAL_CPUS:
-        assert time.monotonic() < deadline, f"the run's workers still hold CPUs: {ray.available_resources()}"
-        time.sleep(0.2)
-
-
-def test_run_status_rerun_and_changed_spec(tmp_path, teacher_file, capsys, monkeypatch, local_ray):
-    manifest = write_manifest(tmp_path, teacher_file)
-    out = tmp_path / "out"
-    assert main(["run", str(manifest), "--out", str(out), "--json"]) == 0
-    report = last_json(capsys.readouterr().out)
+def test_run_status_rerun_and_changed_spec(tmp_path, tiny_corpus, capsys):
+    # the first run is tiny_corpus's (which also checks that it left the shared Ray without its workers)
+    manifest, report = tiny_corpus.manifest, tiny_corpus.report
     assert report["ok"] and report["completed_shards"] == 8 and report["completed_images"] == 12
+    out = tiny_corpus.copy(tmp_path / "out")
     assert verify_corpus(out).ok
-    released_by(local_ray)  # the run left the shared Ray running, without its workers
     # the card written at completion makes the bare folder load as images, not as parquet metadata
     import datasets
 
@@ -62,7 +52,7 @@ def test_run_status_rerun_and_changed_spec(tmp_path, teacher_file, capsys, monke
     assert tar_digests(out2) == before
     capsys.readouterr()
     # a changed spec is refused, nothing touched
-    changed = write_manifest(tmp_path, teacher_file, images_per_class=4)
+    changed = write_manifest(tmp_path, tiny_corpus.teacher, images_per_class=4)
     assert main(["run", str(changed), "--out", str(out)]) == 2
     assert "different spec" in capsys.readouterr().err
     assert tar_digests(out) == before
@@ -74,11 +64,10 @@ def test_run_status_rerun_and_changed_spec(tmp_path, teacher_file, capsys, monke
     assert tar_digests(out) == before
 
 
-def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, teacher_file, local_ray):
-    manifest = write_manifest(tmp_path, teacher_file, **KILL_RUN)
-    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, tiny_corpus):
+    manifest, reference, interrupted = tiny_corpus.manifest, tiny_corpus.out, tmp_path / "interrupted"
     # shard 3 never finishes in the run to be killed, so it is still running however fast the others go;
-    # the uninterrupted reference is made meanwhile, in this process
+    # the uninterrupted reference is tiny_corpus
     env = {**os.environ, ENV_VAR: f"hang:3:1:{tmp_path / 'faults'}"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(interrupted)],
@@ -86,7 +75,6 @@ def test_kill_9_mid_run_then_resume_is_byte_identical(tmp_path, teacher_file, lo
     )
     deadline, stats_dir, hung = time.time() + 120, interrupted / "stats", tmp_path / "faults" / "fired-3-0"
     try:
-        assert main(["run", str(manifest), "--out", str(reference)]) == 0
         while time.time() < deadline and proc.poll() is None:
             if hung.exists() and stats_dir.exists() and len(list(stats_dir.glob("*.json"))) >= 2:
                 break
@@ -130,16 +118,14 @@ def test_shard_that_always_fails_is_reported_and_the_rest_finish(tmp_path, teach
     assert all((layout.root / layout.stats(i)).exists() for i in range(8) if i != 2)
 
 
-def test_provenance_mismatch_on_resume_is_refused_then_allowed_and_recorded(tmp_path, teacher_file, capsys,
+def test_provenance_mismatch_on_resume_is_refused_then_allowed_and_recorded(tmp_path, tiny_corpus, capsys,
                                                                           monkeypatch):
-    manifest = write_manifest(tmp_path, teacher_file, images_per_class=2, images_per_shard=2)
-    out = tmp_path / "out"
-    assert main(["run", str(manifest), "--out", str(out)]) == 0
+    manifest, out = tiny_corpus.manifest, tiny_corpus.copy(tmp_path / "out")
     path = out / "manifest.json"
     recorded = json.loads(path.read_text())
     reference = recorded["spec"]["provenance"]
     assert reference["packages"]["torch"] == torch.__version__ and reference["device"] == "cpu"
-    assert reference["teacher"]["weights_sha256"] == load_teacher(str(teacher_file)).weights_sha256
+    assert reference["teacher"]["weights_sha256"] == load_teacher(str(tiny_corpus.teacher)).weights_sha256
     assert read_stats(CorpusLayout(out), 0)["provenance"] == reference  # one machine: the same record
     # the corpus was started under another torch and smi-synth, as an upgrade between two runs leaves it
     reference["packages"]["torch"] = "2.0.0+old"
@@ -161,7 +147,7 @@ def test_provenance_mismatch_on_resume_is_refused_then_allowed_and_recorded(tmp_
     assert after["package_version"] == "0.0.1"  # the version that made the corpus, not the last resume's
     (mixed,) = after["spec"]["provenance_mismatches"]
     assert mixed["differences"] == [f"packages.torch: 2.0.0+old -> {torch.__version__}"]
-    assert mixed["complete_shards_before"] == 3
+    assert mixed["complete_shards_before"] == 7
     assert read_stats(CorpusLayout(out), 3)["provenance"]["packages"]["torch"] == torch.__version__
     card = (out / "README.md").read_text()
     assert f"| Provenance mismatches allowed on resume | 1: packages.torch: 2.0.0+old -> {torch.__version__} |" in card

@@ -1,7 +1,11 @@
-"""A tiny run for the run tests: a checkpoint teacher, a manifest around it, digests of what it wrote."""
+"""A tiny run for the run tests: a checkpoint teacher, a manifest around it, digests of what it wrote, and
+:class:`TinyCorpus`, the default manifest's corpus made once per test run (the ``tiny_corpus`` fixture)."""
 
 import hashlib
 import json
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -64,3 +68,27 @@ def make_teacher_file(folder: Path) -> Path:
     save_checkpoint(model, path, arch="vit_tiny_patch16_224", model_kwargs=ARCH_KWARGS,
                     class_names=["alpha", "beta", "gamma", "delta"], license="apache-2.0")
     return path
+
+
+def released_by(ray, timeout: float = 60.0) -> None:
+    """Until every CPU of ``ray`` is free again (a run releases its actors when Ray is not its own)."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < LOCAL_CPUS:
+        assert time.monotonic() < deadline, f"the run's workers still hold CPUs: {ray.available_resources()}"
+        time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class TinyCorpus:
+    """``smi-synth run MANIFEST --out OUT --json`` of :func:`write_manifest`'s defaults on the shared local Ray,
+    made once for the test run: read it, or :meth:`copy` it before changing anything."""
+
+    manifest: Path
+    teacher: Path
+    out: Path
+    report: dict  # the run's --json report
+
+    def copy(self, dest: Path) -> Path:
+        """A copy of the corpus at ``dest`` (to resume into, or to change)."""
+        shutil.copytree(self.out, dest)
+        return dest
