@@ -24,12 +24,10 @@ def s3_digests(url: str) -> dict[str, str]:
     return {n: hashlib.sha256(storage.read_bytes(f"data/{n}")).hexdigest() for n in storage.listdir("data")}
 
 
-def test_run_to_s3_gives_the_local_bytes(tmp_path, teacher_file, s3_url):
-    manifest = write_manifest(tmp_path, teacher_file)
-    local = tmp_path / "local"
-    assert main(["run", str(manifest), "--out", str(local)]) == 0
+def test_run_to_s3_gives_the_local_bytes(tiny_corpus, s3_url):
+    manifest, local = tiny_corpus.manifest, tiny_corpus.out  # the local run
     assert main(["run", str(manifest), "--out", s3_url]) == 0
-    assert not (tmp_path / "s3:").exists() and not (ROOT / "s3:").exists()  # no local folder named after the URL
+    assert not (manifest.parent / "s3:").exists() and not (ROOT / "s3:").exists()  # no local folder named after the URL
     assert s3_digests(s3_url) == tar_digests(local) and len(tar_digests(local)) == 8
     layout = CorpusLayout(s3_url)
     for sid in range(8):
