@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli import main
 from tests.run.tiny_run import TinyCorpus, last_json, make_teacher_file, released_by, write_manifest
 
 _made: dict[str, TinyCorpus] = {}  # the tiny corpus, once made: it lives as long as the test run
@@ -25,8 +26,6 @@ def tiny_corpus(local_ray, tmp_path_factory) -> TinyCorpus:
     """The default manifest's corpus (:class:`~tests.run.tiny_run.TinyCorpus`), run through the CLI on the
     shared local Ray by the first test that asks for it; that run leaves the Ray without its workers."""
     if "default" not in _made:
-        from pipeline.cli import main
-
         folder = tmp_path_factory.mktemp("tiny-corpus")
         teacher = make_teacher_file(folder)
         manifest, out = write_manifest(folder, teacher), folder / "out"
