@@ -87,12 +87,13 @@ from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
 from smi_core import InversionConfig, invert  # noqa: E402
 from smi_core.recipe import recommended_config  # noqa: E402
+from smi_core.selection import images_per_target  # noqa: E402
 
 log = logging.getLogger("quality_suite")
 
-CORPORA = ("noise", "dense", "smi", "real")
+CORPORA = ("noise", "dense", "smi", "rebirth", "real")
 # what a recipe may return per corpus: the sparse corpus may stop patches at random (a control for saliency)
-SELECTION_KINDS = {"dense": ("dense",), "smi": ("smi", "random")}
+SELECTION_KINDS = {"dense": ("dense",), "smi": ("smi", "random"), "rebirth": ("rebirth",)}
 RecipeFn = Callable[[str, int], InversionConfig]
 FORMAT = "quality-suite-v1"
 CALIB = ("dense", "smi", "real", "noise")  # the quantizer's calibration sets, in their table order
@@ -127,10 +128,16 @@ def load_recipe(ref: str) -> RecipeFn:
     return fn
 
 
-def check_recipe(fn: RecipeFn, iterations: int) -> dict[str, dict[str, Any]]:
-    """The recipe's dense and SMI configs as JSON dicts (ValueError when it does not give valid ones)."""
+def inverted_methods(corpora: list[str]) -> tuple[str, ...]:
+    """The inverted corpora a run generates: dense and SMI always (they are timed side by side), rebirth when
+    it is distilled."""
+    return ("dense", "smi", "rebirth") if "rebirth" in corpora else ("dense", "smi")
+
+
+def check_recipe(fn: RecipeFn, iterations: int, methods: tuple[str, ...] = ("dense", "smi")) -> dict[str, dict[str, Any]]:
+    """The recipe's configs of ``methods`` as JSON dicts (ValueError when it does not give valid ones)."""
     configs = {}
-    for method in ("dense", "smi"):
+    for method in methods:
         try:
             config = fn(method, iterations)
         except (ValueError, TypeError) as exc:
@@ -177,23 +184,28 @@ def _start_corpus(out: Path, kind: str, teacher: Any, checkpoint: Path, classes:
 
 def write_inverted(roots: dict[str, Path], configs: dict[str, InversionConfig], teacher: Any, checkpoint: Path,
                    classes: int, per_class: int, seed: int) -> dict[str, dict[str, float]]:
-    """Dense and SMI corpora, class by class, alternating which goes first (same generator seed per class):
-    their inversion times, measured side by side, FLOPs, and the teacher's mean probability of the target
-    class on the finished images seen whole (``confidence``: SMI optimises only its kept patches)."""
+    """The inverted corpora (dense, SMI, rebirth), class by class, rotating which goes first (same generator seed
+    per class): their inversion times, measured side by side, FLOPs, and the teacher's mean probability of the
+    target class on the finished images seen whole (``confidence``: SMI optimises only its kept patches). A
+    rebirth run yields several images per target: it inverts just enough targets and keeps ``per_class`` images."""
     started = {m: _start_corpus(roots[m], m, teacher, checkpoint, classes, per_class, seed,
                                 json.loads(json.dumps(dataclasses.asdict(configs[m])))) for m in configs}
     timing = {m: {"gen_seconds": 0.0, "flops": 0.0, "confidence": 0.0} for m in configs}
     methods = list(started)
     for c in range(classes):
-        for method in methods if c % 2 == 0 else methods[::-1]:
+        shift = c % len(methods)
+        for method in methods[shift:] + methods[:shift]:
             layout, tasks = started[method]
             task = tasks[c]
             generator = torch.Generator().manual_seed(batch_seed(task.seed, 0))
-            targets = torch.full((per_class,), task.label, dtype=torch.int64)
-            result = invert(teacher.model, targets, configs[method], generator, img_size=teacher.img_size,
-                            mean=teacher.mean, std=teacher.std)
-            timing[method]["gen_seconds"] += result.seconds
-            timing[method]["flops"] += result.flops
+            yields = images_per_target(configs[method].selection)
+            targets = torch.full((math.ceil(per_class / yields),), task.label, dtype=torch.int64)
+            run = invert(teacher.model, targets, configs[method], generator, img_size=teacher.img_size,
+                         mean=teacher.mean, std=teacher.std)
+            timing[method]["gen_seconds"] += run.seconds  # the whole run's, surplus images included
+            timing[method]["flops"] += run.flops
+            surplus = run.images.shape[0] - per_class  # the last target's images beyond per_class
+            result = run.split([per_class, surplus])[0] if surplus else run
             timing[method]["confidence"] += float(result.confidence.sum()) / (classes * per_class)
             samples = samples_from_result(result, task, offset=0, teacher=teacher.teacher_id, method=method,
                                           seconds_per_image=result.seconds / per_class)
@@ -334,7 +346,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Generate the corpora for teacher ``name`` and seed ``seed``, quantize the teacher on them and distil each
     (as the flags say); the result dict."""
     folder = args.out / name / f"seed{seed}"
-    configs = {m: args.recipe_fn(m, args.iterations) for m in ("dense", "smi")}
+    configs = {m: args.recipe_fn(m, args.iterations) for m in inverted_methods(args.corpora)}
     settings = settings_record(args, name, args.recipe_configs)
     result_path = folder / "result.json"
     previous = finished(name, seed, args)
@@ -357,7 +369,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     roots = {kind: folder / "corpora" / kind for kind in CORPORA}
     print(f"{name} seed {seed}: teacher top-1 {100 * result['teacher_top1']:.2f}% on {heldout.num_images} held-out "
           f"images; generating {args.classes} x {args.per_class} per corpus ...", file=sys.stderr)
-    gens = write_inverted({m: roots[m] for m in ("dense", "smi")}, configs, teacher, checkpoint, args.classes,
+    gens = write_inverted({m: roots[m] for m in configs}, configs, teacher, checkpoint, args.classes,
                           args.per_class, seed)
     for kind in ("noise", "real"):
         if not args.quant_only:  # only students learn from these two
@@ -636,7 +648,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--lr: must be > 0 and --adversarial-eps >= 0")
     try:
         args.recipe_fn = load_recipe(args.recipe)
-        args.recipe_configs = check_recipe(args.recipe_fn, args.iterations)
+        args.recipe_configs = check_recipe(args.recipe_fn, args.iterations, inverted_methods(args.corpora))
     except ValueError as exc:
         p.error(f"--recipe: {exc}")
     return args

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-SelectionKind = Literal["dense", "smi", "random"]
+SelectionKind = Literal["dense", "smi", "random", "rebirth"]
 StoppedPixels = Literal["frozen", "prior"]
 SaliencyKind = Literal["instant", "accumulated"]
 CompileMode = Literal["off", "default", "reduce-overhead"]
@@ -60,7 +60,11 @@ class StopSchedule:
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    """Which patches keep evolving: ``dense`` (all), ``smi`` (lowest CLS saliency stops), ``random``.
+    """Which patches keep evolving: ``dense`` (all), ``smi`` (lowest CLS saliency stops), ``random``, or
+    ``rebirth`` (patch rebirth: at each stop the *highest* CLS saliency leaves; the leaving patches, as they
+    are at that stop, are an image of their own with every other patch at the normalisation's mean, and the
+    rest keep evolving towards the target; the patches left at the end are the last image, so one run yields
+    ``len(schedule.iterations) + 1`` images per target, each with its own patches as its kept mask).
 
     A stopped patch leaves the teacher's forward either way (that is the saving). ``stopped`` says what
     happens to its pixels afterwards: ``frozen`` pins them to their values at the stop (the paper's
@@ -84,12 +88,14 @@ class SelectionConfig:
     rejoin: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("dense", "smi", "random"):
-            raise ValueError(f"selection.kind: expected one of dense, smi, random, got {self.kind!r}")
+        if self.kind not in ("dense", "smi", "random", "rebirth"):
+            raise ValueError(f"selection.kind: expected one of dense, smi, random, rebirth, got {self.kind!r}")
         if self.stopped not in ("frozen", "prior"):
             raise ValueError(f"selection.stopped: expected frozen or prior, got {self.stopped!r}")
         if self.saliency not in ("instant", "accumulated"):
             raise ValueError(f"selection.saliency: expected instant or accumulated, got {self.saliency!r}")
+        if self.rejoin is not None and self.kind == "rebirth":
+            raise ValueError("selection.rejoin: rebirth harvests the patches that leave; none can rejoin (use None)")
         if self.rejoin is not None:
             if isinstance(self.rejoin, bool) or not isinstance(self.rejoin, int):
                 raise ValueError(f"selection.rejoin: expected an iteration (integer) or None, got {self.rejoin!r}")

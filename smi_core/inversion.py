@@ -38,6 +38,7 @@ from smi_core.flops import schedule_flops
 from smi_core.packing import BatchStreams
 from smi_core.pyramid import ImagePyramid
 from smi_core.result import InversionResult, expand_patch_mask
+from smi_core.selection import images_per_target
 from smi_core.vit import ViTGeometry, embed_tokens, forward_blocks, vit_geometry
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,34 @@ def _zoomed_forward(
     return view, subset, saliency, kept, features, logits
 
 
+def _check_rebirth_stages(kept_counts: Sequence[int], num_patches: int) -> None:
+    """Raise unless every rebirth stop lets at least one patch leave (each harvested image has patches)."""
+    counts = [num_patches, *kept_counts]
+    for before, after in zip(counts, counts[1:]):
+        if after >= before:
+            raise ValueError(f"selection.schedule.ratios: with rebirth every stop must let a patch leave; of "
+                             f"{before} patches a stop keeps {after} ({num_patches} patches, kept {kept_counts})")
+
+
+def _harvested(
+    harvests: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    final: torch.Tensor,
+    final_mask: torch.Tensor,
+    final_loss: torch.Tensor,
+    geometry: ViTGeometry,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rebirth's images, target by target (each target's stops in order, then what remained at the end): every
+    image shows its own patches with the rest at the normalisation's mean (0 in normalised space).
+
+    Returns ``(images (B * S, 3, H, W) normalised, masks (B * S, N), losses (B * S,))`` for S images per target.
+    """
+    parts = [*harvests, (final, final_mask, final_loss)]
+    images = torch.stack([torch.where(patch_mask_to_pixels(mask, geometry), image, 0.0) for image, mask, _ in parts], 1)
+    masks = torch.stack([mask for _, mask, _ in parts], 1)
+    losses = torch.stack([loss for _, _, loss in parts], 1)
+    return images.flatten(0, 1), masks.flatten(0, 1), losses.flatten(0, 1)
+
+
 def per_sample_objective(
     weights: LossWeights,
     logits: torch.Tensor,
@@ -198,7 +227,8 @@ def invert(
     ``bn_prior`` is needed when ``config.loss.bn_prior > 0``; its CNN gets the augmented view in this
     teacher's normalisation. ``observer`` is called after every iteration (progress, tracing, tests).
     ``generator`` is one batch's generator, or the :class:`~smi_core.packing.BatchStreams` of batches
-    packed into ``targets`` (see :func:`invert_packed`).
+    packed into ``targets`` (see :func:`invert_packed`). With ``selection.kind == "rebirth"`` the result has
+    :func:`~smi_core.selection.images_per_target` images per target, target by target.
     """
     streams = generator if isinstance(generator, BatchStreams) else BatchStreams([targets.shape[0]], [generator])
     geometry = vit_geometry(model, img_size)
@@ -206,8 +236,9 @@ def invert(
     weights = config.loss
     if weights.bn_prior > 0 and bn_prior is None:
         raise ValueError("loss.bn_prior: weight > 0 needs a bn_prior CNN")
-    if config.selection.kind == "smi" and not geometry.has_cls_token:
-        raise ValueError("selection.kind: smi needs a class token for its saliency; this model has none")
+    if config.selection.kind in ("smi", "rebirth") and not geometry.has_cls_token:
+        raise ValueError(f"selection.kind: {config.selection.kind} needs a class token for its saliency; this model "
+                         "has none")
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     if targets.ndim != 1 or targets.dtype != torch.int64 or targets.numel() == 0:
         raise ValueError("targets: expected a non-empty 1-D int64 tensor of class indices")
@@ -237,6 +268,11 @@ def invert(
     current = pyramid.compose(pixels, coarse) if pyramid is not None else pixels.detach()
 
     policy = streams.policy(config.selection, num_patches)
+    # rebirth: (image, its patches, loss) of every stop's leaving patches, in stop order
+    harvests: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+    if config.selection.kind == "rebirth":
+        _check_rebirth_stages(config.selection.schedule.kept_counts(num_patches), num_patches)
+        harvests = []
     final_phase = policy.final_phase_start()
     kept = torch.arange(num_patches, device=device).expand(batch, -1).contiguous()
     keep_pixels: torch.Tensor | None = None  # (B, 1, H, W) bool once a patch has stopped
@@ -307,6 +343,9 @@ def invert(
                 current = pixels.detach()
             new_kept = streams.update(iteration, canonical if want_saliency else kept, saliency)
             if new_kept.shape[1] != kept.shape[1]:
+                if harvests is not None:  # rebirth: the leaving patches, as they are now, are an image of their own
+                    leaving = _kept_to_mask(kept, num_patches) & ~_kept_to_mask(new_kept, num_patches)
+                    harvests.append((current.clone(), leaving, sample_loss.clone()))
                 kept = new_kept
                 if kept.shape[1] == num_patches:  # every patch rejoined: nothing is stopped any more
                     keep_pixels = frozen = None
@@ -319,6 +358,10 @@ def invert(
 
     final = best if config.keep_best else current
     final_mask = best_mask if config.keep_best else _kept_to_mask(kept, num_patches)
+    final_loss = best_loss if config.keep_best else sample_loss
+    if harvests is not None:
+        final, final_mask, final_loss = _harvested(harvests, final, final_mask, final_loss, geometry)
+        targets = targets.repeat_interleave(len(harvests) + 1)
     with torch.no_grad():  # the stored soft labels: one float32 forward of the final images, not autocast
         logits = model.forward_head(forward_blocks(model, embed_tokens(model, final))[0]).float()
     if device.type == "cuda":
@@ -330,7 +373,6 @@ def invert(
         else 0
     )
     images = (final * std_v + mean_v).clamp(0, 1)
-    final_loss = best_loss if config.keep_best else sample_loss
     return InversionResult(
         images=images.float().cpu(),
         labels=targets.cpu(),
@@ -366,4 +408,5 @@ def invert_packed(
             raise ValueError("targets: every packed batch needs a non-empty 1-D tensor of class indices")
     streams = BatchStreams([t.shape[0] for t, _ in batches], [g for _, g in batches])
     whole = invert(model, torch.cat([t for t, _ in batches]), config, streams, **kwargs)
-    return whole.split(streams.sizes)
+    per_target = images_per_target(config.selection)
+    return whole.split([n * per_target for n in streams.sizes])

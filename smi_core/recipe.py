@@ -20,7 +20,7 @@ from smi_core.config import (
     StopSchedule,
 )
 
-Method = Literal["dense", "smi"]
+Method = Literal["dense", "smi", "rebirth"]
 
 # SMI's stop iterations t = 50, 100, 200, 300 of the paper's 4,000, as fractions of the run
 PAPER_STOP_FRACTIONS: tuple[float, ...] = (50 / 4000, 100 / 4000, 200 / 4000, 300 / 4000)
@@ -59,6 +59,20 @@ def finish_start(iterations: int, stops: Sequence[int], fraction: float = FINISH
     return rejoin if rejoin > max(stops, default=0) else None
 
 
+# images one rebirth run yields per target: it harvests a quarter of the patches at 1/4, 1/2 and 3/4 of the run
+REBIRTH_STAGES = 4
+
+
+def rebirth_schedule(iterations: int, stages: int = REBIRTH_STAGES) -> StopSchedule:
+    """Rebirth's stops: at ``j / stages`` of the run (``j = 1 .. stages - 1``), each letting an equal share of the
+    patches leave (``1 / (stages - j)`` of those remaining), so each of the ``stages`` images has about
+    ``1 / stages`` of the patches; short runs merge stops that round to the same iteration (fewer images)."""
+    if stages < 2:
+        raise ValueError(f"stages: rebirth needs at least 2, got {stages}")
+    stops = scaled_stops([j / stages for j in range(1, stages)], iterations)
+    return StopSchedule(stops, tuple(1 / (len(stops) + 1 - j) for j in range(len(stops))))
+
+
 def recommended_config(method: Method, iterations: int) -> InversionConfig:
     """The recommended recipe for ``method`` (``dense`` or ``smi``) at ``iterations`` Adam steps.
 
@@ -67,18 +81,23 @@ def recommended_config(method: Method, iterations: int) -> InversionConfig:
     cross-entropy plus TV-l2 0.75; a random horizontal flip as the only augmentation; SMI stops 30% of
     the remaining patches at the paper's stops scaled to ``iterations``, stopped patches left to the
     image prior, saliency from the last forward, every patch back for the last 10% of the run
-    (:func:`finish_start`); each image's lowest-loss iterate kept.
+    (:func:`finish_start`); each image's lowest-loss iterate kept. ``rebirth`` (patch rebirth): the same, but
+    its stops are :func:`rebirth_schedule`'s and no patch rejoins: one run yields :data:`REBIRTH_STAGES` images
+    per target.
     """
-    if method not in ("dense", "smi"):
-        raise ValueError(f"method: expected dense or smi, got {method!r}")
-    stops = paper_stops(iterations)
+    if method not in ("dense", "smi", "rebirth"):
+        raise ValueError(f"method: expected dense, smi or rebirth, got {method!r}")
+    if method == "rebirth":
+        schedule = rebirth_schedule(iterations)
+    else:
+        stops = paper_stops(iterations)
+        schedule = StopSchedule(stops, (0.3,) * len(stops))
     return InversionConfig(
         iterations=iterations,
         lr=0.1,
         betas=(0.5, 0.99),
-        selection=SelectionConfig(kind=method, schedule=StopSchedule(stops, (0.3,) * len(stops)),
-                                  stopped="prior", saliency="instant",
-                                  rejoin=finish_start(iterations, stops) if method == "smi" else None),
+        selection=SelectionConfig(kind=method, schedule=schedule, stopped="prior", saliency="instant",
+                                  rejoin=finish_start(iterations, schedule.iterations) if method == "smi" else None),
         loss=LossWeights(ce=1.0, tv_l1=0.0, tv_l2=0.75, l2=0.0, bn_prior=0.0, patch_entropy=0.0),
         augment=AugmentConfig(enabled=True, max_roll_fraction=0.0, flip=True, zoom=None, colour_shift=0.0,
                               per_sample=True),

@@ -19,10 +19,11 @@ class InversionResult:
     """Final (best) images of one batch and everything measured about them. All tensors on CPU.
 
     Shapes: B samples, N patches (``grid[0] * grid[1]``), H x W pixels. Only what a shard stores comes
-    back from the device (:func:`expand_patch_mask` turns ``kept_mask`` into a pixel mask).
+    back from the device (:func:`expand_patch_mask` turns ``kept_mask`` into a pixel mask). A rebirth run
+    (``selection.kind == "rebirth"``) yields S images per target, target by target: B is targets x S.
     """
 
-    images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1], unmasked final image
+    images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1], final image (unmasked; rebirth: its patches only)
     labels: torch.Tensor  # (B,) int64 target classes
     kept_mask: torch.Tensor  # (B, N) bool, patches still evolving at the end (row-major patch grid)
     logits: torch.Tensor  # (B, num_classes) float32, teacher logits (a float32 forward) on the final image

@@ -64,19 +64,20 @@ class DensePolicy:
 class ScheduledStopping:
     """Stop ``ratios[i]`` of the remaining patches so that iterations ``>= iterations[i]`` run without them.
 
-    ``scorer`` picks which patches stay: ``"saliency"`` (SMI: lowest CLS attention stops) or
-    ``"random"``. The saliency comes from the forward of iteration ``iterations[i] - 1``, or with
+    ``scorer`` picks which patches stay: ``"saliency"`` (SMI: lowest CLS attention stops),
+    ``"rebirth"`` (the highest CLS attention leaves: those patches are harvested as an image of their own
+    and the rest keep evolving, see :func:`images_per_target`) or ``"random"``. The saliency comes from the forward of iteration ``iterations[i] - 1``, or with
     ``config.saliency == "accumulated"`` from the sum over every forward before the stop (each
     patch's attention added while it was kept). With ``config.rejoin``, every patch is kept again from
     that iteration on.
     """
 
     def __init__(self, config: SelectionConfig, num_patches: int, scorer: str = "saliency") -> None:
-        if scorer not in ("saliency", "random"):
-            raise ValueError(f"scorer: expected 'saliency' or 'random', got {scorer!r}")
-        self.name = "smi" if scorer == "saliency" else "random"
+        if scorer not in ("saliency", "random", "rebirth"):
+            raise ValueError(f"scorer: expected 'saliency', 'random' or 'rebirth', got {scorer!r}")
+        self.name = {"saliency": "smi", "random": "random", "rebirth": "rebirth"}[scorer]
         self.scorer = scorer
-        self.accumulate = scorer == "saliency" and config.saliency == "accumulated"
+        self.accumulate = scorer != "random" and config.saliency == "accumulated"
         self.num_patches = num_patches
         counts = config.schedule.kept_counts(num_patches)
         self._keep_after = {t - 1: k for t, k in zip(config.schedule.iterations, counts)}
@@ -88,7 +89,7 @@ class ScheduledStopping:
         return self._last_stop if self._rejoin is None else self._rejoin
 
     def needs_saliency(self, iteration: int) -> bool:
-        if self.scorer != "saliency":
+        if self.scorer == "random":
             return False
         return iteration < self._last_stop if self.accumulate else iteration in self._keep_after
 
@@ -107,16 +108,23 @@ class ScheduledStopping:
             return keep_random(kept, num_keep, generator)
         if saliency is None:
             raise RuntimeError(f"iteration {iteration}: the SMI policy needs the saliency of this forward")
-        if self.accumulate:
-            return keep_top_salient(kept, torch.gather(self._total, 1, kept), num_keep)
-        return keep_top_salient(kept, saliency, num_keep)
+        scores = torch.gather(self._total, 1, kept) if self.accumulate else saliency
+        # rebirth: the most salient patches leave (harvested), the least salient keep evolving
+        return keep_top_salient(kept, -scores if self.scorer == "rebirth" else scores, num_keep)
 
 
 def make_policy(config: SelectionConfig, num_patches: int) -> SelectionPolicy:
     """The policy a ``SelectionConfig`` names."""
     if config.kind == "dense":
         return DensePolicy()
-    return ScheduledStopping(config, num_patches, scorer="saliency" if config.kind == "smi" else "random")
+    scorer = {"smi": "saliency", "random": "random", "rebirth": "rebirth"}[config.kind]
+    return ScheduledStopping(config, num_patches, scorer=scorer)
+
+
+def images_per_target(config: SelectionConfig) -> int:
+    """Images one inversion yields per target: 1, or with ``rebirth`` one per stop plus the patches that remain
+    at the end (patch rebirth: each stop's leaving patches are an image of their own)."""
+    return len(config.schedule.iterations) + 1 if config.kind == "rebirth" else 1
 
 
 def tokens_per_iteration(config: SelectionConfig, num_patches: int, iterations: int) -> list[int]:
