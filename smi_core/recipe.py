@@ -63,6 +63,12 @@ def finish_start(iterations: int, stops: Sequence[int], fraction: float = FINISH
 REBIRTH_STAGES = 4
 
 
+def equal_stage_ratios(stops: int) -> tuple[float, ...]:
+    """Ratios that let ``stops`` stops cut the patches into ``stops + 1`` equal shares: ``1 / (stops + 1 - j)`` of
+    those remaining at stop ``j``."""
+    return tuple(1 / (stops + 1 - j) for j in range(stops))
+
+
 def rebirth_schedule(iterations: int, stages: int = REBIRTH_STAGES) -> StopSchedule:
     """Rebirth's stops: at ``j / stages`` of the run (``j = 1 .. stages - 1``), each letting an equal share of the
     patches leave (``1 / (stages - j)`` of those remaining), so each of the ``stages`` images has about
@@ -70,7 +76,7 @@ def rebirth_schedule(iterations: int, stages: int = REBIRTH_STAGES) -> StopSched
     if stages < 2:
         raise ValueError(f"stages: rebirth needs at least 2, got {stages}")
     stops = scaled_stops([j / stages for j in range(1, stages)], iterations)
-    return StopSchedule(stops, tuple(1 / (len(stops) + 1 - j) for j in range(len(stops))))
+    return StopSchedule(stops, equal_stage_ratios(len(stops)))
 
 
 def recommended_config(method: Method, iterations: int) -> InversionConfig:

@@ -234,6 +234,11 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, 
         smi = {**FIELDS_ADDED_LATER, **inv}
         sched = (f"stop at iterations {schedule.get('iterations')} with ratios {schedule.get('ratios')}; "
                  f"patches ranked by {smi['saliency']} CLS attention; stopped pixels {smi['stopped_patches']}")
+        if method == "rebirth":
+            sched = (f"patch rebirth: at iterations {schedule.get('iterations')} the most salient share "
+                     f"{schedule.get('ratios')} of the remaining patches (by {smi['saliency']} CLS attention) leaves "
+                     "as an image of its own, the rest at the mean colour; one run yields one image per stop plus "
+                     "the patches left at the end")
     out = [f"---\n{header}---", "", f"# {meta['pretty_name']}", ""]
     out += [
         f"Synthetic images generated **without any real training data** by inverting the pretrained "

@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from smi_core.config import InversionConfig, SelectionConfig
-from smi_core.recipe import Method, finish_start, recommended_config
+from smi_core.recipe import Method, equal_stage_ratios, finish_start, recommended_config
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Number = Annotated[float, Strict()]  # ints are accepted and stored as floats; strings and bools are not
@@ -158,9 +158,11 @@ def build_config(inv: BaseModel) -> InversionConfig:
     changes |= {"iterations": iterations, "selection": {**selection, "kind": method}}
     schedule = selection.get("schedule", {})
     ratios = rec.selection.schedule.ratios
-    if "iterations" in schedule and "ratios" not in schedule and len(set(ratios)) == 1:
+    if "iterations" in schedule and "ratios" not in schedule and method == "rebirth":  # equal stages
+        schedule["ratios"] = list(equal_stage_ratios(len(schedule["iterations"])))
+    elif "iterations" in schedule and "ratios" not in schedule and len(set(ratios)) == 1:
         schedule["ratios"] = ratios[:1] * len(schedule["iterations"])
-    if "iterations" in schedule and "rejoin" not in selection and method != "dense":
+    if "iterations" in schedule and "rejoin" not in selection and method == "smi":
         changes["selection"]["rejoin"] = finish_start(iterations, schedule["iterations"])
     if "pyramid" not in changes and selection.get("stopped", rec.selection.stopped) == "frozen" and method != "dense":
         changes["pyramid"] = ()  # the paper's pinned stops: coarse levels would move them, so pixels only

@@ -13,7 +13,7 @@ from pipeline.run.spec import RunSpec, load_spec
 from smi_core import memory
 from smi_core.config import SelectionConfig
 from smi_core.flops import total_flops, vit_iteration_flops
-from smi_core.selection import tokens_per_iteration
+from smi_core.selection import images_per_target, tokens_per_iteration
 
 # --- estimate assumptions (stated in every summary) ----------------------------------------------
 FLOP_MODEL = ("smi_core.flops.vit_iteration_flops: per iteration, a forward of the kept patches and the backward "
@@ -82,7 +82,8 @@ def token_phases(spec: RunSpec, dense: bool = False) -> list[tuple[int, int]]:
 
 def flops_per_image(spec: RunSpec, dense: bool = False) -> int:
     """FLOPs of inverting one image: :func:`smi_core.flops.vit_iteration_flops` of the teacher's dimensions,
-    summed over the token schedule (:func:`smi_core.flops.total_flops`)."""
+    summed over the token schedule (:func:`smi_core.flops.total_flops`), shared by the images one run yields
+    per target (rebirth: several)."""
     t = spec.teacher
 
     def per_iteration(kept: int) -> int:
@@ -90,7 +91,9 @@ def flops_per_image(spec: RunSpec, dense: bool = False) -> int:
                                    embed_dim=t.embed_dim, depth=t.depth, mlp_ratio=t.mlp_ratio,
                                    num_classes=t.num_classes)
 
-    return total_flops(per_iteration, _selection(spec, dense), num_patches(spec), spec.inversion_config().iterations, 1)
+    selection = _selection(spec, dense)
+    per_target = total_flops(per_iteration, selection, num_patches(spec), spec.inversion_config().iterations, 1)
+    return per_target // images_per_target(selection)
 
 
 def _tar_member(size: int) -> int:

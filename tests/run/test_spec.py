@@ -98,7 +98,7 @@ BAD_CASES: list[tuple[str, Any, str]] = [
     ("negative loss", {"inversion": {"loss": {"tv_l2": -1.0}}}, "inversion.loss.tv_l2: weight must be a non-negative"),
     ("string loss", {"inversion": {"loss": {"ce": "one"}}}, "inversion.loss.ce: expected a number, got string"),
     ("roll fraction", {"inversion": {"augment": {"max_roll_fraction": 1.0}}}, "inversion.augment.max_roll_fraction"),
-    ("method", {"inversion": {"method": "sparse"}}, "inversion.method: expected 'dense' or 'smi'"),
+    ("method", {"inversion": {"method": "sparse"}}, "inversion.method: expected 'dense', 'smi' or 'rebirth'"),
     ("stopped patches", {"inversion": {"stopped_patches": "thawed"}},
      "inversion.stopped_patches: expected 'frozen' or 'prior'"),
     ("saliency", {"inversion": {"saliency": "mean"}}, "inversion.saliency: expected 'instant' or 'accumulated'"),

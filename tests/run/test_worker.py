@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,12 @@ import torch
 from pipeline.corpus.index import ShardTask
 from pipeline.corpus.layout import CorpusLayout, sample_key
 from pipeline.corpus.writer import write_shard
-from pipeline.run.worker import samples_from_result
+from pipeline.corpus.tar_io import read_tar
+from pipeline.run.plan import flops_per_image
+from pipeline.run.spec import load_spec
+from pipeline.run.worker import ShardWorker, WorkerConfig, samples_from_result
 from smi_core.result import InversionResult
+from tests.run.tiny_run import write_manifest
 
 TASK = ShardTask(shard_id=1, label=2, class_name="class2", first_index=8, count=4, seed=77)
 
@@ -54,3 +59,25 @@ def test_samples_from_result(tmp_path: Path) -> None:
     other = dataclasses.replace(TASK, label=1)
     with pytest.raises(ValueError, match="labels"):
         samples_from_result(make_result(), other, offset=0, teacher="t", method="m", seconds_per_image=0.1)
+
+
+def test_a_rebirth_shard_inverts_a_target_per_run_of_images(tmp_path: Path, teacher_file: Path) -> None:
+    """Rebirth yields three images per target here (two stops): batches of 4 and 1 images invert 2 and 1
+    targets, the surplus image of the last target is dropped, and a target's images share out its patches."""
+    manifest = write_manifest(tmp_path, teacher_file, images_per_class=5, images_per_shard=5, inversion={
+        "method": "rebirth", "iterations": 6, "batch_size": 4, "schedule": {"iterations": [2, 4]}})
+    spec = load_spec(manifest)
+    assert spec.inversion_config().selection.schedule.ratios == (1 / 3, 1 / 2)  # equal shares when left out
+    config = WorkerConfig(teacher_spec=spec.teacher_spec, out=str(tmp_path / "out"), inversion=spec.inversion_config(),
+                          method="rebirth", batch_size=4, image_format="png", num_classes=4, threads=1)
+    w = ShardWorker(config)
+    stats = w.run(ShardTask(0, 1, "beta", 0, 5, 7))
+    assert stats["samples"] == 5 and stats["flops"] == w.batch_flops(2) + w.batch_flops(1) > 0
+    records = dict(read_tar(w.layout.storage, w.layout.tar(0)))
+    kept = [json.loads(records[sample_key(1, i)]["json"])["kept_patches"] for i in range(5)]
+    assert sorted(kept[0] + kept[1] + kept[2]) == list(range(16))  # the tiny teacher's 4 x 4 patches
+    # the plan shares a run's FLOPs out over its three images: SMI's run on the same token schedule, divided by 3
+    smi = load_spec(write_manifest(tmp_path, teacher_file, images_per_class=5, images_per_shard=5, inversion={
+        "method": "smi", "iterations": 6, "batch_size": 4, "rejoin": None,
+        "schedule": {"iterations": [2, 4], "ratios": [1 / 3, 1 / 2]}}))
+    assert flops_per_image(spec) == flops_per_image(smi) // 3 > 0

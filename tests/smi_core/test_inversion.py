@@ -11,6 +11,7 @@ from smi_core import (
     SelectionConfig,
     StopSchedule,
     invert,
+    invert_packed,
     tokens_per_iteration,
 )
 from smi_core.inversion import patch_mask_to_pixels
@@ -336,3 +337,33 @@ def test_rejoined_patches_are_seen_and_moved_again_and_the_image_is_all_kept(sto
     assert bool(result.kept_mask.all())  # the final phase saw every patch
     with pytest.raises(ValueError, match="rejoin: iteration 20 is not below"):
         InversionConfig(iterations=20, selection=SelectionConfig("smi", SCHEDULE, rejoin=20))
+
+
+def test_rebirth_harvests_each_stops_leaving_patches_as_an_image_of_their_own():
+    """One run yields an image per stop plus the patches left at the end, target by target: each shows its own
+    patches as they were when they left (the rest at the mean, 0.5 here), and a target's images share out its
+    patches; packed batches give the same images."""
+    model = tiny_vit("vit")
+    config = InversionConfig(iterations=12, selection=SelectionConfig("rebirth", StopSchedule((4, 8), (1 / 3, 0.5)),
+                                                                      stopped="prior"), keep_best=False)
+    snapshots = {}
+
+    def observe(state):
+        snapshots[state.iteration] = state.pixels.clone()
+
+    r = _run(model, config, targets=(1, 2), observer=observe, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert r.images.shape == (6, 3, 32, 32) and r.labels.tolist() == [1, 1, 1, 2, 2, 2]
+    masks = r.kept_mask.view(2, 3, -1)
+    assert masks.sum(1).eq(1).all() and masks.sum(2).tolist() == [[5, 5, 6]] * 2  # 16 patches -> 11 -> 6 remain
+    pixels = patch_mask_to_pixels(r.kept_mask, vit_geometry(model))
+    assert torch.equal(r.images.masked_select(~pixels.expand_as(r.images)),
+                       torch.full_like(r.images, 0.5).masked_select(~pixels.expand_as(r.images)))
+    first = (snapshots[3][0] * 0.5 + 0.5).clamp(0, 1)  # target 1 as its first stop's patches left it
+    assert torch.equal(torch.where(pixels[0], first, 0.5), r.images[0])
+    packed = invert_packed(model, [(torch.tensor([1, 2]), torch.Generator().manual_seed(0)),
+                                   (torch.tensor([3]), torch.Generator().manual_seed(1))], config,
+                           mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert [p.images.shape[0] for p in packed] == [6, 3]
+    torch.testing.assert_close(packed[0].images, r.images, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="every stop must let a patch leave"):
+        _run(model, replace(config, selection=SelectionConfig("rebirth", StopSchedule((4,), (0.01,)))))

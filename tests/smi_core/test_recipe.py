@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smi_core import InversionConfig, paper_stops, recommended_config
-from smi_core.recipe import PAPER_STOP_FRACTIONS, finish_start, scaled_stops
+from smi_core.recipe import PAPER_STOP_FRACTIONS, equal_stage_ratios, finish_start, scaled_stops
 
 
 def test_paper_stops_scale_the_papers_proportions() -> None:
@@ -47,3 +47,15 @@ def test_smis_recommended_recipe_ends_with_a_dense_finish() -> None:
     assert recommended_config("smi", 300).selection.rejoin == 270
     assert recommended_config("dense", 400).selection.rejoin is None
     assert finish_start(10, (1,)) == 9 and finish_start(2, (1,)) is None
+
+
+@pytest.mark.parametrize("iterations", [3, 4, 200, 4000])
+def test_rebirths_recipe_cuts_the_patches_into_equal_images(iterations: int) -> None:
+    cfg = recommended_config("rebirth", iterations)
+    schedule = cfg.selection.schedule
+    assert cfg.selection.kind == "rebirth" and cfg.selection.rejoin is None
+    assert schedule.kept_counts(64) == [48, 32, 16][: len(schedule.iterations)] or iterations == 3
+    if iterations >= 4:
+        assert schedule.iterations == tuple(round(iterations * j / 4) for j in (1, 2, 3))
+        assert schedule.kept_counts(196) == [147, 98, 49]
+    assert equal_stage_ratios(2) == (1 / 3, 1 / 2)

@@ -4,6 +4,7 @@ import torch
 from smi_core.config import SelectionConfig, StopSchedule
 from smi_core.selection import (
     DensePolicy,
+    images_per_target,
     keep_random,
     keep_top_salient,
     make_policy,
@@ -84,3 +85,15 @@ def test_rejoin_brings_every_patch_back_and_starts_the_final_phase():
         SelectionConfig("smi", StopSchedule((3, 6), (0.5, 0.5)), rejoin=6)
     with pytest.raises(ValueError, match="rejoin: expected an iteration"):
         SelectionConfig("smi", rejoin=True)
+
+
+def test_rebirth_lets_the_most_salient_patches_leave_and_counts_its_images():
+    config = SelectionConfig("rebirth", StopSchedule((2, 4), (0.5, 0.5)))
+    policy = make_policy(config, num_patches=4)
+    kept = torch.arange(4).view(1, 4)
+    assert policy.needs_saliency(1) and not policy.needs_saliency(2)
+    left = policy.update(1, kept, torch.tensor([[0.1, 0.9, 0.2, 0.8]]), torch.Generator())
+    assert left.tolist() == [[0, 2]]  # 1 and 3, the most salient, left
+    assert images_per_target(config) == 3 and images_per_target(SelectionConfig("smi")) == 1
+    with pytest.raises(ValueError, match="rejoin"):
+        SelectionConfig("rebirth", StopSchedule((2,), (0.5,)), rejoin=3)
