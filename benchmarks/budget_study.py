@@ -45,7 +45,9 @@ from pipeline.teachers import suite  # noqa: E402
 log = logging.getLogger("budget_study")
 
 FORMAT = "budget-study-v1"
-METHODS = ("dense", "smi")
+METHODS = ("dense", "smi")  # run at every point; --rebirth adds patch rebirth (smi_core.selection)
+SPARSE = ("smi", "rebirth")  # the methods judged against the dense curve
+NAMES = {"dense": "dense", "smi": "SMI", "rebirth": "rebirth"}
 
 
 def point_corpora(seed: int, iterations: int, args: argparse.Namespace) -> list[str]:
@@ -54,12 +56,21 @@ def point_corpora(seed: int, iterations: int, args: argparse.Namespace) -> list[
     return ["noise", *METHODS] if floor else list(METHODS)
 
 
-def suite_argv(name: str, seed: int, iterations: int, args: argparse.Namespace) -> list[str]:
-    """``quality_suite``'s command line for one point of teacher ``name`` (no quantization)."""
+def suite_argv(name: str, seed: int, iterations: int, args: argparse.Namespace, rebirth: bool = False) -> list[str]:
+    """``quality_suite``'s command line for one point of teacher ``name`` (no quantization); ``rebirth``: the
+    point's rebirth student, in a run of its own (``OUT/rebirth-iters<N>``: its corpora timed beside dense's)."""
+    corpora, folder = (["rebirth"], f"rebirth-iters{iterations}") if rebirth else \
+        (point_corpora(seed, iterations, args), f"iters{iterations}")
     return ["--teachers", name, "--classes", str(args.classes), "--per-class", str(args.per_class),
             "--iterations", str(iterations), "--steps", str(args.steps),
-            "--corpora", ",".join(point_corpora(seed, iterations, args)), "--out", str(args.out / f"iters{iterations}"),
-            *suite_study.suite_flags(args)]
+            "--corpora", ",".join(corpora), "--out", str(args.out / folder), *suite_study.suite_flags(args)]
+
+
+def with_rebirth(result: dict[str, Any], rebirth: dict[str, Any]) -> dict[str, Any]:
+    """The point's ``result`` with the rebirth corpus of its own run ``rebirth``, whose seconds are compared with
+    the dense corpus timed beside it (``dense_gen_seconds``)."""
+    cell = {**rebirth["corpora"]["rebirth"], "dense_gen_seconds": rebirth["corpora"]["dense"]["gen_seconds"]}
+    return {**result, "corpora": {**result["corpora"], "rebirth": cell}}
 
 
 def curve(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,9 +78,9 @@ def curve(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     iteration count, FLOPs and generation seconds per image and the student's top-1 over seeds."""
     images = results[0]["images_per_corpus"]
     points = []
-    for method in METHODS:
-        for iterations in sorted({r["iterations"] for r in results}):
-            runs = [r for r in results if r["iterations"] == iterations]
+    for method in (m for m in NAMES if any(m in r["corpora"] for r in results)):
+        for iterations in sorted({r["iterations"] for r in results if method in r["corpora"]}):
+            runs = [r for r in results if r["iterations"] == iterations and method in r["corpora"]]
             cells = [r["corpora"][method] for r in runs]
             points.append({
                 "method": method, "iterations": iterations, "seeds": len(cells),
@@ -78,8 +89,9 @@ def curve(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
                 "confidence": statistics.fmean(c.get("confidence", math.nan) for c in cells),
                 "student_top1": quality_seeds.spread([c["student_top1"] for c in cells]),
                 # its generation seconds over dense's of the same runs (side by side in one process)
-                "time_vs_dense": statistics.fmean(c["gen_seconds"] / r["corpora"]["dense"]["gen_seconds"]
-                                                  for c, r in zip(cells, runs)),
+                "time_vs_dense": statistics.fmean(
+                    c["gen_seconds"] / c.get("dense_gen_seconds", r["corpora"]["dense"]["gen_seconds"])
+                    for c, r in zip(cells, runs)),
             })
     noise = [r["corpora"]["noise"]["student_top1"] for r in results if "student_top1" in r["corpora"].get("noise", {})]
     return {"teacher": name, "heldout_teacher": name in suite.HELDOUT_TEACHERS, "images_per_corpus": images,
@@ -89,18 +101,18 @@ def curve(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def verdicts(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per SMI point, on the means over seeds: its top-1's gap to the best dense point, and its FLOPs and
-    seconds as a share of the cheapest dense point whose student is at least as good (None when no dense
-    point is: SMI then beats the whole dense curve)."""
+    """Per SMI or rebirth point, on the means over seeds: its top-1's gap to the best dense point, and its FLOPs
+    and seconds as a share of the cheapest dense point whose student is at least as good (None when no dense
+    point is: the point then beats the whole dense curve)."""
     dense = [p for p in points if p["method"] == "dense"]
     best = max(p["student_top1"]["mean"] for p in dense)
     out = []
-    for p in (p for p in points if p["method"] == "smi"):
+    for p in (p for p in points if p["method"] in SPARSE):
         top1 = p["student_top1"]["mean"]
         reaching = [d for d in dense if d["student_top1"]["mean"] >= top1]
         cheapest = min(reaching, key=lambda d: d["flops_per_image"]) if reaching else None
         out.append({
-            "iterations": p["iterations"], "student_top1": top1, "gap_to_best_dense": top1 - best,
+            "method": p["method"], "iterations": p["iterations"], "student_top1": top1, "gap_to_best_dense": top1 - best,
             "cheapest_dense_iterations": cheapest["iterations"] if cheapest else None,
             "flops_share": p["flops_per_image"] / cheapest["flops_per_image"] if cheapest else None,
             "seconds_share": p["seconds_per_image"] / cheapest["seconds_per_image"] if cheapest else None,
@@ -110,13 +122,13 @@ def verdicts(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot_png(curves: list[dict[str, Any]]) -> bytes:
-    """Student top-1 against generation FLOPs per image (log axis), one panel per teacher: dense and SMI
+    """Student top-1 against generation FLOPs per image (log axis), one panel per teacher: dense, SMI (and rebirth)
     curves over iterations (mean over seeds, sd as a bar, iterations labelled), noise dashed, teacher dotted."""
     from PIL import Image, ImageDraw
 
-    from render import DENSE, GREY, NOISE, SMI, S, Axes, dashed, draw_axes, font, hline, legend, marker, png
+    from render import DENSE, GREY, NOISE, REBIRTH, SMI, S, Axes, dashed, draw_axes, font, hline, legend, marker, png
 
-    styles = {"dense": (DENSE, "circle"), "smi": (SMI, "diamond")}
+    styles = {"dense": (DENSE, "circle"), "smi": (SMI, "diamond"), "rebirth": (REBIRTH, "square")}
     pw, h = 420, 400
     img = Image.new("RGB", (S * pw * len(curves), S * h), "white")
     d = ImageDraw.Draw(img)
@@ -141,13 +153,14 @@ def plot_png(curves: list[dict[str, Any]]) -> bytes:
                                                    ax.px(x, 100 * (top1["mean"] - top1["sd"])))
                 d.line([(px, top), (px, bottom)], fill=colour, width=S)
                 marker(d, (px, py), shape, colour, 4.5)
-                d.text((px + 6 * S, py + (6 if method == "smi" else -6) * S), str(p["iterations"]), fill=colour,
-                       font=font(9), anchor="lt" if method == "smi" else "lb")
+                d.text((px + 6 * S, py + (-6 if method == "dense" else 6) * S), str(p["iterations"]), fill=colour,
+                       font=font(9), anchor="lb" if method == "dense" else "lt")
                 line.append((px, py))
             if len(line) > 1:
                 d.line(line, fill=colour, width=2 * S)
-    legend(d, 60, 8, [("dense", lambda xy: marker(d, xy, "circle", DENSE, 4.5)),
-                      ("SMI", lambda xy: marker(d, xy, "diamond", SMI, 4.5)),
+    drawn = {p["method"] for c in curves for p in c["points"]}
+    methods = [(NAMES[m], lambda xy, m=m: marker(d, xy, styles[m][1], styles[m][0], 4.5)) for m in styles if m in drawn]
+    legend(d, 60, 8, [*methods,
                       ("noise student", lambda xy: dashed(d, xy[0] - 8 * S, xy[0] + 8 * S, xy[1], NOISE, 6, 4)),
                       ("teacher", lambda xy: dashed(d, xy[0] - 8 * S, xy[0] + 8 * S, xy[1], GREY, 2, 3))])
     return png(img)
@@ -162,22 +175,22 @@ def si(value: float) -> str:
 
 
 def with_report(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` plus the rows ``benchmarks/render.py`` tabulates: one per (teacher, iterations), dense and SMI
-    side by side."""
+    """``doc`` plus the rows ``benchmarks/render.py`` tabulates: one per (teacher, method, iterations), each SMI or
+    rebirth point beside the dense point of the same iterations."""
     figures = []
     for c in doc["curves"]:
-        by_iterations = {v["iterations"]: v for v in c["verdicts"]}
+        by_point = {(v["method"], v["iterations"]): v for v in c["verdicts"]}
         dense = {p["iterations"]: p for p in c["points"] if p["method"] == "dense"}
-        for smi in (p for p in c["points"] if p["method"] == "smi"):
-            d, v = dense[smi["iterations"]], by_iterations[smi["iterations"]]
+        for sparse in (p for p in c["points"] if p["method"] in SPARSE):
+            d, v = dense[sparse["iterations"]], by_point[sparse["method"], sparse["iterations"]]
             top1 = lambda p: f"{100 * p['student_top1']['mean']:.2f} ({100 * p['student_top1']['sd']:.2f})"  # noqa: E731
             figures.append({
                 "teacher": c["teacher"] + (" (held out)" if c["heldout_teacher"] else ""),
-                "iterations": smi["iterations"], "seeds": smi["seeds"],
-                "dense_mflops": round(d["flops_per_image"] / 1e6, 1), "dense_top1": top1(d), "smi_top1": top1(smi),
-                "smi_conf": round(smi["confidence"], 3),
-                "flops_pct": round(100 * smi["flops_per_image"] / d["flops_per_image"], 1),
-                "time_pct": round(100 * smi["time_vs_dense"], 1),
+                "method": NAMES[sparse["method"]], "iterations": sparse["iterations"], "seeds": sparse["seeds"],
+                "dense_mflops": round(d["flops_per_image"] / 1e6, 1), "dense_top1": top1(d), "top1": top1(sparse),
+                "conf": round(sparse["confidence"], 3),
+                "flops_pct": round(100 * sparse["flops_per_image"] / d["flops_per_image"], 1),
+                "time_pct": round(100 * sparse["time_vs_dense"], 1),
                 "gap": round(100 * v["gap_to_best_dense"], 2),
                 "vs_dense": (f"{100 * v['flops_share']:.1f}% (dense {v['cheapest_dense_iterations']})"
                              if v["flops_share"] else "above every dense point"),
@@ -186,18 +199,19 @@ def with_report(doc: dict[str, Any]) -> dict[str, Any]:
     noise = "; ".join(f"{c['teacher']} {100 * c['noise_top1']['mean']:.2f}%" for c in doc["curves"] if c["noise_top1"])
     return {**doc, "section": "budget", "title": "Student top-1 against generation FLOPs",
             "setup": (f"Per teacher, {s['classes']} classes x {s['per_class']} images per corpus, the recipe "
-                      f"'{s['recipe']}' at {', '.join(map(str, s['iterations']))} iterations, dense and SMI batches "
-                      f"alternating class by class in one process; a {s['student']} student distilled "
-                      f"{s['distill_steps']} steps from each against the live teacher, top-1 % on the teacher's "
-                      "held-out images, mean (sd) over seeds. Dense MFLOPs: generation FLOPs per image, counted by the "
-                      "engine. SMI / dense: SMI's FLOPs and its seconds (side by side) as a share of dense's at the "
-                      "same iterations. Gap: SMI minus the best dense point, in points. Vs dense: SMI's FLOPs as a "
-                      "share of the cheapest dense point whose student is at least as good (issue 32 asks for 1/8 "
-                      f"within a point of the best dense). Noise students: {noise or 'not run'}."),
-            "columns": {"teacher": "teacher", "iterations": "iterations", "seeds": "seeds",
-                        "dense_mflops": "dense MFLOPs / image", "dense_top1": "dense top-1", "smi_top1": "SMI top-1",
-                        "smi_conf": "SMI target conf", "flops_pct": "SMI / dense FLOPs %",
-                        "time_pct": "SMI / dense s %", "gap": "gap to best dense", "vs_dense": "SMI FLOPs vs dense"},
+                      f"'{s['recipe']}' at {', '.join(map(str, s['iterations']))} iterations, dense and SMI (and "
+                      "rebirth, in a run of its own beside a dense corpus) alternating class by class in one process; "
+                      f"a {s['student']} student distilled {s['distill_steps']} steps from each against the live "
+                      "teacher, top-1 % on the teacher's held-out images, mean (sd) over seeds. Dense MFLOPs: "
+                      "generation FLOPs per image, counted by the engine (rebirth: a run's FLOPs over the four images "
+                      "it yields per target). FLOPs %, s %: the method's FLOPs and seconds (side by side) as a share "
+                      "of dense's at the same iterations. Gap: the method minus the best dense point, in points. Vs "
+                      "dense: its FLOPs as a share of the cheapest dense point whose student is at least as good "
+                      f"(issue 32 asks for 1/8 within a point of the best dense). Noise students: {noise or 'not run'}."),
+            "columns": {"teacher": "teacher", "method": "method", "iterations": "iterations", "seeds": "seeds",
+                        "dense_mflops": "dense MFLOPs / image", "dense_top1": "dense top-1", "top1": "top-1",
+                        "conf": "target conf", "flops_pct": "FLOPs % of dense", "time_pct": "s % of dense",
+                        "gap": "gap to best dense", "vs_dense": "FLOPs vs dense"},
             "figures": figures}
 
 
@@ -212,7 +226,7 @@ def print_table(curves: list[dict[str, Any]]) -> None:
         for v in c["verdicts"]:
             share = f"{100 * v['flops_share']:.1f}% of dense {v['cheapest_dense_iterations']}" if v["flops_share"] else \
                 "above every dense point"
-            print(f"{c['teacher']:12} SMI {v['iterations']}: {100 * v['gap_to_best_dense']:+.2f} points to the best "
+            print(f"{c['teacher']:12} {NAMES[v['method']]} {v['iterations']}: {100 * v['gap_to_best_dense']:+.2f} points to the best "
                   f"dense; FLOPs {share}")
 
 
@@ -227,6 +241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=32, help="images per class in every corpus")
     p.add_argument("--steps", type=int, default=1000, help="distillation steps per corpus")
     p.add_argument("--no-noise", action="store_true", help="distil no noise corpus")
+    p.add_argument("--rebirth", action="store_true",
+                   help="also patch rebirth at every point (a run of its own per point, under OUT/rebirth-iters<N>)")
     p.add_argument("--finished-only", action="store_true",
                    help="run nothing: summarise the points already finished under --out (each point counts its seeds)")
     suite_study.add_common_arguments(p, "budget_study")
@@ -260,10 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for seed in args.seeds:
             for iterations in args.iterations:
-                qargs = quality_suite.parse_args(suite_argv(name, seed, iterations, args))
                 run = quality_suite.finished if args.finished_only else quality_suite.run_one
-                if (result := run(name, seed, qargs)) is not None:
-                    results.append(result)
+                if (result := run(name, seed, quality_suite.parse_args(suite_argv(name, seed, iterations, args)))) is None:
+                    continue
+                if args.rebirth:
+                    qargs = quality_suite.parse_args(suite_argv(name, seed, iterations, args, rebirth=True))
+                    if (rebirth := run(name, seed, qargs)) is not None:
+                        result = with_rebirth(result, rebirth)
+                results.append(result)
         if results:
             curves.append(curve(name, results))
     if not curves:
@@ -274,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         **suite_study.record(FORMAT, "budget_study", argv, args),
         "settings": {"classes": args.classes, "per_class": args.per_class, "iterations": args.iterations,
+                     "rebirth": args.rebirth,
                      "distill_steps": args.steps, "seeds": args.seeds, "recipe": args.recipe, "student": "test_resnet",
                      "teacher_steps": args.teacher_steps or "recipe"},
         "curves": curves, "wall_seconds": time.perf_counter() - start,

@@ -268,6 +268,7 @@ def quant_beside_students(results: list[Result], by_teacher: dict[str, list[dict
 S = 2  # drawn at twice the size, then downsampled: smooth lines with Pillow's aliased primitives
 INK, GRID, GREY = (40, 40, 40), (225, 225, 225), (120, 120, 120)
 DENSE, SMI, NOISE = (31, 119, 180), (255, 127, 14), (110, 110, 110)
+REBIRTH = (44, 160, 44)
 
 
 def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -315,6 +316,8 @@ def marker(d: ImageDraw.ImageDraw, xy: tuple[float, float], shape: str, colour: 
     fill = colour if filled else (255, 255, 255)
     if shape == "circle":
         d.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=colour, width=S)
+    elif shape == "square":
+        d.rectangle([x - r, y - r, x + r, y + r], fill=fill, outline=colour, width=S)
     else:  # diamond
         d.polygon([(x, y - r * 1.3), (x + r * 1.3, y), (x, y + r * 1.3), (x - r * 1.3, y)], fill=fill, outline=colour,
                   width=S)

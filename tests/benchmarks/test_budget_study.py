@@ -108,3 +108,29 @@ def test_finished_only_summarises_what_a_study_has_so_far(tmp_path: Path, capsys
     assert [(p["method"], p["iterations"], p["seeds"]) for p in doc["curves"][0]["points"]] == [("dense", 4, 1),
                                                                                                ("smi", 4, 1)]
     assert not (out / "iters8").exists() and not (out / "iters4" / "shapes64" / "seed1").exists()
+
+
+def test_rebirth_runs_apart_and_is_judged_and_drawn_like_smi(tmp_path: Path) -> None:
+    bs, qs, render = _load("budget_study"), _load("quality_suite"), _load("render")
+    args = bs.parse_args(["--seeds", "0", "--iterations", "25", "--rebirth", "--out", str(tmp_path)])
+    q = qs.parse_args(bs.suite_argv("shapes64", 0, 25, args, rebirth=True))
+    assert (q.out, q.corpora) == (tmp_path / "rebirth-iters25", ["rebirth"])
+    assert set(q.recipe_configs) == {"dense", "smi", "rebirth"}  # dense and SMI are still timed beside it
+    point = {"iterations": 25, "images_per_corpus": 10, "corpora": {
+        "dense": {"gen_seconds": 4.0, "flops": 8e9, "student_top1": 0.5}, "smi": {"gen_seconds": 2.0, "flops": 3e9}}}
+    own = {"corpora": {"dense": {"gen_seconds": 8.0}, "rebirth": {"gen_seconds": 2.0, "flops": 1e9, "student_top1": 0.4}}}
+    merged = bs.with_rebirth(point, own)
+    assert merged["corpora"]["rebirth"]["dense_gen_seconds"] == 8.0 and "rebirth" not in point["corpora"]
+    points = [_point("dense", 25, 1e9, 0.60), _point("dense", 200, 8e9, 0.72), _point("smi", 200, 3e9, 0.70),
+              _point("rebirth", 200, 0.9e9, 0.715)]
+    (smi, rebirth) = bs.verdicts(points)
+    assert (smi["method"], rebirth["method"]) == ("smi", "rebirth")
+    assert rebirth["goal_met"] and rebirth["flops_share"] == pytest.approx(0.9 / 8) and not smi["goal_met"]
+    curve = {"teacher": "shapes64", "heldout_teacher": False, "teacher_top1": 0.99, "points": points,
+             "noise_top1": None, "verdicts": bs.verdicts(points)}
+    img = Image.open(io.BytesIO(bs.plot_png([curve]))).convert("RGB")
+    assert render.REBIRTH in {c for _, c in img.getcolors(maxcolors=1 << 20)}
+    doc = {"curves": [curve], "settings": {"classes": 10, "per_class": 32, "iterations": [200], "recipe": "project",
+                                           "student": "test_resnet", "distill_steps": 1000}}
+    rows = bs.with_report(doc)["figures"]
+    assert [(r["method"], r["iterations"], r["flops_pct"]) for r in rows] == [("SMI", 200, 37.5), ("rebirth", 200, 11.2)]
