@@ -61,10 +61,10 @@ class StopSchedule:
 @dataclass(frozen=True)
 class SelectionConfig:
     """Which patches keep evolving: ``dense`` (all), ``smi`` (lowest CLS saliency stops), ``random``, or
-    ``rebirth`` (patch rebirth: at each stop the *highest* CLS saliency leaves; the leaving patches, as they
-    are at that stop, are an image of their own with every other patch at the normalisation's mean, and the
-    rest keep evolving towards the target; the patches left at the end are the last image, so one run yields
-    ``len(schedule.iterations) + 1`` images per target, each with its own patches as its kept mask).
+    ``rebirth`` (patch rebirth: at each stop the *highest* CLS saliency leaves, so the rest must carry the
+    class on their own; the whole image as each stop leaves it is an image of its own, kept mask the patches
+    that evolved until then, and the final image is the last: one run yields ``len(schedule.iterations) + 1``
+    images per target).
 
     A stopped patch leaves the teacher's forward either way (that is the saving). ``stopped`` says what
     happens to its pixels afterwards: ``frozen`` pins them to their values at the stop (the paper's
@@ -95,7 +95,7 @@ class SelectionConfig:
         if self.saliency not in ("instant", "accumulated"):
             raise ValueError(f"selection.saliency: expected instant or accumulated, got {self.saliency!r}")
         if self.rejoin is not None and self.kind == "rebirth":
-            raise ValueError("selection.rejoin: rebirth harvests the patches that leave; none can rejoin (use None)")
+            raise ValueError("selection.rejoin: with rebirth the patches that leave never come back (use None)")
         if self.rejoin is not None:
             if isinstance(self.rejoin, bool) or not isinstance(self.rejoin, int):
                 raise ValueError(f"selection.rejoin: expected an iteration (integer) or None, got {self.rejoin!r}")

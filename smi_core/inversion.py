@@ -145,15 +145,13 @@ def _harvested(
     final: torch.Tensor,
     final_mask: torch.Tensor,
     final_loss: torch.Tensor,
-    geometry: ViTGeometry,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rebirth's images, target by target (each target's stops in order, then what remained at the end): every
-    image shows its own patches with the rest at the normalisation's mean (0 in normalised space).
+    """Rebirth's images, target by target: the whole image as each stop left it, in stop order, then the final one.
 
     Returns ``(images (B * S, 3, H, W) normalised, masks (B * S, N), losses (B * S,))`` for S images per target.
     """
     parts = [*harvests, (final, final_mask, final_loss)]
-    images = torch.stack([torch.where(patch_mask_to_pixels(mask, geometry), image, 0.0) for image, mask, _ in parts], 1)
+    images = torch.stack([image for image, _, _ in parts], 1)
     masks = torch.stack([mask for _, mask, _ in parts], 1)
     losses = torch.stack([loss for _, _, loss in parts], 1)
     return images.flatten(0, 1), masks.flatten(0, 1), losses.flatten(0, 1)
@@ -268,7 +266,7 @@ def invert(
     current = pyramid.compose(pixels, coarse) if pyramid is not None else pixels.detach()
 
     policy = streams.policy(config.selection, num_patches)
-    # rebirth: (image, its patches, loss) of every stop's leaving patches, in stop order
+    # rebirth: (image, the patches evolving until then, loss) as every stop left them, in stop order
     harvests: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
     if config.selection.kind == "rebirth":
         _check_rebirth_stages(config.selection.schedule.kept_counts(num_patches), num_patches)
@@ -343,9 +341,8 @@ def invert(
                 current = pixels.detach()
             new_kept = streams.update(iteration, canonical if want_saliency else kept, saliency)
             if new_kept.shape[1] != kept.shape[1]:
-                if harvests is not None:  # rebirth: the leaving patches, as they are now, are an image of their own
-                    leaving = _kept_to_mask(kept, num_patches) & ~_kept_to_mask(new_kept, num_patches)
-                    harvests.append((current.clone(), leaving, sample_loss.clone()))
+                if harvests is not None:  # rebirth: the image as this stop leaves it is an image of its own
+                    harvests.append((current.clone(), _kept_to_mask(kept, num_patches), sample_loss.clone()))
                 kept = new_kept
                 if kept.shape[1] == num_patches:  # every patch rejoined: nothing is stopped any more
                     keep_pixels = frozen = None
@@ -360,7 +357,7 @@ def invert(
     final_mask = best_mask if config.keep_best else _kept_to_mask(kept, num_patches)
     final_loss = best_loss if config.keep_best else sample_loss
     if harvests is not None:
-        final, final_mask, final_loss = _harvested(harvests, final, final_mask, final_loss, geometry)
+        final, final_mask, final_loss = _harvested(harvests, final, final_mask, final_loss)
         targets = targets.repeat_interleave(len(harvests) + 1)
     with torch.no_grad():  # the stored soft labels: one float32 forward of the final images, not autocast
         logits = model.forward_head(forward_blocks(model, embed_tokens(model, final))[0]).float()

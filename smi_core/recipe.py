@@ -59,7 +59,8 @@ def finish_start(iterations: int, stops: Sequence[int], fraction: float = FINISH
     return rejoin if rejoin > max(stops, default=0) else None
 
 
-# images one rebirth run yields per target: it harvests a quarter of the patches at 1/4, 1/2 and 3/4 of the run
+# images one rebirth run yields per target: the most salient quarter of the patches leaves at 1/4, 1/2 and 3/4 of
+# the run, and the image is kept at each of those stops and at the end
 REBIRTH_STAGES = 4
 
 
@@ -71,8 +72,8 @@ def equal_stage_ratios(stops: int) -> tuple[float, ...]:
 
 def rebirth_schedule(iterations: int, stages: int = REBIRTH_STAGES) -> StopSchedule:
     """Rebirth's stops: at ``j / stages`` of the run (``j = 1 .. stages - 1``), each letting an equal share of the
-    patches leave (``1 / (stages - j)`` of those remaining), so each of the ``stages`` images has about
-    ``1 / stages`` of the patches; short runs merge stops that round to the same iteration (fewer images)."""
+    patches leave (``1 / (stages - j)`` of those remaining), so the last quarter of the run moves a quarter of the
+    patches (with 4 stages); short runs merge stops that round to the same iteration (fewer images)."""
     if stages < 2:
         raise ValueError(f"stages: rebirth needs at least 2, got {stages}")
     stops = scaled_stops([j / stages for j in range(1, stages)], iterations)

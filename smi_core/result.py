@@ -23,7 +23,7 @@ class InversionResult:
     (``selection.kind == "rebirth"``) yields S images per target, target by target: B is targets x S.
     """
 
-    images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1], final image (unmasked; rebirth: its patches only)
+    images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1], unmasked final image (rebirth: or as a stop left it)
     labels: torch.Tensor  # (B,) int64 target classes
     kept_mask: torch.Tensor  # (B, N) bool, patches still evolving at the end (row-major patch grid)
     logits: torch.Tensor  # (B, num_classes) float32, teacher logits (a float32 forward) on the final image

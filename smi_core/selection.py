@@ -30,7 +30,7 @@ def keep_random(kept: torch.Tensor, num_keep: int, generator: torch.Generator) -
 
 
 class SelectionPolicy(Protocol):
-    """The interface every policy implements (dense, SMI, random; later e.g. rebirth)."""
+    """The interface every policy implements (dense, SMI, random, rebirth)."""
 
     name: str
 
@@ -65,8 +65,8 @@ class ScheduledStopping:
     """Stop ``ratios[i]`` of the remaining patches so that iterations ``>= iterations[i]`` run without them.
 
     ``scorer`` picks which patches stay: ``"saliency"`` (SMI: lowest CLS attention stops),
-    ``"rebirth"`` (the highest CLS attention leaves: those patches are harvested as an image of their own
-    and the rest keep evolving, see :func:`images_per_target`) or ``"random"``. The saliency comes from the forward of iteration ``iterations[i] - 1``, or with
+    ``"rebirth"`` (the highest CLS attention leaves and the rest keep evolving; the engine keeps the image
+    as each stop leaves it, see :func:`images_per_target`) or ``"random"``. The saliency comes from the forward of iteration ``iterations[i] - 1``, or with
     ``config.saliency == "accumulated"`` from the sum over every forward before the stop (each
     patch's attention added while it was kept). With ``config.rejoin``, every patch is kept again from
     that iteration on.
@@ -109,7 +109,7 @@ class ScheduledStopping:
         if saliency is None:
             raise RuntimeError(f"iteration {iteration}: the SMI policy needs the saliency of this forward")
         scores = torch.gather(self._total, 1, kept) if self.accumulate else saliency
-        # rebirth: the most salient patches leave (harvested), the least salient keep evolving
+        # rebirth: the most salient patches leave, the least salient keep evolving
         return keep_top_salient(kept, -scores if self.scorer == "rebirth" else scores, num_keep)
 
 
@@ -122,8 +122,8 @@ def make_policy(config: SelectionConfig, num_patches: int) -> SelectionPolicy:
 
 
 def images_per_target(config: SelectionConfig) -> int:
-    """Images one inversion yields per target: 1, or with ``rebirth`` one per stop plus the patches that remain
-    at the end (patch rebirth: each stop's leaving patches are an image of their own)."""
+    """Images one inversion yields per target: 1, or with ``rebirth`` one per stop (the image as the stop leaves
+    it) plus the final image."""
     return len(config.schedule.iterations) + 1 if config.kind == "rebirth" else 1
 
 

@@ -237,8 +237,8 @@ def render_card(root: CorpusLayout | str | Path, repo_id: str | None = None, *, 
         if method == "rebirth":
             sched = (f"patch rebirth: at iterations {schedule.get('iterations')} the most salient share "
                      f"{schedule.get('ratios')} of the remaining patches (by {smi['saliency']} CLS attention) leaves "
-                     "as an image of its own, the rest at the mean colour; one run yields one image per stop plus "
-                     "the patches left at the end")
+                     "and the rest keep evolving; the image as each stop leaves it and the final image are each a "
+                     "sample (one run yields one per stop plus one)")
     out = [f"---\n{header}---", "", f"# {meta['pretty_name']}", ""]
     out += [
         f"Synthetic images generated **without any real training data** by inverting the pretrained "
