@@ -132,7 +132,7 @@ def _zoomed_forward(
 
 
 def _check_rebirth_stages(kept_counts: Sequence[int], num_patches: int) -> None:
-    """Raise unless every rebirth stop lets at least one patch leave (each harvested image has patches)."""
+    """Raise unless every rebirth stop lets at least one patch leave (else two of its images would be one)."""
     counts = [num_patches, *kept_counts]
     for before, after in zip(counts, counts[1:]):
         if after >= before:

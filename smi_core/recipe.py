@@ -81,7 +81,7 @@ def rebirth_schedule(iterations: int, stages: int = REBIRTH_STAGES) -> StopSched
 
 
 def recommended_config(method: Method, iterations: int) -> InversionConfig:
-    """The recommended recipe for ``method`` (``dense`` or ``smi``) at ``iterations`` Adam steps.
+    """The recommended recipe for ``method`` (``dense``, ``smi`` or ``rebirth``) at ``iterations`` Adam steps.
 
     Today's best measured recipe (BENCHMARKS.md, issue 14): the image parametrised as pixels plus coarse
     levels at 1/2, 1/4 and 1/8 of the side (``pyramid``), all moved by Adam at lr 0.1, betas (0.5, 0.99);
