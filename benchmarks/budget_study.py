@@ -102,21 +102,22 @@ def curve(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def verdicts(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per SMI or rebirth point, on the means over seeds: its top-1's gap to the best dense point, and its FLOPs
-    and seconds as a share of the cheapest dense point whose student is at least as good (None when no dense
-    point is: the point then beats the whole dense curve)."""
+    and seconds as a share of the cheapest dense point whose student is at least as good, or of the best dense
+    point when none is (``above_dense``: the point beats the whole dense curve)."""
     dense = [p for p in points if p["method"] == "dense"]
     best = max(p["student_top1"]["mean"] for p in dense)
     out = []
     for p in (p for p in points if p["method"] in SPARSE):
         top1 = p["student_top1"]["mean"]
         reaching = [d for d in dense if d["student_top1"]["mean"] >= top1]
-        cheapest = min(reaching, key=lambda d: d["flops_per_image"]) if reaching else None
+        best_dense = max(dense, key=lambda d: d["student_top1"]["mean"])
+        cheapest = min(reaching, key=lambda d: d["flops_per_image"]) if reaching else best_dense
         out.append({
             "method": p["method"], "iterations": p["iterations"], "student_top1": top1, "gap_to_best_dense": top1 - best,
-            "cheapest_dense_iterations": cheapest["iterations"] if cheapest else None,
-            "flops_share": p["flops_per_image"] / cheapest["flops_per_image"] if cheapest else None,
-            "seconds_share": p["seconds_per_image"] / cheapest["seconds_per_image"] if cheapest else None,
-            "goal_met": bool(cheapest and top1 >= best - 0.01 and p["flops_per_image"] <= cheapest["flops_per_image"] / 8),
+            "above_dense": not reaching, "cheapest_dense_iterations": cheapest["iterations"],
+            "flops_share": p["flops_per_image"] / cheapest["flops_per_image"],
+            "seconds_share": p["seconds_per_image"] / cheapest["seconds_per_image"],
+            "goal_met": top1 >= best - 0.01 and p["flops_per_image"] <= cheapest["flops_per_image"] / 8,
         })
     return out
 
@@ -192,8 +193,8 @@ def with_report(doc: dict[str, Any]) -> dict[str, Any]:
                 "flops_pct": round(100 * sparse["flops_per_image"] / d["flops_per_image"], 1),
                 "time_pct": round(100 * sparse["time_vs_dense"], 1),
                 "gap": round(100 * v["gap_to_best_dense"], 2),
-                "vs_dense": (f"{100 * v['flops_share']:.1f}% (dense {v['cheapest_dense_iterations']})"
-                             if v["flops_share"] else "above every dense point"),
+                "vs_dense": f"{100 * v['flops_share']:.1f}% (dense {v['cheapest_dense_iterations']}"
+                            f"{', above every dense point' if v['above_dense'] else ''})",
             })
     s = doc["settings"]
     noise = "; ".join(f"{c['teacher']} {100 * c['noise_top1']['mean']:.2f}%" for c in doc["curves"] if c["noise_top1"])
@@ -224,8 +225,8 @@ def print_table(curves: list[dict[str, Any]]) -> None:
                   f"{1000 * p['seconds_per_image']:8.1f} {100 * t['mean']:7.2f}% ({100 * t['sd']:5.2f}) "
                   f"{p['confidence']:6.3f}")
         for v in c["verdicts"]:
-            share = f"{100 * v['flops_share']:.1f}% of dense {v['cheapest_dense_iterations']}" if v["flops_share"] else \
-                "above every dense point"
+            share = f"{100 * v['flops_share']:.1f}% of dense {v['cheapest_dense_iterations']}" + \
+                (" (above every dense point)" if v["above_dense"] else "")
             print(f"{c['teacher']:12} {NAMES[v['method']]} {v['iterations']}: {100 * v['gap_to_best_dense']:+.2f} points to the best "
                   f"dense; FLOPs {share}")
 

@@ -54,8 +54,9 @@ def test_verdicts_compare_each_smi_point_with_the_cheapest_dense_point_as_good()
     # 71.5%: within a point of the best dense (72%) at 1/40 of dense 200's FLOPs: the goal
     assert mid["cheapest_dense_iterations"] == 200 and mid["flops_share"] == pytest.approx(0.025) and mid["goal_met"]
     assert mid["seconds_share"] == pytest.approx(0.025)
-    # above every dense point: no dense point to compare with
-    assert high["cheapest_dense_iterations"] is None and high["flops_share"] is None and not high["goal_met"]
+    # above every dense point: compared with the best dense point (dense 200), 3/8 of its FLOPs: not the goal
+    assert high["above_dense"] and high["cheapest_dense_iterations"] == 200 and not high["goal_met"]
+    assert high["flops_share"] == pytest.approx(3 / 8) and not mid["above_dense"]
 
 
 def test_plot_draws_dense_and_smi_per_teacher() -> None:
