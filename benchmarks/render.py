@@ -54,8 +54,8 @@ SECTIONS = [
             "is the noise student, the dotted one the teacher.",
             "quality_vs_time.png"),
     Section("budget", "Quality per FLOP",
-            "What a student learns per FLOP of generation: dense and SMI corpora of the same images per class at "
-            "several iteration counts, each point's student against the FLOPs the engine counted."),
+            "What a student learns per FLOP of generation: dense, SMI and patch-rebirth corpora of the same images "
+            "per class at several iteration counts, each point's student against the FLOPs the engine counted."),
     Section("studies", "What SMI's stops pick", ""),
     Section("quant", "Quantization calibration", ""),
     Section("class_count", "Class count", ""),
