@@ -204,8 +204,7 @@ def write_inverted(roots: dict[str, Path], configs: dict[str, InversionConfig], 
                          mean=teacher.mean, std=teacher.std)
             timing[method]["gen_seconds"] += run.seconds  # the whole run's, surplus images included
             timing[method]["flops"] += run.flops
-            surplus = run.images.shape[0] - per_class  # the last target's images beyond per_class
-            result = run.split([per_class, surplus])[0] if surplus else run
+            result = run.first(per_class)  # a rebirth run's last target may yield more
             timing[method]["confidence"] += float(result.confidence.sum()) / (classes * per_class)
             samples = samples_from_result(result, task, offset=0, teacher=teacher.teacher_id, method=method,
                                           seconds_per_image=result.seconds / per_class)

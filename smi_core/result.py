@@ -39,6 +39,12 @@ class InversionResult:
         """Row-major indices of the patches sample ``i`` kept."""
         return torch.nonzero(self.kept_mask[i], as_tuple=False).flatten().tolist()
 
+    def first(self, n: int) -> InversionResult:
+        """The first ``n`` images (a rebirth run's images beyond those asked for dropped), ``flops`` and
+        ``seconds`` shared out as :meth:`split` does."""
+        total = self.images.shape[0]
+        return self if n == total else self.split([n, total - n])[0]
+
     def split(self, sizes: Sequence[int]) -> list[InversionResult]:
         """One result per consecutive part of ``sizes`` images (a packed call's batches); ``flops`` and
         ``seconds`` are shared out in proportion to the images."""

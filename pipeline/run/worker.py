@@ -245,10 +245,8 @@ class ShardWorker:
             for (_, offset, n), result in zip(packed, results):
                 inversion_seconds += result.seconds
                 flops += self.batch_flops(math.ceil(n / yields))
-                if result.images.shape[0] > n:  # the last target's images beyond the batch
-                    result = result.split([n, result.images.shape[0] - n])[0]
                 samples += samples_from_result(
-                    result, task, offset=offset, teacher=teacher.teacher_id, method=cfg.method,
+                    result.first(n), task, offset=offset, teacher=teacher.teacher_id, method=cfg.method,
                     seconds_per_image=result.seconds / n,
                 )
             if cfg.fault is not None:
