@@ -47,7 +47,7 @@ log = logging.getLogger("budget_study")
 FORMAT = "budget-study-v1"
 METHODS = ("dense", "smi")  # run at every point; --rebirth adds patch rebirth (smi_core.selection)
 SPARSE = ("smi", "rebirth")  # the methods judged against the dense curve
-NAMES = {"dense": "dense", "smi": "SMI", "rebirth": "rebirth"}
+NAMES = quality_suite.NAMES  # as tables name them
 
 
 def point_corpora(seed: int, iterations: int, args: argparse.Namespace) -> list[str]:
@@ -78,7 +78,7 @@ def curve(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     iteration count, FLOPs and generation seconds per image and the student's top-1 over seeds."""
     images = results[0]["images_per_corpus"]
     points = []
-    for method in (m for m in NAMES if any(m in r["corpora"] for r in results)):
+    for method in (m for m in ("dense", *SPARSE) if any(m in r["corpora"] for r in results)):
         for iterations in sorted({r["iterations"] for r in results if method in r["corpora"]}):
             runs = [r for r in results if r["iterations"] == iterations and method in r["corpora"]]
             cells = [r["corpora"][method] for r in runs]
@@ -105,12 +105,12 @@ def verdicts(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     and seconds as a share of the cheapest dense point whose student is at least as good, or of the best dense
     point when none is (``above_dense``: the point beats the whole dense curve)."""
     dense = [p for p in points if p["method"] == "dense"]
-    best = max(p["student_top1"]["mean"] for p in dense)
+    best_dense = max(dense, key=lambda d: d["student_top1"]["mean"])
+    best = best_dense["student_top1"]["mean"]
     out = []
     for p in (p for p in points if p["method"] in SPARSE):
         top1 = p["student_top1"]["mean"]
         reaching = [d for d in dense if d["student_top1"]["mean"] >= top1]
-        best_dense = max(dense, key=lambda d: d["student_top1"]["mean"])
         cheapest = min(reaching, key=lambda d: d["flops_per_image"]) if reaching else best_dense
         out.append({
             "method": p["method"], "iterations": p["iterations"], "student_top1": top1, "gap_to_best_dense": top1 - best,

@@ -97,7 +97,7 @@ SELECTION_KINDS = {"dense": ("dense",), "smi": ("smi", "random"), "rebirth": ("r
 RecipeFn = Callable[[str, int], InversionConfig]
 FORMAT = "quality-suite-v1"
 CALIB = ("dense", "smi", "real", "noise")  # the quantizer's calibration sets, in their table order
-NAMES = {"dense": "dense", "smi": "SMI", "real": "real", "noise": "noise"}  # as tables name them
+NAMES = {"dense": "dense", "smi": "SMI", "rebirth": "rebirth", "real": "real", "noise": "noise"}  # as tables name them
 
 
 # The project's recommended recipe (smi_core.recipe), under the name the suite's docs and tests use.
