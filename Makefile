@@ -9,11 +9,12 @@ export PYTHONUNBUFFERED := 1
 
 venv: $(STAMP)
 
-# Reinstall whenever the dependency declaration or the pins change.
+# Reinstall whenever the dependency declaration or the pins change. No pip cache: torch's CUDA wheels
+# are several GB, and a cached second copy has filled a CI machine's disk.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-cache-dir --upgrade pip
+	$(BIN)/python -m pip install -q --no-cache-dir -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 test: $(STAMP)
