@@ -85,7 +85,7 @@ from pipeline.teachers import suite  # noqa: E402
 from pipeline.teachers.classify import normalize  # noqa: E402
 from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
-from smi_core import InversionConfig, invert  # noqa: E402
+from smi_core import InversionConfig, invert_packed  # noqa: E402
 from smi_core.recipe import recommended_config  # noqa: E402
 from smi_core.selection import images_per_target  # noqa: E402
 
@@ -186,8 +186,11 @@ def write_inverted(roots: dict[str, Path], configs: dict[str, InversionConfig], 
                    classes: int, per_class: int, seed: int) -> dict[str, dict[str, float]]:
     """The inverted corpora (dense, SMI, rebirth), class by class, rotating which goes first (same generator seed
     per class): their inversion times, measured side by side, FLOPs, and the teacher's mean probability of the
-    target class on the finished images seen whole (``confidence``: SMI optimises only its kept patches). A
-    rebirth run yields several images per target: it inverts just enough targets and keeps ``per_class`` images."""
+    target class on the finished images seen whole (``confidence``: SMI optimises only its kept patches).
+
+    A rebirth run yields several images per target: it inverts just enough targets, keeps ``per_class`` images,
+    and packs as many classes into one engine call (:func:`smi_core.invert_packed`) as a target yields images,
+    so its forward holds as many targets as dense's, as a manifest's default batch does."""
     started = {m: _start_corpus(roots[m], m, teacher, checkpoint, classes, per_class, seed,
                                 json.loads(json.dumps(dataclasses.asdict(configs[m])))) for m in configs}
     timing = {m: {"gen_seconds": 0.0, "flops": 0.0, "confidence": 0.0} for m in configs}
@@ -195,21 +198,24 @@ def write_inverted(roots: dict[str, Path], configs: dict[str, InversionConfig], 
     for c in range(classes):
         shift = c % len(methods)
         for method in methods[shift:] + methods[:shift]:
-            layout, tasks = started[method]
-            task = tasks[c]
-            generator = torch.Generator().manual_seed(batch_seed(task.seed, 0))
             yields = images_per_target(configs[method].selection)
-            targets = torch.full((math.ceil(per_class / yields),), task.label, dtype=torch.int64)
-            run = invert(teacher.model, targets, configs[method], generator, img_size=teacher.img_size,
-                         mean=teacher.mean, std=teacher.std)
-            timing[method]["gen_seconds"] += run.seconds  # the whole run's, surplus images included
-            timing[method]["flops"] += run.flops
-            result = run.first(per_class)  # a rebirth run's last target may yield more
-            timing[method]["confidence"] += float(result.confidence.sum()) / (classes * per_class)
-            samples = samples_from_result(result, task, offset=0, teacher=teacher.teacher_id, method=method,
-                                          seconds_per_image=result.seconds / per_class)
-            write_shard(layout, task.shard_id, samples, num_classes=len(teacher.class_names),
-                        extra_stats={"inversion_seconds": result.seconds})
+            if c % yields:
+                continue  # packed into the call that began at class c - c % yields
+            layout, tasks = started[method]
+            group = tasks[c:c + yields]
+            batches = [(torch.full((math.ceil(per_class / yields),), task.label, dtype=torch.int64),
+                        torch.Generator().manual_seed(batch_seed(task.seed, 0))) for task in group]
+            runs = invert_packed(teacher.model, batches, configs[method], img_size=teacher.img_size,
+                                 mean=teacher.mean, std=teacher.std)
+            for task, run in zip(group, runs):
+                timing[method]["gen_seconds"] += run.seconds  # the whole run's, surplus images included
+                timing[method]["flops"] += run.flops
+                result = run.first(per_class)  # a rebirth run's last target may yield more
+                timing[method]["confidence"] += float(result.confidence.sum()) / (classes * per_class)
+                samples = samples_from_result(result, task, offset=0, teacher=teacher.teacher_id, method=method,
+                                              seconds_per_image=result.seconds / per_class)
+                write_shard(layout, task.shard_id, samples, num_classes=len(teacher.class_names),
+                            extra_stats={"inversion_seconds": result.seconds})
     for layout, _ in started.values():
         refresh_index(layout)
     return timing

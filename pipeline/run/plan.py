@@ -123,15 +123,15 @@ class MemoryEstimate(memory.MemoryParts):
 
 
 def memory_estimate(spec: RunSpec, images: int | None = None) -> MemoryEstimate:
-    """Peak GPU memory of one engine call of ``images`` (default ``batch_size * pack_batches``) in the
-    dense phase, by the formula of :mod:`smi_core.memory` (the teacher's own parameter count when known);
-    ``largest_batch``: the most images per call each of :data:`GPU_MEMORY_BYTES` holds. An estimate:
-    ``make bench-gpu`` prints it beside the measured peak."""
+    """Peak GPU memory of one engine call with ``images`` in the teacher's forward (default
+    :attr:`RunSpec.targets_per_call`) in the dense phase, by the formula of :mod:`smi_core.memory` (the
+    teacher's own parameter count when known); ``largest_batch``: the most images in the forward of one call
+    each of :data:`GPU_MEMORY_BYTES` holds. An estimate: ``make bench-gpu`` prints it beside the measured peak."""
     t = spec.teacher
     dims = {"img_size": t.img_size, "patch_size": t.patch_size, "num_prefix_tokens": t.num_prefix_tokens,
             "embed_dim": t.embed_dim, "depth": t.depth, "mlp_ratio": t.mlp_ratio,
             "params": t.num_params or vit_param_count(spec), "dtype": spec.dtype}
-    parts = memory.inversion_memory(images=images if images is not None else spec.batch_size * spec.pack_batches,
+    parts = memory.inversion_memory(images=images if images is not None else spec.targets_per_call,
                                     **dims)
     one = memory.inversion_memory(images=1, **dims)
     fixed = one["weights"] + one["autocast_weight_copies"]
@@ -250,8 +250,9 @@ def _memory_text(m: MemoryEstimate, spec: RunSpec) -> str:
 
 def _fit_text(m: MemoryEstimate) -> str:
     fits = ", ".join(f"{gpu} up to {n:,}" for gpu, n in m["largest_batch"].items())
-    return (f"images per engine call (batch_size x pack_batches) that fit: {fits}; batch_size and "
-            f"pack_batches are in the spec hash, so a corpus is finished with the ones it started with")
+    return (f"targets in the forward of one engine call (batch_size x pack_batches; rebirth: over the images "
+            f"a target yields) that fit: {fits}; batch_size and pack_batches are in the spec hash, so a corpus "
+            f"is finished with the ones it started with")
 
 
 def _table(s: PlanSummary, spec: RunSpec) -> str:

@@ -43,6 +43,7 @@ from pipeline.run.engine_schema import (
 )
 from pipeline.run.manifest_errors import format_validation_error, show, yaml_message
 from smi_core.config import InversionConfig
+from smi_core.selection import images_per_target
 from smi_core.version import ENGINE_VERSION
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ ALWAYS_HASHED = frozenset({
     "loss.ce", "loss.tv_l1", "loss.tv_l2", "loss.l2", "loss.bn_prior", "loss.patch_entropy",
     "augment.enabled", "augment.max_roll_fraction", "augment.flip",
 })
-DEFAULT_MAX_BATCH = 64  # default inversion.batch_size = min(images_per_shard, images_per_class, 64)
+DEFAULT_MAX_BATCH = 64  # targets in the forward of a default batch (see RunSpec.batch_size)
 # Size limits, checked arithmetically before anything is enumerated (see _check_sizes):
 MAX_IMAGES_PER_CLASS = 10_000_000  # sample keys hold a 7-digit per-class index (c00042-i0000123)
 MAX_SHARDS = 10_000  # one tar per shard in data/, and the layout stays within 10,000 files per folder
@@ -231,9 +232,24 @@ class RunSpec:
 
     @property
     def batch_size(self) -> int:
-        """Images inverted together; default ``min(images_per_shard, images_per_class, 64)``."""
+        """Images inverted together; default ``min(images_per_shard, images_per_class, 64 targets' images)``
+        (a rebirth run yields several images per target, so its default batch puts 64 targets in the forward
+        as dense's does)."""
         b = self.manifest.inversion.batch_size
-        return b if b is not None else min(self.images_per_shard, self.images_per_class, DEFAULT_MAX_BATCH)
+        if b is not None:
+            return b
+        return min(self.images_per_shard, self.images_per_class, DEFAULT_MAX_BATCH * self.images_per_target)
+
+    @property
+    def images_per_target(self) -> int:
+        """Images one inversion yields per target (rebirth: one per stop and the final image; else 1)."""
+        return images_per_target(self.inversion_config().selection)
+
+    @property
+    def targets_per_call(self) -> int:
+        """Targets in the teacher's forward of one engine call: ``pack_batches`` batches of
+        ``ceil(batch_size / images_per_target)`` targets (what GPU memory scales with)."""
+        return -(-self.batch_size // self.images_per_target) * self.pack_batches
 
     @property
     def pack_batches(self) -> int:

@@ -279,3 +279,34 @@ def test_dense_finish_changes_only_smis_rejoin(name: str, rejoin: int) -> None:
     project = qs.check_recipe(qs.project_recipe, 400)
     assert args.recipe_configs["dense"] == project["dense"]
     assert args.recipe_configs["smi"] == {**project["smi"], "selection": {**project["smi"]["selection"], "rejoin": rejoin}}
+
+
+def test_rebirth_packs_classes_so_its_forward_holds_as_many_targets_as_denses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rebirth yields four images per target here: one target per class of four images, three classes packed
+    into one engine call, where dense inverts each class's four targets in a call of its own."""
+    from pipeline.corpus.tar_io import read_tar
+    from pipeline.teachers.loading import load_teacher
+    from smi_core.recipe import recommended_config
+    from tests.run.tiny_run import make_teacher_file
+
+    qs = _load("quality_suite")
+    checkpoint = make_teacher_file(tmp_path)
+    calls: list[tuple[str, list[list[int]]]] = []
+    packed = qs.invert_packed
+
+    def spy(model, batches, config, **kwargs):  # the suite's own call, recorded on its way to the engine
+        calls.append((config.selection.kind, [targets.tolist() for targets, _ in batches]))
+        return packed(model, batches, config, **kwargs)
+
+    monkeypatch.setattr(qs, "invert_packed", spy)
+    configs = {m: recommended_config(m, 8) for m in ("dense", "rebirth")}
+    roots = {m: tmp_path / m for m in configs}
+    timing = qs.write_inverted(roots, configs, load_teacher(str(checkpoint)), checkpoint, 3, 4, 0)
+    assert sorted(calls) == [("dense", [[0] * 4]), ("dense", [[1] * 4]), ("dense", [[2] * 4]),
+                             ("rebirth", [[0], [1], [2]])]
+    assert timing["rebirth"]["flops"] < timing["dense"]["flops"] / 4  # four images from each target's one run
+    layout = qs.CorpusLayout(roots["rebirth"])
+    for shard in range(3):
+        records = list(read_tar(layout.storage, layout.tar(shard)))
+        assert [json.loads(r["json"])["label"] for _, r in records] == [shard] * 4

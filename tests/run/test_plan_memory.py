@@ -77,3 +77,20 @@ def test_param_formula_matches_deit_base_and_plan_reports_memory_per_engine_call
                                                         - one_batch["autocast_weight_copies"])
     assert memory["largest_batch"]["H200 141GB"] > memory["largest_batch"]["H100 80GB"] > 256
     assert "assumed" in summary["assumptions"]["gpu_utilisation_source"]
+
+
+def test_a_rebirth_batch_fills_the_forward_as_dense_does(tmp_path, monkeypatch) -> None:
+    import pipeline.run.spec as spec_mod
+
+    monkeypatch.setattr(spec_mod, "_describe_teacher", fake_describe)
+    base = "teacher: timm:deit_base_patch16_224\nimages_per_class: 1000\nimages_per_shard: 1000\n"
+    (tmp_path / "d.yaml").write_text(base)
+    (tmp_path / "r.yaml").write_text(base + "inversion: {method: rebirth}\n")
+    (tmp_path / "r100.yaml").write_text(base + "inversion: {method: rebirth, batch_size: 100}\n")
+    dense, rebirth, given = (load_spec(tmp_path / n) for n in ("d.yaml", "r.yaml", "r100.yaml"))
+    assert rebirth.images_per_target == 4 and dense.images_per_target == 1
+    assert (dense.batch_size, dense.targets_per_call) == (64, 64)
+    assert (rebirth.batch_size, rebirth.targets_per_call) == (256, 64)  # four images out per target in
+    assert given.targets_per_call == 25
+    assert memory_estimate(rebirth) == memory_estimate(dense)
+    assert summarize(rebirth)["gpu_memory"]["images_per_call"] == 64
