@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 SelectionKind = Literal["dense", "smi", "random", "rebirth"]
@@ -107,7 +107,12 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the inversion objective's terms (SMI defaults: CE 1, TV-l2 1e-4)."""
+    """Weights of the inversion objective's terms (SMI defaults: CE 1, TV-l2 1e-4).
+
+    ``prior_gain``: once only a share of the patches evolves (after a stop), the image priors (TV, l2) are
+    weighted ``share ** -prior_gain`` times, so they hold against the class pull that fewer patches carry
+    (0: constant weights).
+    """
 
     ce: float = 1.0
     tv_l1: float = 0.0
@@ -115,12 +120,20 @@ class LossWeights:
     l2: float = 0.0
     bn_prior: float = 0.0
     patch_entropy: float = 0.0
+    prior_gain: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("ce", "tv_l1", "tv_l2", "l2", "bn_prior", "patch_entropy"):
+        for name in ("ce", "tv_l1", "tv_l2", "l2", "bn_prior", "patch_entropy", "prior_gain"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value != value or value < 0:
                 raise ValueError(f"loss.{name}: weight must be a non-negative number, got {value!r}")
+
+    def evolving(self, share: float) -> LossWeights:
+        """These weights while ``share`` (0-1] of the patches evolves: the priors scaled by ``prior_gain``."""
+        if not self.prior_gain or share >= 1:
+            return self
+        gain = share ** -self.prior_gain
+        return replace(self, tv_l1=self.tv_l1 * gain, tv_l2=self.tv_l2 * gain, l2=self.l2 * gain)
 
 
 @dataclass(frozen=True)

@@ -344,6 +344,7 @@ def invert(
                 if harvests is not None:  # rebirth: the image as this stop leaves it is an image of its own
                     harvests.append((current.clone(), _kept_to_mask(kept, num_patches), sample_loss.clone()))
                 kept = new_kept
+                weights = config.loss.evolving(kept.shape[1] / num_patches)
                 if kept.shape[1] == num_patches:  # every patch rejoined: nothing is stopped any more
                     keep_pixels = frozen = None
                 else:

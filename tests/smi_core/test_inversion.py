@@ -15,6 +15,7 @@ from smi_core import (
     tokens_per_iteration,
 )
 from smi_core.inversion import patch_mask_to_pixels
+from smi_core import losses
 from smi_core.losses import BNStatisticsPrior
 from smi_core.vit import vit_geometry
 from tests.smi_core.vit_models import tiny_vit
@@ -367,3 +368,19 @@ def test_rebirth_keeps_the_image_as_each_stop_leaves_it():
     torch.testing.assert_close(packed[0].images, r.images, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="every stop must let a patch leave"):
         _run(model, replace(config, selection=SelectionConfig("rebirth", StopSchedule((4,), (0.01,)))))
+
+
+def test_prior_gain_strengthens_the_priors_once_patches_have_left():
+    """With ``loss.prior_gain`` the run is the same until the first stop, then TV weighs more."""
+    weights = LossWeights(tv_l2=0.5, l2=0.1, prior_gain=1.0)
+    assert weights.evolving(1.0) == weights and LossWeights(tv_l2=0.5).evolving(0.25) == LossWeights(tv_l2=0.5)
+    assert weights.evolving(0.25) == replace(weights, tv_l2=2.0, l2=0.4)
+    with pytest.raises(ValueError, match="loss.prior_gain"):
+        LossWeights(prior_gain=-1.0)
+    model = tiny_vit("vit")
+    config = InversionConfig(iterations=12, selection=SelectionConfig("rebirth", StopSchedule((4, 8), (1 / 3, 0.5))),
+                             keep_best=False, loss=LossWeights(tv_l2=0.5))
+    plain, gained = (_run(model, replace(config, loss=replace(config.loss, prior_gain=g)), targets=(1,)) for g in (0, 1))
+    torch.testing.assert_close(gained.images[0], plain.images[0])  # the image the first stop left
+    tv = [losses.total_variation(r.images[1:], 2).sum() for r in (plain, gained)]
+    assert tv[1] < tv[0]  # the later images under the stronger prior are smoother
