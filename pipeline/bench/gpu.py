@@ -5,8 +5,9 @@ nothing is downloaded; speed does not depend on the weights), 400 iterations wit
 30 (the paper's 4,000 iterations and stops at 50, 100, 200, 300 scaled by 1/10: the same token
 proportions). It measures, side by side:
 
-- eager dense vs SMI images/s and peak memory at batch 64 and 256, beside the estimate of
-  :mod:`smi_core.memory` (what ``smi-synth plan`` prints);
+- eager dense, SMI and patch rebirth images/s and peak memory at batch 64 and 256 (targets in the forward;
+  rebirth yields four images per target), beside the estimate of :mod:`smi_core.memory` (what ``smi-synth
+  plan`` prints), and each method's speedup per image over dense against its counted FLOP ratio;
 - the throughput mode: 4 batches of 64 packed into one engine call vs the same 4 batches one by one
   (images/s, and how far the packed images are from the one-by-one images);
 - the compiled path (``torch.compile`` default and ``reduce-overhead`` = CUDA graphs) vs eager, on a
@@ -61,7 +62,10 @@ from smi_core import (
     vit_geometry,
 )
 from smi_core.config import COMPILE_MODES
+from smi_core.flops import schedule_flops
 from smi_core.memory import inversion_memory
+from smi_core.recipe import rebirth_schedule
+from smi_core.selection import images_per_target
 
 TIME_BUDGET_S = 270.0  # full mode: compile modes still to run are skipped past this (the run stays under 5 minutes)
 
@@ -159,8 +163,17 @@ class Bench:
         self.params = sum(p.numel() for p in self.model.parameters())
 
     def config(self, kind: str, schedule: StopSchedule, iterations: int, compile: str = "off") -> InversionConfig:
+        """``kind``'s run at ``iterations``: ``schedule``'s stops, or rebirth's own (:func:`rebirth_schedule`)."""
+        if kind == "rebirth":
+            schedule = rebirth_schedule(iterations)
         return InversionConfig(iterations=iterations, selection=SelectionConfig(kind, schedule),  # type: ignore[arg-type]
                                compile=compile)  # type: ignore[arg-type]
+
+    def flops_per_image(self, config: InversionConfig) -> float:
+        """Counted FLOPs of one image under ``config`` (a rebirth run's shared by the images it yields)."""
+        flops = schedule_flops(self.model, self.geometry, config.selection, config.iterations, 1,
+                               device=torch.device(self.plan.device))
+        return flops / images_per_target(config.selection)
 
     def batches(self, batch: int, count: int, first_seed: int) -> list[tuple[torch.Tensor, torch.Generator]]:
         classes = int(self.model.num_classes)
@@ -193,7 +206,7 @@ class Bench:
                                 autocast_dtype=self.autocast, count_flops=False)
             seconds += sum(r.seconds for r in out)
             results += out
-        images = batch * pack * calls
+        images = sum(r.images.shape[0] for r in results)  # rebirth: several per target
         row = {"images": images, "images_per_call": batch * pack, "seconds": seconds,
                "images_per_second": images / seconds, "peak_memory_bytes": _peak(self.plan.device),
                "estimated_memory_bytes": self.estimate(batch * pack)}
@@ -225,16 +238,25 @@ def side_by_side(runs: list[Callable[[], tuple[dict, list]]], repeats: int) -> l
     return [({**b[0], "seconds_all": t}, b[1]) for b, t in zip(best, times)]  # type: ignore[index]
 
 
+EAGER_KINDS = ("dense", "smi", "rebirth")
+
+
 def measure_eager(bench: Bench) -> list[dict]:
+    """Dense, SMI and rebirth side by side at each batch (targets in the forward): images/s, and per image the
+    speedup over dense against its counted FLOP ratio (the limit)."""
     plan, rows = bench.plan, []
     for batch in plan.batches:
-        configs = [bench.config(kind, plan.schedule, plan.iterations) for kind in ("dense", "smi")]
+        configs = [bench.config(kind, plan.schedule, plan.iterations) for kind in EAGER_KINDS]
         for config in configs:
             bench.warm(config, batch)
-        (dense, _), (smi, _) = side_by_side([lambda c=c, b=batch: bench.timed(c, b) for c in configs],
-                                               plan.repeats)
-        rows += [{"kind": "dense", "batch": batch, **dense},
-                 {"kind": "smi", "batch": batch, **smi, "speedup_over_dense": dense["seconds"] / smi["seconds"]}]
+        timed = side_by_side([lambda c=c, b=batch: bench.timed(c, b) for c in configs], plan.repeats)
+        flops = [bench.flops_per_image(c) for c in configs]
+        dense = timed[0][0]
+        for kind, (row, _), f in zip(EAGER_KINDS, timed, flops):
+            vs = {} if kind == "dense" else {
+                "speedup_over_dense": row["images_per_second"] / dense["images_per_second"],
+                "flop_ratio": flops[0] / f}
+            rows.append({"kind": kind, "batch": batch, **row, "flops_per_image": f, **vs})
     return rows
 
 
@@ -362,7 +384,8 @@ def markdown(r: dict) -> str:
     lines = [head, "", "| what | batch (images/call) | images/s | ratio | peak GiB (estimate) | note |",
              "|---|---|---|---|---|---|"]
     for row in r["eager"]:
-        ratio = f"{row['speedup_over_dense']:.2f}x vs dense" if "speedup_over_dense" in row else ""
+        ratio = (f"{row['speedup_over_dense']:.2f}x vs dense (FLOPs {row['flop_ratio']:.2f}x)"
+                 if "speedup_over_dense" in row else "")
         lines.append(f"| eager {row['kind']} | {row['batch']} | {row['images_per_second']:.2f} | {ratio} | "
                      f"{_gib(row['peak_memory_bytes'])} ({_gib(row['estimated_memory_bytes'])}) | |")
     p = r["packing"]

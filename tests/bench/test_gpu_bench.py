@@ -38,8 +38,13 @@ def test_smoke_mode_runs_without_ray_webdataset_or_pydantic_and_reports_everythi
     assert report["mode"] == "smoke" and "SMOKE MODE (no CUDA device)" in stderr
     assert any("not a GPU measurement" in note for note in report["notes"])
     rows = {(r["kind"], r["batch"]): r for r in report["eager"]}
-    assert set(rows) == {(k, b) for k in ("dense", "smi") for b in gpu.smoke_plan().batches}
+    assert set(rows) == {(k, b) for k in ("dense", "smi", "rebirth") for b in gpu.smoke_plan().batches}
     assert all(r["images_per_second"] > 0 and r["estimated_memory_bytes"] > 0 for r in rows.values())
+    for b in gpu.smoke_plan().batches:  # rebirth: four images per target in the forward, each a quarter of a run
+        assert rows["rebirth", b]["images"] == 4 * rows["dense", b]["images"] == 4 * b
+        assert 1 < rows["smi", b]["flop_ratio"] < rows["rebirth", b]["flop_ratio"]
+        assert rows["rebirth", b]["flops_per_image"] * rows["rebirth", b]["flop_ratio"] == pytest.approx(
+            rows["dense", b]["flops_per_image"])
     assert all(len(r["seconds_all"]) == 2 and r["seconds"] == min(r["seconds_all"]) for r in rows.values())
     packing = report["packing"]
     assert packing["packed"]["images_per_call"] == packing["pack"] * packing["batch"]
@@ -50,7 +55,7 @@ def test_smoke_mode_runs_without_ray_webdataset_or_pydantic_and_reports_everythi
     assert shards["shards"] == 2 and shards["tar_sha256_matches_stats"]
     assert shards["shard0_tar_identical"] and shards["shard0_parquet_identical"]  # the CPU is deterministic
     table = (tmp_path / "out" / "bench-gpu.md").read_text()
-    assert "| eager dense |" in table and "packed" in table and "tar identical True" in table
+    assert "| eager dense |" in table and "| eager rebirth |" in table and "packed" in table and "tar identical True" in table
 
 
 def test_bad_arguments_exit_2_naming_the_flag(capsys) -> None:
