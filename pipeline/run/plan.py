@@ -242,8 +242,9 @@ def _hours_text(h: float) -> str:
 
 def _memory_text(m: MemoryEstimate, spec: RunSpec) -> str:
     scale, unit = (2**30, "GiB") if m["total"] >= 2**30 else (2**20, "MiB")
+    weights = (m["weights"] + m["autocast_weight_copies"]) / scale
     return (f"~{m['total'] / scale:,.1f} {unit} per GPU, {m['images_per_call']} images in the forward of one engine "
-            f"call, {spec.dtype}, dense phase (weights {(m['weights'] + m['autocast_weight_copies']) / scale:.2f} + activations "
+            f"call, {spec.dtype}, dense phase (weights {weights:.2f} + activations "
             f"{(m['saved_activations'] + m['backward_working_set']) / scale:.2f} + pixels/Adam "
             f"{m['pixel_state'] / scale:.2f} {unit}; estimate)")
 
