@@ -87,7 +87,7 @@ from pipeline.teachers.loading import load_teacher  # noqa: E402
 from pipeline.teachers.trainer import TrainRecipe  # noqa: E402
 from smi_core import InversionConfig, invert_packed  # noqa: E402
 from smi_core.recipe import recommended_config  # noqa: E402
-from smi_core.selection import images_per_target  # noqa: E402
+from smi_core.selection import images_per_target, targets_for  # noqa: E402
 
 log = logging.getLogger("quality_suite")
 
@@ -203,7 +203,7 @@ def write_inverted(roots: dict[str, Path], configs: dict[str, InversionConfig], 
                 continue  # packed into the call that began at class c - c % yields
             layout, tasks = started[method]
             group = tasks[c:c + yields]
-            batches = [(torch.full((math.ceil(per_class / yields),), task.label, dtype=torch.int64),
+            batches = [(torch.full((targets_for(configs[method].selection, per_class),), task.label, dtype=torch.int64),
                         torch.Generator().manual_seed(batch_seed(task.seed, 0))) for task in group]
             runs = invert_packed(teacher.model, batches, configs[method], img_size=teacher.img_size,
                                  mean=teacher.mean, std=teacher.std)

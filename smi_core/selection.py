@@ -127,6 +127,12 @@ def images_per_target(config: SelectionConfig) -> int:
     return len(config.schedule.iterations) + 1 if config.kind == "rebirth" else 1
 
 
+def targets_for(config: SelectionConfig, images: int) -> int:
+    """Targets to invert for ``images`` images (rebirth: a run yields several per target; the last may yield
+    more than are needed)."""
+    return -(-images // images_per_target(config))
+
+
 def tokens_per_iteration(config: SelectionConfig, num_patches: int, iterations: int) -> list[int]:
     """Kept patch count of every iteration under ``config`` (what the engine really runs)."""
     counts = [num_patches] * iterations

@@ -245,12 +245,12 @@ def measure_eager(bench: Bench) -> list[dict]:
     """Dense, SMI and rebirth side by side at each batch (targets in the forward): images/s, and per image the
     speedup over dense against its counted FLOP ratio (the limit)."""
     plan, rows = bench.plan, []
+    configs = [bench.config(kind, plan.schedule, plan.iterations) for kind in EAGER_KINDS]
+    flops = [bench.flops_per_image(c) for c in configs]  # per image: the same at every batch
     for batch in plan.batches:
-        configs = [bench.config(kind, plan.schedule, plan.iterations) for kind in EAGER_KINDS]
         for config in configs:
             bench.warm(config, batch)
         timed = side_by_side([lambda c=c, b=batch: bench.timed(c, b) for c in configs], plan.repeats)
-        flops = [bench.flops_per_image(c) for c in configs]
         dense = timed[0][0]
         for kind, (row, _), f in zip(EAGER_KINDS, timed, flops):
             vs = {} if kind == "dense" else {

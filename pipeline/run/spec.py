@@ -43,7 +43,7 @@ from pipeline.run.engine_schema import (
 )
 from pipeline.run.manifest_errors import format_validation_error, show, yaml_message
 from smi_core.config import InversionConfig
-from smi_core.selection import images_per_target
+from smi_core.selection import images_per_target, targets_for
 from smi_core.version import ENGINE_VERSION
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ class RunSpec:
     def targets_per_call(self) -> int:
         """Targets in the teacher's forward of one engine call: ``pack_batches`` batches of
         ``ceil(batch_size / images_per_target)`` targets (what GPU memory scales with)."""
-        return -(-self.batch_size // self.images_per_target) * self.pack_batches
+        return targets_for(self.inversion_config().selection, self.batch_size) * self.pack_batches
 
     @property
     def pack_batches(self) -> int:

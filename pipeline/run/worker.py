@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import threading
 import time
@@ -38,7 +37,7 @@ from pipeline.run.provenance import note_local_commit
 from pipeline.teachers.loading import load_teacher
 from smi_core import InversionConfig, InversionResult, invert_packed
 from smi_core.flops import schedule_flops
-from smi_core.selection import images_per_target
+from smi_core.selection import targets_for
 from smi_core.vit import vit_geometry
 from smi_core.version import ENGINE_VERSION
 
@@ -231,11 +230,10 @@ class ShardWorker:
         autocast = torch.bfloat16 if cfg.dtype == "bfloat16" else None
         samples, inversion_seconds, flops = [], 0.0, 0
         offsets = list(range(0, task.count, cfg.batch_size))
-        yields = images_per_target(cfg.inversion.selection)  # images one run yields per target (rebirth: several)
         for first in range(0, len(offsets), cfg.pack_batches):
             packed = [(i, offsets[i], min(cfg.batch_size, task.count - offsets[i]))
                       for i in range(first, min(first + cfg.pack_batches, len(offsets)))]
-            batches = [(torch.full((math.ceil(n / yields),), task.label, dtype=torch.int64, device=self.device),
+            batches = [(torch.full((targets_for(cfg.inversion.selection, n),), task.label, dtype=torch.int64, device=self.device),
                         torch.Generator(device="cpu").manual_seed(batch_seed(task.seed, i))) for i, _, n in packed]
             results = invert_packed(
                 teacher.model, batches, cfg.inversion,
@@ -244,7 +242,7 @@ class ShardWorker:
             )
             for (_, offset, n), result in zip(packed, results):
                 inversion_seconds += result.seconds
-                flops += self.batch_flops(math.ceil(n / yields))
+                flops += self.batch_flops(targets_for(cfg.inversion.selection, n))
                 samples += samples_from_result(
                     result.first(n), task, offset=offset, teacher=teacher.teacher_id, method=cfg.method,
                     seconds_per_image=result.seconds / n,
