@@ -101,12 +101,3 @@ def redraw(method: str, iterations: int) -> InversionConfig:
     (``selection.kind`` 'redraw'): the same teacher tokens, and every patch keeps evolving instead of a fixed
     quarter (the paper's early stops rank patches barely better than chance: benchmarks/saliency_settling.py)."""
     return _smi_selection(method, iterations, kind="redraw")
-
-
-def dense_start(method: str, iterations: int) -> InversionConfig:
-    """SMI with one stop, at 20% of the run, that keeps the most salient 20% of the patches, the rest pinned
-    as they are (``stopped`` 'frozen') and no dense finish: every patch is shaped by the teacher before the
-    stop, when the CLS saliency has begun to settle (benchmarks/saliency_settling.py), and the stopped patches
-    keep that content instead of being smoothed by the prior; about SMI's teacher tokens (36% of dense's)."""
-    stop = scaled_stops((0.2,), iterations)
-    return _smi_selection(method, iterations, schedule=StopSchedule(stop, (0.8,)), stopped="frozen", rejoin=None)

@@ -223,6 +223,8 @@ class InversionConfig:
             set(self.pyramid)
         ) != len(self.pyramid):
             raise ValueError(f"pyramid: expected distinct integer scale factors >= 2, got {self.pyramid!r}")
+        if self.pyramid and self.selection.stopped == "frozen" and self.selection.kind != "dense":
+            raise ValueError("pyramid: coarse levels move stopped pixels too; use selection.stopped 'prior'")
         if not isinstance(self.iterations, int) or self.iterations < 1:
             raise ValueError(f"iterations: must be a positive integer, got {self.iterations!r}")
         if not self.lr > 0:

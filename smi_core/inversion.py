@@ -331,11 +331,9 @@ def invert(
                 level.grad = level_grad
         optimizer.step()
         with torch.no_grad():
-            if pyramid is not None:  # clip the composed image (and pin stopped pixels) by moving the pixel level
+            if pyramid is not None:  # clip the composed image by moving the pixel level
                 composed = pyramid.compose(pixels, coarse)
                 current = torch.maximum(torch.minimum(composed, high), low)
-                if frozen is not None:  # the coarse levels spill over into stopped patches
-                    current = torch.where(keep_pixels, current, frozen)
                 pixels.add_(current - composed)
             else:
                 pixels.copy_(torch.maximum(torch.minimum(pixels, high), low))
@@ -353,7 +351,7 @@ def invert(
                     keep_pixels = frozen = None
                 else:
                     keep_pixels = patch_mask_to_pixels(_kept_to_mask(kept, num_patches), geometry)
-                    frozen = current.detach().clone() if pin_stopped else None
+                    frozen = pixels.detach().clone() if pin_stopped else None
                 log.debug("iteration %d: %d patches keep evolving", iteration, kept.shape[1])
         if observer is not None:
             observer(IterationState(iteration, seen_kept, current, grad, sample_loss))

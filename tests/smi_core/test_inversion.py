@@ -384,22 +384,3 @@ def test_prior_gain_strengthens_the_priors_once_patches_have_left():
     torch.testing.assert_close(gained.images[0], plain.images[0])  # the image the first stop left
     tv = [losses.total_variation(r.images[1:], 2).sum() for r in (plain, gained)]
     assert tv[1] < tv[0]  # the later images under the stronger prior are smoother
-
-
-def test_redraw_moves_every_patch_and_counts_the_schedules_tokens():
-    """With redraw every patch is in the forward in some iterations between the first stop and the finish, the
-    forward holds the schedule's count each iteration, and the images are all-kept."""
-    model = tiny_vit("vit")
-    geo = vit_geometry(model)
-    selection = SelectionConfig("redraw", SCHEDULE, stopped="prior", rejoin=16)
-    config = InversionConfig(iterations=20, selection=selection, loss=LossWeights(tv_l2=0.5))
-    states = []
-    result = _run(model, config, observer=lambda s: states.append(s.kept.clone()))
-    assert [k.shape[1] for k in states] == tokens_per_iteration(selection, geo.num_patches, 20)
-    seen = torch.zeros(3, geo.num_patches, dtype=torch.bool)
-    for kept in states[12:16]:  # the fewest patches per forward, redrawn
-        seen.scatter_(1, kept, True)
-    assert int(seen.sum(1).min()) > states[12].shape[1]
-    assert bool(result.kept_mask.all())
-    again = _run(model, config)
-    assert torch.equal(again.images, result.images)  # the draws come from the batch's generator

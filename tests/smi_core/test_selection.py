@@ -97,24 +97,3 @@ def test_rebirth_lets_the_most_salient_patches_leave_and_counts_its_images():
     assert images_per_target(config) == 3 and images_per_target(SelectionConfig("smi")) == 1
     with pytest.raises(ValueError, match="rejoin"):
         SelectionConfig("rebirth", StopSchedule((2,), (0.5,)), rejoin=3)
-
-
-def test_redraw_draws_the_schedules_count_afresh_every_iteration_until_the_finish():
-    config = SelectionConfig("redraw", StopSchedule((2, 4), (0.5, 0.5)), rejoin=7)
-    policy = make_policy(config, num_patches=8)
-    g = torch.Generator().manual_seed(0)
-    kept = torch.arange(8).expand(2, -1)
-    assert not any(policy.needs_saliency(i) for i in range(9)) and policy.final_phase_start() == 7
-    assert policy.update(0, kept, None, g) is kept
-    sets = []
-    for iteration in range(1, 6):
-        kept = policy.update(iteration, kept, None, g)
-        sets.append(kept)
-    assert [s.shape[1] for s in sets] == [4, 4, 2, 2, 2]  # the schedule's counts, as SMI's
-    assert len({tuple(s[0].tolist()) for s in sets[:2]} | {tuple(s[0].tolist()) for s in sets[2:]}) > 2
-    assert not torch.equal(sets[0][0], sets[0][1])  # each image its own draw
-    assert all(bool((s[:, 1:] > s[:, :-1]).all()) for s in sets)
-    assert policy.update(6, kept, None, g).tolist() == [list(range(8))] * 2
-    assert tokens_per_iteration(config, 8, 9) == [8, 8, 4, 4, 2, 2, 2, 8, 8]
-    with pytest.raises(ValueError, match="redraw needs a dense finish"):
-        SelectionConfig("redraw", StopSchedule((2,), (0.5,)))
