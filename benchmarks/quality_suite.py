@@ -93,8 +93,7 @@ log = logging.getLogger("quality_suite")
 
 CORPORA = ("noise", "dense", "smi", "rebirth", "real")
 # what a recipe may return per corpus: the sparse corpus may stop patches at random (a control for saliency)
-# or redraw them every iteration
-SELECTION_KINDS = {"dense": ("dense",), "smi": ("smi", "random", "redraw"), "rebirth": ("rebirth",)}
+SELECTION_KINDS = {"dense": ("dense",), "smi": ("smi", "random"), "rebirth": ("rebirth",)}
 RecipeFn = Callable[[str, int], InversionConfig]
 FORMAT = "quality-suite-v1"
 CALIB = ("dense", "smi", "real", "noise")  # the quantizer's calibration sets, in their table order

@@ -94,10 +94,3 @@ def rebirth_gain(method: str, iterations: int) -> InversionConfig:
     if method != "rebirth":
         return config
     return dataclasses.replace(config, loss=dataclasses.replace(config.loss, prior_gain=1.0))
-
-
-def redraw(method: str, iterations: int) -> InversionConfig:
-    """SMI's schedule, stops and dense finish, but the kept patches drawn afresh at random every iteration
-    (``selection.kind`` 'redraw'): the same teacher tokens, and every patch keeps evolving instead of a fixed
-    quarter (the paper's early stops rank patches barely better than chance: benchmarks/saliency_settling.py)."""
-    return _smi_selection(method, iterations, kind="redraw")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-SelectionKind = Literal["dense", "smi", "random", "rebirth", "redraw"]
+SelectionKind = Literal["dense", "smi", "random", "rebirth"]
 StoppedPixels = Literal["frozen", "prior"]
 SaliencyKind = Literal["instant", "accumulated"]
 CompileMode = Literal["off", "default", "reduce-overhead"]
@@ -64,9 +64,7 @@ class SelectionConfig:
     ``rebirth`` (patch rebirth: at each stop the *highest* CLS saliency leaves, so the rest must carry the
     class on their own; the whole image as each stop leaves it is an image of its own, kept mask the patches
     that evolved until then, and the final image is the last: one run yields ``len(schedule.iterations) + 1``
-    images per target), or ``redraw`` (the schedule's patch counts, but a fresh uniformly random subset of all
-    the patches in the forward every iteration from the first stop until ``rejoin``: every patch keeps
-    evolving, in a share of the iterations; it needs ``rejoin``, whose dense finish picks the kept iterate).
+    images per target).
 
     A stopped patch leaves the teacher's forward either way (that is the saving). ``stopped`` says what
     happens to its pixels afterwards: ``frozen`` pins them to their values at the stop (the paper's
@@ -90,14 +88,12 @@ class SelectionConfig:
     rejoin: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("dense", "smi", "random", "rebirth", "redraw"):
-            raise ValueError(f"selection.kind: expected one of dense, smi, random, rebirth, redraw, got {self.kind!r}")
+        if self.kind not in ("dense", "smi", "random", "rebirth"):
+            raise ValueError(f"selection.kind: expected one of dense, smi, random, rebirth, got {self.kind!r}")
         if self.stopped not in ("frozen", "prior"):
             raise ValueError(f"selection.stopped: expected frozen or prior, got {self.stopped!r}")
         if self.saliency not in ("instant", "accumulated"):
             raise ValueError(f"selection.saliency: expected instant or accumulated, got {self.saliency!r}")
-        if self.rejoin is None and self.kind == "redraw":
-            raise ValueError("selection.rejoin: redraw needs a dense finish (an iteration after the last stop)")
         if self.rejoin is not None and self.kind == "rebirth":
             raise ValueError("selection.rejoin: with rebirth the patches that leave never come back (use None)")
         if self.rejoin is not None:

@@ -284,7 +284,6 @@ def invert(
     patch_of_pixel = torch.arange(num_patches, device=device, dtype=torch.float32).view(1, num_patches)
     patch_of_pixel = patch_mask_to_pixels(patch_of_pixel, geometry)  # (1, 1, H, W)
     instant_saliency = config.selection.saliency == "instant"
-    redraw = config.selection.kind == "redraw"  # the kept set changes without changing size
 
     for iteration in range(config.iterations):
         augs = streams.roll_flips(config.augment, geometry.grid)
@@ -341,9 +340,8 @@ def invert(
                     pixels.copy_(torch.where(keep_pixels, pixels, frozen))
                 current = pixels.detach()
             new_kept = streams.update(iteration, canonical if want_saliency else kept, saliency)
-            resized = new_kept.shape[1] != kept.shape[1]
-            if resized or (redraw and not torch.equal(new_kept, kept)):
-                if harvests is not None and resized:  # rebirth: the image as this stop leaves it is one of its own
+            if new_kept.shape[1] != kept.shape[1]:
+                if harvests is not None:  # rebirth: the image as this stop leaves it is an image of its own
                     harvests.append((current.clone(), _kept_to_mask(kept, num_patches), sample_loss.clone()))
                 kept = new_kept
                 weights = config.loss.evolving(kept.shape[1] / num_patches)

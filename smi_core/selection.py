@@ -113,44 +113,10 @@ class ScheduledStopping:
         return keep_top_salient(kept, -scores if self.scorer == "rebirth" else scores, num_keep)
 
 
-class RedrawnSubsets:
-    """``redraw``: from each stop on, the schedule's count of patches, drawn afresh at random from all of them
-    every iteration (every patch keeps evolving, in a share of the iterations), until ``config.rejoin`` brings
-    every patch back for the dense finish."""
-
-    name = "redraw"
-
-    def __init__(self, config: SelectionConfig, num_patches: int) -> None:
-        if config.rejoin is None:
-            raise ValueError("selection.rejoin: redraw needs a dense finish")
-        self.num_patches = num_patches
-        counts = config.schedule.kept_counts(num_patches)
-        self._keep_after = {t - 1: k for t, k in zip(config.schedule.iterations, counts)}
-        self._rejoin = config.rejoin
-        self._count = num_patches
-
-    def final_phase_start(self) -> int:
-        return self._rejoin
-
-    def needs_saliency(self, iteration: int) -> bool:
-        return False
-
-    def update(self, iteration, kept, saliency, generator):  # noqa: D102 - see SelectionPolicy
-        every = torch.arange(self.num_patches, dtype=kept.dtype, device=kept.device).expand(kept.shape[0], -1)
-        if iteration >= self._rejoin - 1:
-            return kept if kept.shape[1] == self.num_patches else every.contiguous()
-        self._count = self._keep_after.get(iteration, self._count)
-        if self._count == self.num_patches:
-            return kept
-        return keep_random(every, self._count, generator)
-
-
 def make_policy(config: SelectionConfig, num_patches: int) -> SelectionPolicy:
     """The policy a ``SelectionConfig`` names."""
     if config.kind == "dense":
         return DensePolicy()
-    if config.kind == "redraw":
-        return RedrawnSubsets(config, num_patches)
     scorer = {"smi": "saliency", "random": "random", "rebirth": "rebirth"}[config.kind]
     return ScheduledStopping(config, num_patches, scorer=scorer)
 
