@@ -94,10 +94,3 @@ def rebirth_gain(method: str, iterations: int) -> InversionConfig:
     if method != "rebirth":
         return config
     return dataclasses.replace(config, loss=dataclasses.replace(config.loss, prior_gain=1.0))
-
-
-def revisit_5(method: str, iterations: int) -> InversionConfig:
-    """SMI whose stopped patches rejoin the forward every 5th iteration between the last stop and the dense
-    finish (``selection.revisit`` 5): a dense step among four sparse ones, so every patch gets the teacher's
-    gradient through the run (about 1.27x SMI's teacher tokens)."""
-    return _smi_selection(method, iterations, revisit=5)

@@ -79,10 +79,6 @@ class SelectionConfig:
     end (a dense finish, after the last stop), so the whole image, not only its kept patches, is
     optimised towards the target before it is kept; ``None``: never (the paper). The images' kept masks
     are then all-kept (their final phase saw every patch).
-
-    ``revisit``: between the last stop and ``rejoin``, every ``revisit``-th iteration's forward sees every
-    patch, so the stopped patches get the teacher's gradient there too (a dense step among sparse ones);
-    ``None``: never. It needs ``rejoin`` (whose final phase picks the kept iterate).
     """
 
     kind: SelectionKind = "smi"
@@ -90,7 +86,6 @@ class SelectionConfig:
     stopped: StoppedPixels = "frozen"
     saliency: SaliencyKind = "instant"
     rejoin: int | None = None
-    revisit: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("dense", "smi", "random", "rebirth"):
@@ -99,11 +94,6 @@ class SelectionConfig:
             raise ValueError(f"selection.stopped: expected frozen or prior, got {self.stopped!r}")
         if self.saliency not in ("instant", "accumulated"):
             raise ValueError(f"selection.saliency: expected instant or accumulated, got {self.saliency!r}")
-        if self.revisit is not None:
-            if isinstance(self.revisit, bool) or not isinstance(self.revisit, int) or self.revisit < 2:
-                raise ValueError(f"selection.revisit: expected an integer >= 2 or None, got {self.revisit!r}")
-            if self.rejoin is None or self.kind not in ("smi", "random"):
-                raise ValueError("selection.revisit: needs an smi (or random) selection with a rejoin")
         if self.rejoin is not None and self.kind == "rebirth":
             raise ValueError("selection.rejoin: with rebirth the patches that leave never come back (use None)")
         if self.rejoin is not None:

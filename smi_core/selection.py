@@ -83,8 +83,6 @@ class ScheduledStopping:
         self._keep_after = {t - 1: k for t, k in zip(config.schedule.iterations, counts)}
         self._last_stop = max(config.schedule.iterations, default=0)
         self._rejoin = config.rejoin
-        self._revisit = config.revisit
-        self._sparse: torch.Tensor | None = None  # the kept set after the last stop, while revisits alternate
         self._total: torch.Tensor | None = None  # (B, num_patches) summed saliency when accumulating
 
     def final_phase_start(self) -> int:
@@ -103,17 +101,6 @@ class ScheduledStopping:
         if self._rejoin is not None and iteration == self._rejoin - 1:
             every = torch.arange(self.num_patches, dtype=kept.dtype, device=kept.device)
             return every.expand(kept.shape[0], -1).contiguous()
-        if self._sparse is not None and iteration < self._rejoin - 1:  # revisits: a dense step every ``revisit``-th iteration after the last stop
-            if is_revisit(iteration + 1, self._last_stop, self._revisit):
-                every = torch.arange(self.num_patches, dtype=kept.dtype, device=kept.device)
-                return every.expand(kept.shape[0], -1).contiguous()
-            return self._sparse
-        if self._revisit is not None and iteration == self._last_stop - 1:
-            self._sparse = self._stop(iteration, kept, saliency, generator)
-            return self._sparse
-        return self._stop(iteration, kept, saliency, generator)
-
-    def _stop(self, iteration, kept, saliency, generator):
         num_keep = self._keep_after.get(iteration)
         if num_keep is None or num_keep == kept.shape[1]:
             return kept
@@ -124,11 +111,6 @@ class ScheduledStopping:
         scores = torch.gather(self._total, 1, kept) if self.accumulate else saliency
         # rebirth: the most salient patches leave, the least salient keep evolving
         return keep_top_salient(kept, -scores if self.scorer == "rebirth" else scores, num_keep)
-
-
-def is_revisit(iteration: int, last_stop: int, revisit: int | None) -> bool:
-    """Whether ``iteration`` is a revisit (every patch in the forward) for stops ending at ``last_stop``."""
-    return revisit is not None and iteration >= last_stop and (iteration - last_stop) % revisit == revisit - 1
 
 
 def make_policy(config: SelectionConfig, num_patches: int) -> SelectionPolicy:
@@ -159,10 +141,6 @@ def tokens_per_iteration(config: SelectionConfig, num_patches: int, iterations: 
     for t, k in zip(config.schedule.iterations, config.schedule.kept_counts(num_patches)):
         for i in range(t, iterations):
             counts[i] = k
-    last_stop = max(config.schedule.iterations, default=0)
-    for i in range(last_stop, config.rejoin if config.rejoin is not None else iterations):
-        if is_revisit(i, last_stop, config.revisit):
-            counts[i] = num_patches
     if config.rejoin is not None:
         counts[config.rejoin:] = [num_patches] * max(0, iterations - config.rejoin)
     return counts

@@ -143,7 +143,7 @@ def test_the_selection_sits_at_the_top_under_its_manifest_names() -> None:
     """The one explicit mapping: selection.kind is `method`, selection.stopped is `stopped_patches`; a dense
     run's hash leaves out every selection field but the method."""
     assert SELECTION_NAMES == {"kind": "method", "schedule": "schedule", "stopped": "stopped_patches",
-                               "saliency": "saliency", "rejoin": "rejoin", "revisit": "revisit"}
-    assert SMI_ONLY_FIELDS == ("schedule", "stopped_patches", "saliency", "rejoin", "revisit")
+                               "saliency": "saliency", "rejoin": "rejoin"}
+    assert SMI_ONLY_FIELDS == ("schedule", "stopped_patches", "saliency", "rejoin")
     assert "selection" not in InversionSpec.model_fields
     assert set(SELECTION_NAMES.values()) | {"batch_size", "pack_batches"} <= set(InversionSpec.model_fields)

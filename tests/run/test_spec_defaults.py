@@ -230,17 +230,6 @@ def test_rejoin_is_a_manifest_field_hashed_only_when_set(tmp_path: Path, fake_te
         load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"rejoin": paper_stops(300)[-1]}})))
 
 
-def test_revisit_is_a_manifest_field_hashed_only_when_set(tmp_path: Path, fake_teacher: None) -> None:
-    """``revisit`` (a dense step every k-th iteration between the last stop and the finish) reaches the engine
-    and the hash; left out it is the engine's default (none) and not hashed; without a finish it is refused."""
-    plain = load_spec(write(tmp_path, MINIMAL))
-    assert plain.inversion_config().selection.revisit is None and "revisit" not in plain.hashed_fields()["inversion"]
-    every5 = load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"revisit": 5}})))
-    assert every5.inversion_config().selection.revisit == 5 and every5.spec_hash() != plain.spec_hash()
-    with pytest.raises(spec_mod.UserError, match="revisit"):
-        load_spec(write(tmp_path, merged(MINIMAL, {"inversion": {"revisit": 5, "rejoin": None}})))
-
-
 def test_written_stops_move_the_recommended_finish_after_them(tmp_path: Path, fake_teacher: None) -> None:
     """A manifest's own stops with no ``rejoin`` get the recommended finish when it follows them, else none."""
     late = {"inversion": {"iterations": 300, "schedule": {"iterations": [20, 280]}}}

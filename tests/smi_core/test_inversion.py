@@ -384,22 +384,3 @@ def test_prior_gain_strengthens_the_priors_once_patches_have_left():
     torch.testing.assert_close(gained.images[0], plain.images[0])  # the image the first stop left
     tv = [losses.total_variation(r.images[1:], 2).sum() for r in (plain, gained)]
     assert tv[1] < tv[0]  # the later images under the stronger prior are smoother
-
-
-def test_revisits_reach_the_stopped_patches_and_count_their_tokens():
-    """A revisit forward sees every patch, so stopped pixels get the teacher's gradient there; the forwards
-    hold the counts tokens_per_iteration gives (what the FLOP count reads)."""
-    model = tiny_vit("vit")
-    geo = vit_geometry(model)
-    selection = SelectionConfig("smi", SCHEDULE, stopped="prior", rejoin=18, revisit=3)
-    config = InversionConfig(iterations=20, selection=selection, loss=LossWeights(tv_l2=0.0))
-    states = []
-    result = _run(model, config, observer=lambda s: states.append((s.kept.clone(), s.grad.clone())))
-    counts = tokens_per_iteration(selection, geo.num_patches, 20)
-    assert [k.shape[1] for k, _ in states] == counts and counts[14] == geo.num_patches > counts[13]
-    stopped = ~patch_mask_to_pixels(
-        torch.zeros(3, geo.num_patches, dtype=torch.bool).scatter_(1, states[13][0], True), geo
-    ).expand(-1, 3, -1, -1)
-    assert torch.count_nonzero(states[13][1][stopped]) == 0  # a sparse step: no gradient there (no prior)
-    assert torch.count_nonzero(states[14][1][stopped]) > 0  # the revisit reaches them
-    assert bool(result.kept_mask.all())

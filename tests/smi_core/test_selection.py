@@ -97,21 +97,3 @@ def test_rebirth_lets_the_most_salient_patches_leave_and_counts_its_images():
     assert images_per_target(config) == 3 and images_per_target(SelectionConfig("smi")) == 1
     with pytest.raises(ValueError, match="rejoin"):
         SelectionConfig("rebirth", StopSchedule((2,), (0.5,)), rejoin=3)
-
-
-def test_revisits_bring_every_patch_back_every_kth_iteration_between_the_last_stop_and_the_finish():
-    config = SelectionConfig("smi", StopSchedule((2, 4), (0.5, 0.5)), rejoin=12, revisit=3)
-    assert tokens_per_iteration(config, 8, 14) == [8, 8, 4, 4, 2, 2, 8, 2, 2, 8, 2, 2, 8, 8]
-    policy = make_policy(config, 8)
-    g = torch.Generator()
-    kept, seen = torch.arange(8).view(1, -1), []
-    for iteration in range(13):
-        seen.append(kept.shape[1])
-        saliency = torch.arange(float(kept.shape[1])).view(1, -1) if policy.needs_saliency(iteration) else None
-        kept = policy.update(iteration, kept, saliency, g)
-        if kept.shape[1] == 2:
-            assert kept.tolist() == [[6, 7]]  # the same kept set after each revisit
-    assert seen == tokens_per_iteration(config, 8, 13)
-    for bad in ({"revisit": 1}, {"revisit": True}, {"revisit": 3, "rejoin": None}):
-        with pytest.raises(ValueError, match="revisit"):
-            SelectionConfig("smi", StopSchedule((2, 4), (0.5, 0.5)), **{"rejoin": 12, **bad})
