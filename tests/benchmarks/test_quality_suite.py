@@ -281,6 +281,18 @@ def test_dense_finish_changes_only_smis_rejoin(name: str, rejoin: int) -> None:
     assert args.recipe_configs["smi"] == {**project["smi"], "selection": {**project["smi"]["selection"], "rejoin": rejoin}}
 
 
+def test_late_rebirth_moves_only_rebirths_stops_to_the_second_half() -> None:
+    """late_rebirth keeps rebirth's first image at half the run (stops 200, 267, 333 of 400, equal shares leaving);
+    dense and SMI are the project's."""
+    qs = _load("quality_suite")
+    recipes = qs.load_recipe(f"{REPO / 'benchmarks' / 'recipes.py'}:late_rebirth")
+    methods = ("dense", "smi", "rebirth")
+    late, project = qs.check_recipe(recipes, 400, methods), qs.check_recipe(qs.project_recipe, 400, methods)
+    assert late["dense"] == project["dense"] and late["smi"] == project["smi"]
+    assert late["rebirth"]["selection"] == {**project["rebirth"]["selection"],
+                                            "schedule": {"iterations": [200, 267, 333], "ratios": [0.25, 1 / 3, 0.5]}}
+
+
 def test_rebirth_packs_classes_so_its_forward_holds_as_many_targets_as_denses(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rebirth yields four images per target here: one target per class of four images, three classes packed
