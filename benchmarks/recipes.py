@@ -7,6 +7,7 @@ run compares exactly that change against the default run of the same settings.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from smi_core import InversionConfig
 from smi_core.config import StopSchedule
@@ -75,14 +76,19 @@ def dense_finish_20(method: str, iterations: int) -> InversionConfig:
     return _smi_selection(method, iterations, rejoin=finish_start(iterations, paper_stops(iterations), 0.2))
 
 
+def _rebirth_only(method: str, iterations: int,
+                  change: Callable[[InversionConfig], InversionConfig]) -> InversionConfig:
+    """The recommended recipe, with ``change`` applied to rebirth's config only (dense and SMI unchanged)."""
+    config = recommended_config(method, iterations)  # type: ignore[arg-type]
+    return change(config) if method == "rebirth" else config
+
+
 def rebirth_tv(method: str, iterations: int) -> InversionConfig:
     """Patch rebirth with the TV-l2 prior at 2.0 instead of 0.75 (dense and SMI unchanged): after each stop the
     remaining patches are pushed to carry the class alone and, under the recommended prior, turn into saturated
     blotches; a stronger prior keeps them smooth."""
-    config = recommended_config(method, iterations)  # type: ignore[arg-type]
-    if method != "rebirth":
-        return config
-    return dataclasses.replace(config, loss=dataclasses.replace(config.loss, tv_l2=2.0))
+    return _rebirth_only(method, iterations,
+                         lambda c: dataclasses.replace(c, loss=dataclasses.replace(c.loss, tv_l2=2.0)))
 
 
 def rebirth_gain(method: str, iterations: int) -> InversionConfig:
@@ -90,19 +96,15 @@ def rebirth_gain(method: str, iterations: int) -> InversionConfig:
     over its four stages) instead of :func:`rebirth_tv`'s 2.0 throughout (dense and SMI unchanged): the first
     image keeps the recommended prior's detail, the later ones a prior that holds against the class pull the
     remaining patches carry alone."""
-    config = recommended_config(method, iterations)  # type: ignore[arg-type]
-    if method != "rebirth":
-        return config
-    return dataclasses.replace(config, loss=dataclasses.replace(config.loss, prior_gain=1.0))
+    return _rebirth_only(method, iterations,
+                         lambda c: dataclasses.replace(c, loss=dataclasses.replace(c.loss, prior_gain=1.0)))
 
 
 def late_rebirth(method: str, iterations: int) -> InversionConfig:
     """Patch rebirth whose first image is kept at half the run, not a quarter (stops at 1/2, 2/3 and 5/6,
     equal shares leaving; dense and SMI unchanged): every image has had at least half the run's dense steps
     (its first is a dense image of half the iterations), for 18.75% of dense's FLOPs per image instead of 15.6%."""
-    config = recommended_config(method, iterations)  # type: ignore[arg-type]
-    if method != "rebirth":
-        return config
     stops = scaled_stops((1 / 2, 2 / 3, 5 / 6), iterations)
-    schedule = StopSchedule(stops, equal_stage_ratios(len(stops)))
-    return dataclasses.replace(config, selection=dataclasses.replace(config.selection, schedule=schedule))
+    late = StopSchedule(stops, equal_stage_ratios(len(stops)))
+    return _rebirth_only(method, iterations,
+                         lambda c: dataclasses.replace(c, selection=dataclasses.replace(c.selection, schedule=late)))

@@ -233,16 +233,17 @@ class ShardWorker:
         for first in range(0, len(offsets), cfg.pack_batches):
             packed = [(i, offsets[i], min(cfg.batch_size, task.count - offsets[i]))
                       for i in range(first, min(first + cfg.pack_batches, len(offsets)))]
-            batches = [(torch.full((targets_for(cfg.inversion.selection, n),), task.label, dtype=torch.int64, device=self.device),
+            selection = cfg.inversion.selection
+            batches = [(torch.full((targets_for(selection, n),), task.label, dtype=torch.int64, device=self.device),
                         torch.Generator(device="cpu").manual_seed(batch_seed(task.seed, i))) for i, _, n in packed]
             results = invert_packed(
                 teacher.model, batches, cfg.inversion,
                 img_size=teacher.img_size, mean=teacher.mean, std=teacher.std, autocast_dtype=autocast,
                 count_flops=False,
             )
-            for (_, offset, n), result in zip(packed, results):
+            for (_, offset, n), (targets, _), result in zip(packed, batches, results):
                 inversion_seconds += result.seconds
-                flops += self.batch_flops(targets_for(cfg.inversion.selection, n))
+                flops += self.batch_flops(targets.shape[0])
                 samples += samples_from_result(
                     result.first(n), task, offset=offset, teacher=teacher.teacher_id, method=cfg.method,
                     seconds_per_image=result.seconds / n,
